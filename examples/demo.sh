@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job on the built-in model and the example corpus (run through `make demo`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=demo-out
+mkdir -p "$out"
+echo "== rpt entropy: top-16 entropy of every position (built-in SmolLM2-135M) ==" >&2
+rpt entropy examples/data/corpus.jsonl -o "$out/scored.jsonl"
+echo "== rpt filter: positions with entropy > 1.0, at most 8 per document ==" >&2
+rpt filter "$out/scored.jsonl" --min 1.0 --per-doc 8 -o "$out/samples.jsonl"
+echo "demo outputs are in $out/" >&2

@@ -1,0 +1,3 @@
+from rpt_cli.cli import main
+
+main()

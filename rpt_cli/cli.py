@@ -1,0 +1,215 @@
+"""The `rpt` command line: one thin command per stage. Each parses its options, calls the stage's
+core, and leaves exit statuses to `console.cli_errors`. Heavy libraries are imported inside the
+commands that need them so `rpt --help`, `rpt filter` and `rpt reward` start quickly."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from rpt_cli.console import cli_errors, stderr
+from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, UsageError, read_records
+from rpt_cli.models import BUILTIN_NAME
+
+app = typer.Typer(
+    name="rpt",
+    help="Reinforcement Pre-Training (arXiv 2506.08007) as JSON Lines stages.\n\n"
+         "Every command reads JSONL (a file, or standard input) and writes JSONL to standard output "
+         "or -o FILE, so stages run alone or piped:\n\n"
+         "  rpt entropy corpus.jsonl | rpt filter --min 1.0 > samples.jsonl",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+# Options shared by several commands: same names, same help, everywhere.
+InputArg = Annotated[str, typer.Argument(metavar="INPUT", show_default=False,
+                                         help="JSONL input file; '-' or nothing reads standard input.")]
+OutputOpt = Annotated[Optional[str], typer.Option(
+    "--output", "-o", metavar="FILE",
+    help="Write to FILE instead of standard output (atomically: no partial file on failure).")]
+ModelOpt = Annotated[str, typer.Option(
+    "--model", "-m",
+    help=f"'{BUILTIN_NAME}' (built in), a Hugging Face folder (e.g. an rpt train checkpoint), "
+         "a .gguf file, or a hub id.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option(
+    help="auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16 or float16.")]
+SkipBadOpt = Annotated[bool, typer.Option(
+    "--skip-bad", help="Skip malformed records (counted on standard error) instead of stopping.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="Allow model code from the hub to run (off unless asked).")]
+TextFieldOpt = Annotated[str, typer.Option(help="Field that holds the document text.")]
+IdFieldOpt = Annotated[str, typer.Option(help="Field that holds the document id (default: the line number).")]
+
+
+def main() -> None:
+    app()
+
+
+def check_input(path: str) -> None:
+    """Refuse to wait forever on a terminal when no input was given."""
+    if path == STDIO and sys.stdin.isatty():
+        raise UsageError("no input: give a JSONL file, or pipe records into standard input")
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {value}: expected i/n, e.g. 3/8") from None
+    if n < 1 or not 1 <= i <= n:
+        raise UsageError(f"--shard {value}: i must be between 1 and n")
+    return i, n
+
+
+def prevalidate(path: str, validate, shard) -> None:
+    """Read a whole input file once before loading a model, so a bad line 9,000 stops the run
+    before minutes of model work (standard input cannot be read twice and is checked as read)."""
+    if path == STDIO or not os.path.isfile(path):
+        return
+    for _ in read_records(path, validate, shard=shard):
+        pass
+
+
+@app.command(epilog="Example:  rpt entropy examples/data/corpus.jsonl | rpt filter --min 1.0 > samples.jsonl")
+def entropy(
+    input: InputArg = STDIO,
+    output: OutputOpt = None,
+    model: ModelOpt = BUILTIN_NAME,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    top_k: Annotated[int, typer.Option("--top-k", help="Entropy over the k most likely next tokens, renormalized (paper: 16).")] = 16,
+    text_field: TextFieldOpt = "text",
+    id_field: IdFieldOpt = "id",
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Read the corpus through `datasets` instead: a parquet/JSON/CSV file or a hub name.")] = None,
+    dataset_split: Annotated[str, typer.Option(help="Split of --dataset.")] = "train",
+    dataset_config: Annotated[Optional[str], typer.Option(help="Configuration name of --dataset.")] = None,
+    window: Annotated[int, typer.Option(help="Tokens per forward pass at most (capped by the model's maximum).")] = 4096,
+    overlap: Annotated[Optional[int], typer.Option(
+        help="Context tokens carried into the next window of a long document (default: a quarter of the window).")] = None,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (rows × longest row).")] = 8192,
+    shard: Annotated[Optional[str], typer.Option(
+        metavar="I/N", help="Score only the I-th of N disjoint slices of the input (1-based), e.g. 3/8.")] = None,
+    skip_bad: SkipBadOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Score every position of a corpus with a proxy model's top-k entropy.
+
+    Adds [bold]offsets[/] (UTF-8 byte offsets of the model's tokens), [bold]entropy[/] (nats, null
+    where the model had no context), [bold]entropy_model[/] and [bold]entropy_top_k[/] to each document.
+    """
+    with cli_errors():
+        from rpt_cli.entropy import EntropyScorer, corpus_validator
+        from rpt_cli.jsonl import read_dataset
+        from rpt_cli.models import display_name, load_model
+
+        shard_slice = parse_shard(shard)
+        if top_k < 1:
+            raise UsageError("--top-k must be at least 1")
+        if batch_tokens < 1 or window < 2:
+            raise UsageError("--batch-tokens must be positive and --window at least 2")
+        validate = corpus_validator(text_field, id_field)
+        stats = ReadStats()
+        if dataset is not None:
+            if input != STDIO:
+                raise UsageError("give either an INPUT file or --dataset, not both")
+            records = read_dataset(dataset, validate, split=dataset_split, config=dataset_config,
+                                   skip_bad=skip_bad, stats=stats, shard=shard_slice)
+        else:
+            check_input(input)
+            if not skip_bad:
+                prevalidate(input, validate, shard_slice)
+            records = read_records(input, validate, skip_bad=skip_bad, stats=stats,
+                                   shard=shard_slice, with_lines=True)
+
+        def with_ids():
+            for lineno, doc in records:
+                if doc.get(id_field) is None:
+                    doc[id_field] = lineno
+                yield doc
+
+        lm, tokenizer, resolved_device = load_model(model, device=device, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code)
+        try:
+            scorer = EntropyScorer(lm, tokenizer, device=resolved_device, top_k=top_k, window=window,
+                                   overlap=overlap, batch_tokens=batch_tokens)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=stderr,
+                      transient=True) as progress, RecordWriter(output) as out:
+            task = progress.add_task("entropy: starting")
+
+            def show(s):
+                progress.update(task, description=f"entropy: {s.documents:,} documents, "
+                                                  f"{s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s")
+            out.write_all(scorer.score(with_ids(), text_field, model_name=display_name(model),
+                                       on_chunk=show))
+        s = scorer.stats
+        stderr.print(f"entropy: {s.documents:,} documents, {s.tokens:,} tokens in {s.seconds:.1f} s "
+                     f"({s.tokens_per_second:,.0f} tokens/s, {resolved_device})")
+        stats.report(stderr)
+
+
+@app.command(name="filter", epilog="Example:  rpt entropy corpus.jsonl | rpt filter --split medium --per-doc 8 > samples.jsonl")
+def filter_(
+    input: InputArg = STDIO,
+    output: OutputOpt = None,
+    min: Annotated[Optional[float], typer.Option("--min", help="Keep positions whose entropy exceeds X.", metavar="X")] = None,
+    max: Annotated[Optional[float], typer.Option("--max", help="Keep positions whose entropy is at most X.", metavar="X")] = None,
+    split: Annotated[Optional[str], typer.Option(
+        help="Keep one of the paper's nested splits: easy (> 0.5), medium (> 1.0), hard (> 1.5).")] = None,
+    min_context_tokens: Annotated[int, typer.Option(
+        help="Skip positions with fewer context tokens (the start of a document looks artificially uncertain).")] = 16,
+    target_tokens: Annotated[int, typer.Option(
+        help="Ground-truth tokens carried in target and boundaries.")] = 8,
+    max_context_tokens: Annotated[Optional[int], typer.Option(
+        help="Cut the context from the left, at a token boundary, to at most this many tokens.")] = None,
+    per_doc: Annotated[Optional[int], typer.Option(help="Keep at most N positions per document, at random.", metavar="N")] = None,
+    fraction: Annotated[Optional[float], typer.Option(help="Keep each position with probability F.", metavar="F")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --per-doc and --fraction (recorded as filter_seed).")] = 0,
+    text_field: TextFieldOpt = "text",
+    id_field: IdFieldOpt = "id",
+    skip_bad: SkipBadOpt = False,
+) -> None:
+    """Select positions of scored documents and write them as samples (context, target, boundaries, split)."""
+    with cli_errors():
+        from rpt_cli.filter import FilterOptions, FilterStats, filter_documents, scored_doc_validator
+
+        opts = FilterOptions(min_entropy=min, max_entropy=max, split=split,
+                             min_context_tokens=min_context_tokens, target_tokens=target_tokens,
+                             max_context_tokens=max_context_tokens, per_doc=per_doc, fraction=fraction,
+                             seed=seed, text_field=text_field, id_field=id_field)
+        try:
+            opts.check()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        check_input(input)
+        read_stats, stats = ReadStats(), FilterStats()
+        started = time.perf_counter()
+        docs = read_records(input, scored_doc_validator(text_field, id_field), skip_bad=skip_bad,
+                            stats=read_stats, with_lines=True)
+        with RecordWriter(output) as out:
+            out.write_all(filter_documents(docs, opts, stats))
+        seconds = time.perf_counter() - started
+        per_split = ", ".join(f"{name} {stats.samples[name]:,}" for name in ("easy", "medium", "hard", "none")
+                              if stats.samples[name] or name != "none")
+        stderr.print(f"filter: {stats.documents:,} documents, {stats.positions:,} positions -> "
+                     f"{sum(stats.samples.values()):,} samples ({per_split}) in {seconds:.1f} s")
+        if stats.mid_character:
+            stderr.print(f"filter: skipped {stats.mid_character:,} positions that start inside a UTF-8 character")
+        read_stats.report(stderr)
+
+
+__all__ = ["app", "main"]

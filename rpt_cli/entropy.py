@@ -1,0 +1,411 @@
+"""`rpt entropy`: per-position top-k entropy of a proxy model, with exact UTF-8 byte offsets.
+
+For token i of a document, `entropy[i]` is the entropy (nats) of the proxy model's next-token
+distribution restricted to its k most likely tokens and renormalized, when predicting token i from
+tokens < i (paper, Section 3.3: k = 16). The top-k renormalized entropy needs only the k largest
+logits, so the full-vocabulary softmax is never computed: the output head runs on the hidden states
+of the positions that are scored, in chunks, followed by `topk`.
+
+Documents are tokenized in chunks, cut into overlapping windows when longer than the model's
+window, packed into batches by token count (longest first, right padding), and emitted in input
+order, so memory depends on the chunk size and never on the corpus size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from rpt_cli.jsonl import RecordError
+
+DEFAULT_TOP_K = 16
+ENTROPY_DECIMALS = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Token bytes: the exact UTF-8 bytes each vocabulary entry stands for
+# ---------------------------------------------------------------------------------------------
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """The printable-character alphabet of byte-level BPE (GPT-2 and its descendants): bytes that
+    are printable map to the same code point, the others to code points from 256 upwards."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    char_to_byte = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            char_to_byte[chr(256 + extra)] = b
+            extra += 1
+    return char_to_byte
+
+
+def _decoder_kind(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.decoder is None:
+        return "unknown"
+    text = repr(backend.decoder)
+    if "ByteLevel" in text:
+        return "byte-level"
+    if "ByteFallback" in text or "Metaspace" in text or "▁" in text:
+        return "sentencepiece"
+    return "unknown"
+
+
+def token_byte_table(tokenizer) -> list[bytes | None] | None:
+    """bytes of every token id (None for special tokens), or None when the tokenizer's pieces
+    cannot be mapped to bytes (then character offsets are used instead)."""
+    kind = _decoder_kind(tokenizer)
+    if kind == "unknown":
+        return None
+    vocab_size = len(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    special_ids = set(tokenizer.all_special_ids)
+    added = {tid: tok for tid, tok in tokenizer.added_tokens_decoder.items()}
+    alphabet = _byte_level_alphabet() if kind == "byte-level" else None
+    table: list[bytes | None] = []
+    for tid, piece in enumerate(pieces):
+        if piece is None or tid in special_ids or (tid in added and added[tid].special):
+            table.append(None)
+        elif tid in added:  # a non-special added token stands for its literal text
+            table.append(added[tid].content.encode("utf-8"))
+        elif alphabet is not None:
+            try:
+                table.append(bytes(alphabet[ch] for ch in piece))
+            except KeyError:
+                table.append(piece.encode("utf-8"))
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            table.append(bytes([int(piece[3:5], 16)]))
+        else:
+            table.append(piece.replace("▁", " ").encode("utf-8"))
+    return table
+
+
+@dataclass
+class TokenizedDoc:
+    ids: list[int]       # the document's own tokens (no special tokens)
+    offsets: list[int]   # n + 1 byte offsets into the UTF-8 text
+
+
+def _char_to_byte_offsets(text: str) -> list[int]:
+    out, pos = [0], 0
+    for ch in text:
+        pos += len(ch.encode("utf-8"))
+        out.append(pos)
+    return out
+
+
+def _offsets_from_chars(text: str, spans: list[tuple[int, int]]) -> list[int]:
+    """Fallback for tokenizers whose pieces do not map to bytes: token i starts where its
+    character span starts. Kept strictly increasing so every token covers at least one byte."""
+    char_bytes = _char_to_byte_offsets(text)
+    total = char_bytes[-1]
+    offsets = [0]
+    for start, _ in spans[1:]:
+        offsets.append(min(max(char_bytes[start], offsets[-1] + 1), total))
+    offsets.append(total)
+    if any(b <= a for a, b in zip(offsets, offsets[1:])):
+        raise RecordError("the tokenizer's offsets cannot be mapped to bytes for this text")
+    return offsets
+
+
+def byte_offsets(text: str, ids: list[int], table: list[bytes | None] | None,
+                 spans: list[tuple[int, int]] | None) -> list[int]:
+    """n + 1 UTF-8 byte offsets of the tokens `ids` of `text`, exact when the token bytes
+    concatenate back to the text (byte-level BPE, SentencePiece with byte fallback)."""
+    data = text.encode("utf-8")
+    if table is not None:
+        pieces = [table[i] if table[i] is not None else b"" for i in ids]
+        joined = b"".join(pieces)
+        if joined != data and pieces and joined == b" " + data and pieces[0].startswith(b" ") \
+                and len(pieces[0]) > 1:
+            pieces[0] = pieces[0][1:]  # SentencePiece's added prefix space ("▁" at the start)
+            joined = data
+        if joined == data and all(pieces):
+            offsets = [0]
+            for piece in pieces:
+                offsets.append(offsets[-1] + len(piece))
+            return offsets
+    if not ids:
+        return [0]
+    if spans is None:
+        raise RecordError("cannot compute byte offsets: the tokenizer gives neither token bytes nor offsets")
+    return _offsets_from_chars(text, spans)
+
+
+class DocTokenizer:
+    """Tokenize documents into their own tokens plus the special prefix (e.g. BOS) the tokenizer
+    puts in front, with exact byte offsets."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.table = token_byte_table(tokenizer)
+        self.prefix = self._special_prefix()
+
+    def _special_prefix(self) -> list[int]:
+        probe = "a"
+        with_special = self.tokenizer(probe, add_special_tokens=True)["input_ids"]
+        plain = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        for start in range(len(with_special) - len(plain) + 1):
+            if with_special[start:start + len(plain)] == plain:
+                return list(with_special[:start])
+        return []
+
+    def __call__(self, texts: list[str]) -> list[TokenizedDoc]:
+        need_spans = self.table is None or not getattr(self.tokenizer, "is_fast", False)
+        enc = self.tokenizer(texts, add_special_tokens=False,
+                             return_offsets_mapping=bool(getattr(self.tokenizer, "is_fast", False)))
+        docs = []
+        for k, text in enumerate(texts):
+            ids = list(enc["input_ids"][k])
+            spans = enc["offset_mapping"][k] if "offset_mapping" in enc else None
+            try:
+                offsets = byte_offsets(text, ids, self.table, spans)
+            except RecordError:
+                if need_spans:
+                    raise
+                offsets = byte_offsets(text, ids, None, spans)
+            docs.append(TokenizedDoc(ids, offsets))
+        return docs
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows and batches
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Segment:
+    doc: int          # index of the document in the chunk
+    start: int        # first token of the window (document token index)
+    end: int          # one past the last token of the window
+    score_from: int   # first token whose entropy this window provides
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def windows(n_tokens: int, body: int, overlap: int) -> list[tuple[int, int, int]]:
+    """(start, end, score_from) windows of at most `body` tokens covering 0..n; every window after
+    the first starts `overlap` tokens before the last one ended, so each scored position sees at
+    least `overlap` tokens of real context (or all of it, near the start)."""
+    if n_tokens <= body:
+        return [(0, n_tokens, 0)]
+    out, start, end = [(0, body, 0)], 0, body
+    while end < n_tokens:
+        start = end - overlap
+        new_end = min(start + body, n_tokens)
+        out.append((start, new_end, end))
+        end = new_end
+    return out
+
+
+def pack_batches(segments: list[Segment], prefix_len: int, batch_tokens: int) -> list[list[Segment]]:
+    """Greedy packing, longest first, so that rows × padded length stays within `batch_tokens`."""
+    ordered = sorted(segments, key=len, reverse=True)
+    batches: list[list[Segment]] = []
+    for seg in ordered:
+        if batches:
+            batch = batches[-1]
+            width = len(batch[0]) + prefix_len
+            if (len(batch) + 1) * width <= batch_tokens:
+                batch.append(seg)
+                continue
+        batches.append([seg])
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------
+# The scorer
+# ---------------------------------------------------------------------------------------------
+
+def topk_entropy(logits, k: int, transform: Callable | None = None):
+    """Entropy (nats, float32) of the softmax over the k largest logits of each row."""
+    import torch
+
+    values = torch.topk(logits, k, dim=-1, sorted=False).values.float()
+    if transform is not None:
+        values = transform(values)
+    logp = values - torch.logsumexp(values, dim=-1, keepdim=True)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def _logit_transform(config) -> Callable | None:
+    """Monotone post-processing some architectures apply to logits; applied to the top-k values
+    (monotone maps keep the same top k)."""
+    cap = getattr(config, "final_logit_softcapping", None)
+    scale = getattr(config, "logit_scale", None)
+    divide = getattr(config, "logits_scaling", None)
+    steps = []
+    if scale not in (None, 1, 1.0):
+        steps.append(lambda v: v * scale)
+    if divide not in (None, 1, 1.0):
+        steps.append(lambda v: v / divide)
+    if cap:
+        import torch
+
+        steps.append(lambda v: torch.tanh(v / cap) * cap)
+    if not steps:
+        return None
+
+    def apply(v):
+        for step in steps:
+            v = step(v)
+        return v
+    return apply
+
+
+@dataclass
+class ScoreStats:
+    documents: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class EntropyScorer:
+    """Scores documents with one loaded causal LM."""
+
+    def __init__(self, model, tokenizer, *, device: str, top_k: int = DEFAULT_TOP_K,
+                 window: int | None = None, overlap: int | None = None,
+                 batch_tokens: int = 8192, chunk_tokens: int | None = None):
+        self.model, self.device = model, device
+        self.doc_tokenizer = DocTokenizer(tokenizer)
+        self.prefix = self.doc_tokenizer.prefix
+        vocab = model.get_output_embeddings().weight.shape[0]
+        if not 1 <= top_k <= vocab:
+            raise ValueError(f"--top-k must be between 1 and the vocabulary size ({vocab})")
+        self.top_k = top_k
+        model_window = getattr(model.config, "max_position_embeddings", None) or 4096
+        self.window = min(window or 4096, model_window)
+        body = self.window - len(self.prefix)
+        self.overlap = overlap if overlap is not None else body // 4
+        if body < 2 or not 0 <= self.overlap < body:
+            raise ValueError(f"--overlap must be between 0 and the window minus one ({body - 1})")
+        self.body = body
+        self.batch_tokens = max(batch_tokens, self.window)
+        self.chunk_tokens = chunk_tokens or 16 * self.batch_tokens
+        self.pad_id = self._pad_id(tokenizer)
+        self.transform = _logit_transform(model.config)
+        self.stats = ScoreStats()
+        # rows of the output head per chunk: bounds the logits buffer to about 256 MB
+        elem = model.get_output_embeddings().weight.element_size()
+        self.head_rows = max(64, (1 << 28) // (vocab * max(elem, 2)))
+
+    @staticmethod
+    def _pad_id(tokenizer) -> int:
+        for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+            if candidate is not None:
+                return candidate
+        return 0
+
+    def _entropy_rows(self, hidden):
+        import torch
+
+        head = self.model.get_output_embeddings()
+        out = []
+        for i in range(0, hidden.shape[0], self.head_rows):
+            logits = head(hidden[i:i + self.head_rows])
+            out.append(topk_entropy(logits, self.top_k, self.transform))
+        return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+    def _run_batch(self, batch: list[Segment], docs: list[TokenizedDoc], results: list[list]):
+        import torch
+
+        p = len(self.prefix)
+        width = len(batch[0]) + p
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        wanted = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, seg in enumerate(batch):
+            tokens = self.prefix + docs[seg.doc].ids[seg.start:seg.end]
+            ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            attention[row, :len(tokens)] = 1
+            # hidden state at input index j predicts input token j + 1
+            first = max(0, p + seg.score_from - seg.start - 1)
+            last = p + seg.end - seg.start - 1
+            wanted[row, first:last] = True
+        with torch.inference_mode():
+            ids, attention, wanted = ids.to(self.device), attention.to(self.device), wanted.to(self.device)
+            base = self.model.base_model
+            if base is self.model:  # no separate output head: take the logits themselves
+                logits = self.model(input_ids=ids, attention_mask=attention).logits[wanted]
+                values = topk_entropy(logits, self.top_k, None).cpu().tolist()
+            else:
+                hidden = base(input_ids=ids, attention_mask=attention).last_hidden_state
+                values = self._entropy_rows(hidden[wanted]).cpu().tolist()
+        cursor = 0
+        for seg in batch:
+            first_token = seg.score_from if (p > 0 or seg.score_from > seg.start) else seg.start + 1
+            count = seg.end - first_token
+            target = results[seg.doc]
+            for j, value in enumerate(values[cursor:cursor + count]):
+                target[first_token + j] = round(value, ENTROPY_DECIMALS)
+            cursor += count
+
+    def score_texts(self, texts: list[str]) -> list[tuple[list[int], list[float | None]]]:
+        """(offsets, entropy) for each text, in order."""
+        started = time.perf_counter()
+        docs = self.doc_tokenizer(texts)
+        results: list[list[float | None]] = [[None] * len(d.ids) for d in docs]
+        segments = [Segment(k, s, e, f) for k, d in enumerate(docs)
+                    for s, e, f in windows(len(d.ids), self.body, self.overlap) if e > s]
+        for batch in pack_batches(segments, len(self.prefix), self.batch_tokens):
+            self._run_batch(batch, docs, results)
+        self.stats.documents += len(texts)
+        self.stats.tokens += sum(len(d.ids) for d in docs)
+        self.stats.seconds += time.perf_counter() - started
+        return [(d.offsets, r) for d, r in zip(docs, results)]
+
+    def score(self, docs: Iterable[dict], text_field: str = "text", *,
+              model_name: str = "", on_chunk: Callable[[ScoreStats], None] | None = None) -> Iterator[dict]:
+        """Add offsets, entropy, entropy_model and entropy_top_k to each document, in input order."""
+        chunk: list[dict] = []
+        chunk_bytes = 0
+        # about 4 bytes per token: a chunk holds roughly chunk_tokens tokens
+        limit = 4 * self.chunk_tokens
+        for doc in docs:
+            chunk.append(doc)
+            chunk_bytes += len(doc[text_field])
+            if chunk_bytes >= limit or len(chunk) >= 4096:
+                yield from self._score_chunk(chunk, text_field, model_name)
+                if on_chunk:
+                    on_chunk(self.stats)
+                chunk, chunk_bytes = [], 0
+        if chunk:
+            yield from self._score_chunk(chunk, text_field, model_name)
+            if on_chunk:
+                on_chunk(self.stats)
+
+    def _score_chunk(self, chunk: list[dict], text_field: str, model_name: str) -> Iterator[dict]:
+        scored = self.score_texts([doc[text_field] for doc in chunk])
+        for doc, (offsets, entropy) in zip(chunk, scored):
+            doc["offsets"] = offsets
+            doc["entropy"] = entropy
+            doc["entropy_model"] = model_name
+            doc["entropy_top_k"] = self.top_k
+            yield doc
+
+
+def corpus_validator(text_field: str, id_field: str) -> Callable[[dict], None]:
+    def validate(record: dict) -> None:
+        if text_field not in record:
+            raise RecordError(f'missing field "{text_field}"')
+        if not isinstance(record[text_field], str):
+            raise RecordError(f'field "{text_field}" must be a string, got {type(record[text_field]).__name__}')
+        doc_id = record.get(id_field)
+        if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, (str, int))):
+            raise RecordError(f'field "{id_field}" must be a string or an integer')
+        try:
+            record[text_field].encode("utf-8")
+        except UnicodeEncodeError:
+            raise RecordError(f'field "{text_field}" holds an unpaired surrogate (not valid UTF-8 text)') from None
+    return validate
+
+
+def max_entropy(top_k: int) -> float:
+    return math.log(top_k)

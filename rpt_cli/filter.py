@@ -1,0 +1,217 @@
+"""`rpt filter`: pick the positions worth reasoning about and turn them into samples.
+
+Pure Python on purpose (no torch import): it runs on scored documents from `rpt entropy` and must
+start instantly and stream at disk speed.
+
+A position i of a document becomes a sample when it has at least `min_context_tokens` tokens of
+context, its entropy passes the thresholds, and its byte offset is a character boundary (a context
+that ends inside a UTF-8 character cannot be written as text). The sample carries the text before
+the token as `context`, the next `target_tokens` tokens as `target`, and their cumulative byte
+lengths as `boundaries` (the set L_gt of Eq. 3), taken from the document's own tokenization.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from rpt_cli.jsonl import RecordError
+
+# The paper's nested difficulty splits (Section 4.1): a position belongs to every split whose
+# threshold its entropy exceeds; its label is the hardest of them.
+SPLIT_THRESHOLDS = {"easy": 0.5, "medium": 1.0, "hard": 1.5}
+SPLIT_NAMES = ("easy", "medium", "hard")
+# Fields of a scored document that a sample replaces rather than carries along.
+DOC_ONLY_FIELDS = ("offsets", "entropy")
+
+
+def split_label(entropy: float) -> str:
+    label = "none"
+    for name in SPLIT_NAMES:
+        if entropy > SPLIT_THRESHOLDS[name]:
+            label = name
+    return label
+
+
+def in_split(label: str, split: str) -> bool:
+    """Nested membership: a `hard` position is also in `medium` and `easy`."""
+    if split == "all":
+        return True
+    if label == "none":
+        return False
+    return SPLIT_NAMES.index(label) >= SPLIT_NAMES.index(split)
+
+
+@dataclass
+class FilterOptions:
+    min_entropy: float | None = None
+    max_entropy: float | None = None
+    split: str | None = None
+    min_context_tokens: int = 16
+    target_tokens: int = 8
+    max_context_tokens: int | None = None
+    per_doc: int | None = None
+    fraction: float | None = None
+    seed: int = 0
+    text_field: str = "text"
+    id_field: str = "id"
+
+    def check(self) -> None:
+        if self.split is not None and self.split not in SPLIT_NAMES:
+            raise ValueError(f"--split {self.split}: choose one of {', '.join(SPLIT_NAMES)}")
+        if self.min_context_tokens < 1:
+            raise ValueError("--min-context-tokens must be at least 1 (a sample needs some context)")
+        if self.target_tokens < 1:
+            raise ValueError("--target-tokens must be at least 1")
+        if self.max_context_tokens is not None and self.max_context_tokens < 1:
+            raise ValueError("--max-context-tokens must be at least 1")
+        if self.per_doc is not None and self.per_doc < 1:
+            raise ValueError("--per-doc must be at least 1")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ValueError("--fraction must be in (0, 1]")
+        if (self.min_entropy is not None and self.max_entropy is not None
+                and self.max_entropy < self.min_entropy):
+            raise ValueError("--max must not be below --min")
+
+    @property
+    def sampling(self) -> bool:
+        return self.per_doc is not None or self.fraction is not None
+
+
+@dataclass
+class FilterStats:
+    documents: int = 0
+    positions: int = 0
+    mid_character: int = 0
+    samples: Counter = field(default_factory=Counter)
+
+
+def scored_doc_validator(text_field: str = "text", id_field: str = "id"):
+    """Check a scored document (records.md §2) as it is read, so errors name its line."""
+    def validate(doc: dict) -> None:
+        text = doc.get(text_field)
+        if not isinstance(text, str):
+            raise RecordError(f'missing field "{text_field}"' if text_field not in doc
+                              else f'field "{text_field}" must be a string')
+        for name in DOC_ONLY_FIELDS:
+            if name not in doc:
+                raise RecordError(f'missing field "{name}" (is this the output of rpt entropy?)')
+            if not isinstance(doc[name], list):
+                raise RecordError(f'field "{name}" must be a list')
+        offsets, entropy = doc["offsets"], doc["entropy"]
+        doc_id = doc.get(id_field)
+        if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, (str, int))):
+            raise RecordError(f'field "{id_field}" must be a string or an integer')
+        if len(offsets) != len(entropy) + 1:
+            raise RecordError(f'"offsets" must have one more entry than "entropy" '
+                              f'({len(offsets)} offsets, {len(entropy)} entropies)')
+        if any(type(o) is not int for o in offsets):
+            raise RecordError('"offsets" must hold integers')
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise RecordError(f'field "{text_field}" holds an unpaired surrogate') from None
+        if offsets[0] != 0 or offsets[-1] != size:
+            raise RecordError(f'offsets do not fit the text: they must run from 0 to its UTF-8 length '
+                              f'{size}, got {offsets[0]}..{offsets[-1]}')
+        if any(b <= a for a, b in zip(offsets, offsets[1:])):
+            raise RecordError('"offsets" must be strictly increasing')
+        for value in entropy:
+            if value is not None and (type(value) not in (float, int) or value != value or value < 0):
+                raise RecordError('"entropy" must hold non-negative numbers or null')
+    return validate
+
+
+def _doc_rng(seed: int, doc_id) -> random.Random:
+    # seeded by document, not by order: the same document gives the same sample whatever the
+    # shard, order or company it arrives in
+    digest = hashlib.sha256(f"{seed}\x00{doc_id}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+def _is_char_start(data: bytes, pos: int) -> bool:
+    return pos >= len(data) or (data[pos] & 0xC0) != 0x80
+
+
+def eligible_positions(doc: dict, opts: FilterOptions) -> list[int]:
+    entropy = doc["entropy"]
+    low, high = opts.min_entropy, opts.max_entropy
+    split_min = SPLIT_THRESHOLDS[opts.split] if opts.split else None
+    out = []
+    for i in range(opts.min_context_tokens, len(entropy)):
+        value = entropy[i]
+        if value is None:
+            continue
+        if low is not None and not value > low:
+            continue
+        if high is not None and value > high:
+            continue
+        if split_min is not None and not value > split_min:
+            continue
+        out.append(i)
+    return out
+
+
+def make_samples(doc: dict, doc_id, opts: FilterOptions, stats: FilterStats) -> Iterator[dict]:
+    text: str = doc[opts.text_field]
+    offsets: list[int] = doc["offsets"]
+    entropy = doc["entropy"]
+    n = len(entropy)
+    data = text.encode("utf-8")
+    positions = []
+    for i in eligible_positions(doc, opts):
+        if _is_char_start(data, offsets[i]):
+            positions.append(i)
+        else:
+            stats.mid_character += 1
+    if opts.sampling:
+        rng = _doc_rng(opts.seed, doc_id)
+        if opts.fraction is not None:
+            positions = [i for i in positions if rng.random() < opts.fraction]
+        if opts.per_doc is not None and len(positions) > opts.per_doc:
+            positions = sorted(rng.sample(positions, opts.per_doc))
+    extra = {k: v for k, v in doc.items() if k not in DOC_ONLY_FIELDS and k not in
+             (opts.text_field, opts.id_field)}
+    for i in positions:
+        start_token = 0
+        if opts.max_context_tokens is not None:
+            start_token = max(0, i - opts.max_context_tokens)
+            while not _is_char_start(data, offsets[start_token]):
+                start_token += 1  # cut at the next token boundary that is also a character boundary
+        last = min(i + opts.target_tokens, n)
+        end = offsets[last]
+        while not _is_char_start(data, end):
+            end += 1  # finish the character; boundaries still list token boundaries only
+        base = offsets[i]
+        label = split_label(entropy[i])
+        stats.samples[label] += 1
+        sample = {
+            "id": f"{doc_id}@{i}",
+            "doc_id": doc_id,
+            "position": i,
+            "context": data[offsets[start_token]:base].decode("utf-8"),
+            "target": data[base:end].decode("utf-8"),
+            "boundaries": [offsets[j] - base for j in range(i + 1, last + 1)],
+            "entropy": entropy[i],
+            "split": label,
+        }
+        if opts.sampling:
+            sample["filter_seed"] = opts.seed
+        for key, value in extra.items():
+            sample.setdefault(key, value)
+        yield sample
+
+
+def filter_documents(docs: Iterable[tuple[int, dict]], opts: FilterOptions,
+                     stats: FilterStats | None = None) -> Iterator[dict]:
+    """Samples from (line number, scored document) pairs; the line number is the default id."""
+    opts.check()
+    stats = stats if stats is not None else FilterStats()
+    for lineno, doc in docs:
+        stats.documents += 1
+        stats.positions += len(doc["entropy"])
+        doc_id = doc.get(opts.id_field)
+        yield from make_samples(doc, lineno if doc_id is None else doc_id, opts, stats)
