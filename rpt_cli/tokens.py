@@ -1,0 +1,154 @@
+"""Exact UTF-8 bytes of tokens: the bridge between a tokenizer's ids and the byte-level reward.
+
+Offsets and boundaries are byte positions in the document's own tokenization (records.md §2, §3).
+Byte-level BPE (GPT-2, Llama 3, Qwen, SmolLM) and SentencePiece with byte fallback map every token
+to exact bytes; other tokenizers fall back to character offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rpt_cli.jsonl import RecordError
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """The printable-character alphabet of byte-level BPE (GPT-2 and its descendants): bytes that
+    are printable map to the same code point, the others to code points from 256 upwards."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    char_to_byte = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            char_to_byte[chr(256 + extra)] = b
+            extra += 1
+    return char_to_byte
+
+
+def _decoder_kind(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.decoder is None:
+        return "unknown"
+    text = repr(backend.decoder)
+    if "ByteLevel" in text:
+        return "byte-level"
+    if "ByteFallback" in text or "Metaspace" in text or "▁" in text:
+        return "sentencepiece"
+    return "unknown"
+
+
+def token_byte_table(tokenizer) -> list[bytes | None] | None:
+    """bytes of every token id (None for special tokens), or None when the tokenizer's pieces
+    cannot be mapped to bytes (then character offsets are used instead)."""
+    kind = _decoder_kind(tokenizer)
+    if kind == "unknown":
+        return None
+    vocab_size = len(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    special_ids = set(tokenizer.all_special_ids)
+    added = {tid: tok for tid, tok in tokenizer.added_tokens_decoder.items()}
+    alphabet = _byte_level_alphabet() if kind == "byte-level" else None
+    table: list[bytes | None] = []
+    for tid, piece in enumerate(pieces):
+        if piece is None or tid in special_ids or (tid in added and added[tid].special):
+            table.append(None)
+        elif tid in added:  # a non-special added token stands for its literal text
+            table.append(added[tid].content.encode("utf-8"))
+        elif alphabet is not None:
+            try:
+                table.append(bytes(alphabet[ch] for ch in piece))
+            except KeyError:
+                table.append(piece.encode("utf-8"))
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            table.append(bytes([int(piece[3:5], 16)]))
+        else:
+            table.append(piece.replace("▁", " ").encode("utf-8"))
+    return table
+
+
+@dataclass
+class TokenizedDoc:
+    ids: list[int]       # the document's own tokens (no special tokens)
+    offsets: list[int]   # n + 1 byte offsets into the UTF-8 text
+
+
+def _char_to_byte_offsets(text: str) -> list[int]:
+    out, pos = [0], 0
+    for ch in text:
+        pos += len(ch.encode("utf-8"))
+        out.append(pos)
+    return out
+
+
+def _offsets_from_chars(text: str, spans: list[tuple[int, int]]) -> list[int]:
+    """Fallback for tokenizers whose pieces do not map to bytes: token i starts where its
+    character span starts. Kept strictly increasing so every token covers at least one byte."""
+    char_bytes = _char_to_byte_offsets(text)
+    total = char_bytes[-1]
+    offsets = [0]
+    for start, _ in spans[1:]:
+        offsets.append(min(max(char_bytes[start], offsets[-1] + 1), total))
+    offsets.append(total)
+    if any(b <= a for a, b in zip(offsets, offsets[1:])):
+        raise RecordError("the tokenizer's offsets cannot be mapped to bytes for this text")
+    return offsets
+
+
+def byte_offsets(text: str, ids: list[int], table: list[bytes | None] | None,
+                 spans: list[tuple[int, int]] | None) -> list[int]:
+    """n + 1 UTF-8 byte offsets of the tokens `ids` of `text`, exact when the token bytes
+    concatenate back to the text (byte-level BPE, SentencePiece with byte fallback)."""
+    data = text.encode("utf-8")
+    if table is not None:
+        pieces = [table[i] if table[i] is not None else b"" for i in ids]
+        joined = b"".join(pieces)
+        if joined != data and pieces and joined == b" " + data and pieces[0].startswith(b" ") \
+                and len(pieces[0]) > 1:
+            pieces[0] = pieces[0][1:]  # SentencePiece's added prefix space ("▁" at the start)
+            joined = data
+        if joined == data and all(pieces):
+            offsets = [0]
+            for piece in pieces:
+                offsets.append(offsets[-1] + len(piece))
+            return offsets
+    if not ids:
+        return [0]
+    if spans is None:
+        raise RecordError("cannot compute byte offsets: the tokenizer gives neither token bytes nor offsets")
+    return _offsets_from_chars(text, spans)
+
+
+class DocTokenizer:
+    """Tokenize documents into their own tokens plus the special prefix (e.g. BOS) the tokenizer
+    puts in front, with exact byte offsets."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.table = token_byte_table(tokenizer)
+        self.prefix = self._special_prefix()
+
+    def _special_prefix(self) -> list[int]:
+        probe = "a"
+        with_special = self.tokenizer(probe, add_special_tokens=True)["input_ids"]
+        plain = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        for start in range(len(with_special) - len(plain) + 1):
+            if with_special[start:start + len(plain)] == plain:
+                return list(with_special[:start])
+        return []
+
+    def __call__(self, texts: list[str]) -> list[TokenizedDoc]:
+        need_spans = self.table is None or not getattr(self.tokenizer, "is_fast", False)
+        enc = self.tokenizer(texts, add_special_tokens=False,
+                             return_offsets_mapping=bool(getattr(self.tokenizer, "is_fast", False)))
+        docs = []
+        for k, text in enumerate(texts):
+            ids = list(enc["input_ids"][k])
+            spans = enc["offset_mapping"][k] if "offset_mapping" in enc else None
+            try:
+                offsets = byte_offsets(text, ids, self.table, spans)
+            except RecordError:
+                if need_spans:
+                    raise
+                offsets = byte_offsets(text, ids, None, spans)
+            docs.append(TokenizedDoc(ids, offsets))
+        return docs
