@@ -170,15 +170,18 @@ class EntropyScorer:
     def _run_batch(self, batch: list[Segment], docs: list[TokenizedDoc], results: list[list]):
         import torch
 
-        p = len(self.prefix)
-        width = len(batch[0]) + p
+        rows = [self.prefix + (docs[seg.doc].lead if seg.start == 0 else [])
+                + docs[seg.doc].ids[seg.start:seg.end] for seg in batch]
+        width = max(len(tokens) for tokens in rows)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         wanted = torch.zeros((len(batch), width), dtype=torch.bool)
-        for row, seg in enumerate(batch):
-            tokens = self.prefix + docs[seg.doc].ids[seg.start:seg.end]
+        context = []  # tokens before the window's first document token, per row
+        for row, (seg, tokens) in enumerate(zip(batch, rows)):
             ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
             attention[row, :len(tokens)] = 1
+            p = len(tokens) - len(seg)
+            context.append(p)
             # hidden state at input index j predicts input token j + 1
             first = max(0, p + seg.score_from - seg.start - 1)
             last = p + seg.end - seg.start - 1
@@ -193,7 +196,7 @@ class EntropyScorer:
                 hidden = base(input_ids=ids, attention_mask=attention).last_hidden_state
                 values = self._entropy_rows(hidden[wanted]).cpu().tolist()
         cursor = 0
-        for seg in batch:
+        for seg, p in zip(batch, context):
             first_token = seg.score_from if (p > 0 or seg.score_from > seg.start) else seg.start + 1
             count = seg.end - first_token
             target = results[seg.doc]

@@ -7,7 +7,7 @@ to exact bytes; other tokenizers fall back to character offsets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rpt_cli.jsonl import RecordError
 
@@ -50,7 +50,10 @@ def token_byte_table(tokenizer) -> list[bytes | None] | None:
     alphabet = _byte_level_alphabet() if kind == "byte-level" else None
     table: list[bytes | None] = []
     for tid, piece in enumerate(pieces):
-        if piece is None or tid in special_ids or (tid in added and added[tid].special):
+        if alphabet is None and piece is not None and len(piece) == 6 and piece.startswith("<0x") \
+                and piece.endswith(">"):
+            table.append(bytes([int(piece[3:5], 16)]))  # byte fallback, even if marked special
+        elif piece is None or tid in special_ids or (tid in added and added[tid].special):
             table.append(None)
         elif tid in added:  # a non-special added token stands for its literal text
             table.append(added[tid].content.encode("utf-8"))
@@ -59,8 +62,6 @@ def token_byte_table(tokenizer) -> list[bytes | None] | None:
                 table.append(bytes(alphabet[ch] for ch in piece))
             except KeyError:
                 table.append(piece.encode("utf-8"))
-        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-            table.append(bytes([int(piece[3:5], 16)]))
         else:
             table.append(piece.replace("▁", " ").encode("utf-8"))
     return table
@@ -70,6 +71,10 @@ def token_byte_table(tokenizer) -> list[bytes | None] | None:
 class TokenizedDoc:
     ids: list[int]       # the document's own tokens (no special tokens)
     offsets: list[int]   # n + 1 byte offsets into the UTF-8 text
+    # tokens the tokenizer put before the text that stand for no byte of it: SentencePiece's
+    # added prefix space when it is a token of its own ("▁" before a byte-fallback character).
+    # They are context for the first token, like BOS, not tokens of the document.
+    lead: list[int] = field(default_factory=list)
 
 
 def _char_to_byte_offsets(text: str) -> list[int]:
@@ -94,28 +99,32 @@ def _offsets_from_chars(text: str, spans: list[tuple[int, int]]) -> list[int]:
     return offsets
 
 
-def byte_offsets(text: str, ids: list[int], table: list[bytes | None] | None,
-                 spans: list[tuple[int, int]] | None) -> list[int]:
-    """n + 1 UTF-8 byte offsets of the tokens `ids` of `text`, exact when the token bytes
-    concatenate back to the text (byte-level BPE, SentencePiece with byte fallback)."""
+def tokenize_exact(text: str, ids: list[int], table: list[bytes | None] | None,
+                   spans: list[tuple[int, int]] | None) -> TokenizedDoc:
+    """Byte offsets of the tokens `ids` of `text`: exact when the token bytes concatenate back to
+    the text (byte-level BPE, SentencePiece with byte fallback), else from character offsets."""
     data = text.encode("utf-8")
+    lead: list[int] = []
     if table is not None:
         pieces = [table[i] if table[i] is not None else b"" for i in ids]
         joined = b"".join(pieces)
-        if joined != data and pieces and joined == b" " + data and pieces[0].startswith(b" ") \
-                and len(pieces[0]) > 1:
-            pieces[0] = pieces[0][1:]  # SentencePiece's added prefix space ("▁" at the start)
+        if joined != data and pieces and joined == b" " + data and pieces[0].startswith(b" "):
+            # SentencePiece added a prefix space ("▁") that is not in the text
+            if pieces[0] == b" ":
+                lead, ids, pieces = ids[:1], ids[1:], pieces[1:]
+            else:
+                pieces[0] = pieces[0][1:]
             joined = data
         if joined == data and all(pieces):
             offsets = [0]
             for piece in pieces:
                 offsets.append(offsets[-1] + len(piece))
-            return offsets
+            return TokenizedDoc(list(ids), offsets, lead)
     if not ids:
-        return [0]
+        return TokenizedDoc([], [0])
     if spans is None:
         raise RecordError("cannot compute byte offsets: the tokenizer gives neither token bytes nor offsets")
-    return _offsets_from_chars(text, spans)
+    return TokenizedDoc(list(ids), _offsets_from_chars(text, spans))
 
 
 class DocTokenizer:
@@ -145,10 +154,9 @@ class DocTokenizer:
             ids = list(enc["input_ids"][k])
             spans = enc["offset_mapping"][k] if "offset_mapping" in enc else None
             try:
-                offsets = byte_offsets(text, ids, self.table, spans)
+                docs.append(tokenize_exact(text, ids, self.table, spans))
             except RecordError:
                 if need_spans:
                     raise
-                offsets = byte_offsets(text, ids, None, spans)
-            docs.append(TokenizedDoc(ids, offsets))
+                docs.append(tokenize_exact(text, ids, None, spans))
         return docs

@@ -1,0 +1,261 @@
+"""`rpt entropy`: exact byte offsets, top-k entropy against a brute-force reference, windows,
+batching, order, shards, and the CLI contract."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rpt_cli.cli import app
+from rpt_cli.entropy import EntropyScorer, pack_batches, Segment, windows
+
+runner = CliRunner()
+
+DOCS = [
+    "Let $x$ be a real number such that $x^2 - 5x + 6 = 0$. Then $x = 2$ or $x = 3$.",
+    "Hence the answer is $\\boxed{3}$.",
+    "café 😀 日本語\r\n\tend  ",
+    "a",
+    "",
+    "  leading spaces and trailing tab\t",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return model, tokenizer
+
+
+def brute_force_entropy(model, ids: list[int], k: int) -> float:
+    """Reference: one full forward pass over the context, full-vocabulary logits, top k, softmax."""
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids])).logits[0, -1].double()
+    top = torch.topk(logits, k).values
+    p = torch.softmax(top, dim=-1)
+    return float(-(p * p.log()).sum())
+
+
+def test_entropy_matches_brute_force(tiny):
+    model, tokenizer = tiny
+    scorer = EntropyScorer(model, tokenizer, device="cpu", top_k=16)
+    for (offsets, entropy), text in zip(scorer.score_texts(DOCS), DOCS):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(entropy) == len(ids) and len(offsets) == len(ids) + 1
+        if ids:
+            assert entropy[0] is None  # no BOS in this tokenizer: the first token has no context
+        for i in range(1, len(ids)):
+            assert entropy[i] == pytest.approx(brute_force_entropy(model, ids[:i], 16), abs=2e-5)
+            assert 0.0 <= entropy[i] <= math.log(16) + 1e-5
+
+
+@pytest.mark.parametrize("with_bos", [False, True])
+def test_sentencepiece_lead_token_is_context_not_a_document_token(with_bos):
+    """A "▁" the tokenizer adds before a byte-fallback character stands for no byte of the text:
+    it is context for the first token (which thereby gets an entropy), like BOS."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.conftest import build_byte_fallback_tokenizer
+
+    tokenizer = build_byte_fallback_tokenizer()
+    if with_bos:  # BOS in front of every window, as Llama-style tokenizers add it
+        tokenizer.add_bos_token = True
+        tokenizer.update_post_processor()
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)).eval()
+    text = "😀 x be"
+    all_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if with_bos else []
+    (offsets, entropy), = EntropyScorer(model, tokenizer, device="cpu").score_texts([text])
+    assert tokenizer.convert_ids_to_tokens(all_ids[:1]) == ["▁"]
+    assert len(entropy) == len(all_ids) - 1 and offsets[-1] == len(text.encode())
+    for i, value in enumerate(entropy):
+        assert value == pytest.approx(brute_force_entropy(model, bos + all_ids[:i + 1], 16), abs=2e-5)
+
+
+def test_top_k_changes_the_entropy_bound(tiny):
+    model, tokenizer = tiny
+    (_, e2), = EntropyScorer(model, tokenizer, device="cpu", top_k=2).score_texts([DOCS[0]])
+    assert all(v <= math.log(2) + 1e-6 for v in e2[1:])
+    ids = tokenizer(DOCS[0], add_special_tokens=False)["input_ids"]
+    assert e2[5] == pytest.approx(brute_force_entropy(model, ids[:5], 2), abs=2e-5)
+
+
+def test_batching_and_padding_do_not_change_values(tiny):
+    model, tokenizer = tiny
+    together = EntropyScorer(model, tokenizer, device="cpu", batch_tokens=4096).score_texts(DOCS)
+    for text, expected in zip(DOCS, together):
+        alone = EntropyScorer(model, tokenizer, device="cpu").score_texts([text])[0]
+        assert alone[0] == expected[0]
+        assert alone[1] == pytest.approx(expected[1], abs=1e-5)
+
+
+def test_long_documents_are_scored_in_overlapping_windows(tiny):
+    model, tokenizer = tiny
+    text = " ".join(f"step {i}: $x_{i} = {i * i}$." for i in range(60))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    window, overlap = 48, 16
+    assert len(ids) > 3 * window
+    scorer = EntropyScorer(model, tokenizer, device="cpu", window=window, overlap=overlap, batch_tokens=64)
+    (offsets, entropy), = scorer.score_texts([text])
+    assert entropy[0] is None and all(v is not None for v in entropy[1:])
+    # every position was scored with the context its window gives it: at least `overlap` tokens
+    for start, end, score_from in windows(len(ids), window, overlap):
+        assert score_from == 0 or score_from - start == overlap
+        for i in range(max(score_from, 1), end, 7):
+            assert entropy[i] == pytest.approx(brute_force_entropy(model, ids[start:i], 16), abs=2e-5)
+
+
+def test_windows_cover_every_position_once():
+    for n in (0, 1, 5, 48, 49, 100, 1000):
+        spans = windows(n, 48, 12)
+        scored = [i for s, e, f in spans for i in range(f, e)]
+        assert scored == list(range(n))
+        assert all(e - s <= 48 for s, e, _ in spans)
+
+
+def test_pack_batches_respects_the_token_budget():
+    segments = [Segment(k, 0, length, 0) for k, length in enumerate([5, 50, 17, 33, 8, 64, 2])]
+    batches = pack_batches(segments, prefix_len=1, batch_tokens=100)
+    assert sorted(s.doc for b in batches for s in b) == list(range(7))
+    for batch in batches:
+        width = max(len(s) for s in batch) + 1
+        assert len(batch) == 1 or len(batch) * width <= 100
+
+
+def read_jsonl(text: str) -> list[dict]:
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write_corpus(path, docs):
+    path.write_text("".join(orjson.dumps(d).decode() + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+def test_cli_scores_in_input_order_and_passes_fields_through(tiny_model_dir, tmp_path):
+    docs = [{"id": f"d{i}", "text": t, "source": "unit"} for i, t in enumerate(DOCS)]
+    docs.append({"text": "no id here, the line number stands in"})
+    corpus = write_corpus(tmp_path / "corpus.jsonl", docs)
+    result = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output
+    out = read_jsonl(result.stdout)
+    assert [d["id"] for d in out] == [f"d{i}" for i in range(len(DOCS))] + [len(docs)]
+    for doc in out:
+        assert doc["entropy_top_k"] == 16 and doc["entropy_model"] == tiny_model_dir.name
+        data = doc["text"].encode("utf-8")
+        assert doc["offsets"][0] == 0 and doc["offsets"][-1] == len(data)
+        assert len(doc["offsets"]) == len(doc["entropy"]) + 1
+    assert out[0]["source"] == "unit"
+
+
+def test_cli_shards_are_disjoint_and_complete(tiny_model_dir, tmp_path):
+    docs = [{"id": f"d{i}", "text": f"document number {i} says {i * 7}"} for i in range(7)]
+    corpus = write_corpus(tmp_path / "corpus.jsonl", docs)
+    seen = []
+    for i in (1, 2, 3):
+        result = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir), "--shard", f"{i}/3"])
+        assert result.exit_code == 0, result.output
+        seen += [d["id"] for d in read_jsonl(result.stdout)]
+    assert sorted(seen) == sorted(d["id"] for d in docs) and len(seen) == len(set(seen))
+    bad = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir), "--shard", "4/3"])
+    assert bad.exit_code == 2 and "--shard 4/3" in bad.output
+
+
+def test_cli_bad_input_names_file_and_line_and_leaves_no_output(tiny_model_dir, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "fine"}\n\n{"text": 3}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir), "-o", str(out)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f'error: {corpus}:3: field "text" must be a string, got int'
+    assert not out.exists() and list(tmp_path.iterdir()) == [corpus]
+
+    skipped = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir), "--skip-bad"])
+    assert skipped.exit_code == 0
+    assert [d["text"] for d in read_jsonl(skipped.stdout)] == ["fine"]
+    assert "skipped 1 bad record" in skipped.stderr
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("not json\n", "invalid JSON"),
+    ("[1, 2]\n", "expected a JSON object, got list"),
+    ('{"id": "x"}\n', 'missing field "text"'),
+    ('{"text": "ok", "id": [1]}\n', 'field "id" must be a string or an integer'),
+])
+def test_cli_bad_records(tiny_model_dir, tmp_path, content, reason):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(content, encoding="utf-8")
+    result = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {corpus}:1: {reason}")
+    assert result.output.count("\n") == 1
+
+
+def test_cli_empty_input_gives_empty_output(tiny_model_dir, tmp_path):
+    corpus = tmp_path / "empty.jsonl"
+    corpus.write_text("", encoding="utf-8")
+    result = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir), "-o", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 0
+    assert (tmp_path / "o.jsonl").read_bytes() == b""
+
+
+def test_cli_missing_model_is_one_line(tmp_path):
+    corpus = write_corpus(tmp_path / "c.jsonl", [{"text": "x"}])
+    result = runner.invoke(app, ["entropy", str(corpus), "--model", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert result.output == f"error: model folder {tmp_path / 'nope'} not found\n"
+
+
+def test_cli_reads_a_parquet_dataset(tiny_model_dir, tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"body": ["first document", "second one"], "n": [1, 2]}).to_parquet(
+        str(tmp_path / "c.parquet"))
+    result = runner.invoke(app, ["entropy", "--dataset", str(tmp_path / "c.parquet"), "--text-field", "body",
+                                 "--model", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output
+    out = read_jsonl(result.stdout)
+    assert [(d["id"], d["body"], d["n"]) for d in out] == [(1, "first document", 1), (2, "second one", 2)]
+
+
+@pytest.mark.slow
+def test_builtin_model_end_to_end(builtin_model_dir, tmp_path):
+    """The default model, no --model: offsets fit, entropies bounded by ln 16, BOS-free first token."""
+    from tests.conftest import EXAMPLES
+
+    lines = (EXAMPLES / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:4]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["entropy", str(corpus), "--window", "256"])
+    assert result.exit_code == 0, result.output
+    out = read_jsonl(result.stdout)
+    assert len(out) == 4
+    for doc in out:
+        assert doc["entropy_model"] == "smollm2-135m"
+        data = doc["text"].encode("utf-8")
+        assert doc["offsets"][-1] == len(data)
+        values = [v for v in doc["entropy"] if v is not None]
+        assert len(values) == len(doc["entropy"]) - 1
+        assert all(0 <= v <= math.log(16) + 1e-4 for v in values)
+        assert max(values) > 0.5 and min(values) < 0.5  # a real model is sure of some tokens, not all
+
+
+def test_cli_broken_pipe_ends_quietly(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    corpus = write_corpus(tmp_path / "c.jsonl", [{"text": f"document {k} " * 20} for k in range(300)])
+    done = subprocess.run(
+        f"set -o pipefail; '{sys.executable}' -m rpt_cli entropy '{corpus}' --model '{tiny_model_dir}' "
+        f"--batch-tokens 512 | head -1", shell=True, capture_output=True, text=True, executable="/bin/bash")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr
