@@ -212,4 +212,82 @@ def filter_(
         read_stats.report(stderr)
 
 
+@app.command(epilog="Examples:  rpt rollout samples.jsonl | rpt reward | jq -c .rewards\n\n"
+                    "rpt reward rollouts.jsonl --fn dense --model smollm2-135m -o scored.jsonl")
+def reward(
+    input: InputArg = STDIO,
+    output: OutputOpt = None,
+    fn: Annotated[str, typer.Option(
+        "--fn", help="Reward function: prefix (Eq. 3), first-token, dense or conditional-dense (paper, Appendix A).")] = "prefix",
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m",
+        help=f"Needed by first-token (its tokenizer) and the dense variants (its probabilities): '{BUILTIN_NAME}', "
+             "a Hugging Face folder, a .gguf file or a hub id.")] = None,
+    no_think: Annotated[bool, typer.Option(
+        "--no-think", help="For answers without thinking: take the last \\boxed{} anywhere, not only after </think>.")] = False,
+    correct: Annotated[str, typer.Option(
+        help="dense variants: what counts as correct (reward 1): first-token (the paper's definition) or prefix (Eq. 3).")] = "first-token",
+    unsolved_reward: Annotated[float, typer.Option(
+        help="conditional-dense: the reward of every completion in a group without a correct one.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="dense variants: contexts per forward pass.")] = 8,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    skip_bad: SkipBadOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Score rollouts: extract each completion's answer and reward it against the ground truth.
+
+    Adds [bold]predictions[/] (the text in the last \\boxed{} after </think>; null when none), [bold]rewards[/] and [bold]reward_fn[/] to each rollout.
+
+    A summary (mean reward, share without a prediction, pass@G) goes to standard error.
+    """
+    with cli_errors():
+        from rpt_cli.reward import (CORRECTNESS_RULES, NEEDS_MODEL, NEEDS_TOKENIZER, REWARD_FUNCTIONS,
+                                    RewardStats, get_reward_function, rollout_validator, score_rollouts)
+
+        if fn not in REWARD_FUNCTIONS:
+            raise UsageError(f"--fn {fn}: choose one of {', '.join(REWARD_FUNCTIONS)}")
+        if correct not in CORRECTNESS_RULES:
+            raise UsageError(f"--correct {correct}: choose one of {', '.join(CORRECTNESS_RULES)}")
+        if batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        uses_model = fn in NEEDS_MODEL or fn in NEEDS_TOKENIZER
+        if uses_model and model is None:
+            raise UsageError(f"--fn {fn} needs --model (the policy whose tokenizer"
+                             f"{' and probabilities' if fn in NEEDS_MODEL else ''} it uses), e.g. --model {BUILTIN_NAME}")
+        if model is not None and not uses_model:
+            stderr.print(f"reward: note: --fn {fn} does not use --model; ignoring it")
+        check_input(input)
+        validate = rollout_validator(REWARD_FUNCTIONS[fn])
+        options: dict = {"require_think": not no_think}
+        notes: dict = {}
+        if uses_model:
+            from rpt_cli.models import display_name, load_model, load_tokenizer
+
+            if not skip_bad:
+                prevalidate(input, validate, None)  # before minutes of model loading
+            notes["model"] = display_name(model)
+            if fn in NEEDS_TOKENIZER:
+                options["tokenizer"] = load_tokenizer(model, trust_remote_code=trust_remote_code)
+            else:
+                lm, tokenizer, resolved_device = load_model(model, device=device, dtype=dtype,
+                                                            trust_remote_code=trust_remote_code)
+                options.update(model=lm, tokenizer=tokenizer, device=resolved_device, correct=correct,
+                               batch_size=batch_size)
+                if fn == "conditional-dense":
+                    options["unsolved_reward"] = unsolved_reward
+        reward_fn = get_reward_function(fn, **options)
+        read_stats, stats = ReadStats(), RewardStats()
+        started = time.perf_counter()
+        records = read_records(input, validate, skip_bad=skip_bad, stats=read_stats)
+        with RecordWriter(output) as out:
+            out.write_all(score_rollouts(records, reward_fn, stats=stats, notes=notes))
+        seconds = time.perf_counter() - started
+        stderr.print(f"reward ({fn}): {stats.groups:,} records, {stats.completions:,} completions: "
+                     f"mean reward {stats.mean_reward:.4f}, no prediction {stats.no_prediction_share:.1%}, "
+                     f"{stats.g_label} {stats.pass_at_g:.1%}, accuracy {stats.accuracy:.1%}, "
+                     f"{stats.tied_groups:,} groups with all rewards equal, in {seconds:.1f} s")
+        read_stats.report(stderr)
+
+
 __all__ = ["app", "main"]
