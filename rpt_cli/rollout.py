@@ -1,0 +1,133 @@
+"""`rpt rollout`: G sampled chains of thought per context.
+
+The core is `rollout_chunks`: samples in, rollout records out (records.md §4), a chunk of
+contexts at a time and in input order. It knows nothing about files or options; the command in
+cli.py wires it to JSONL input, a backend from `rpt_cli.generation`, and chunked output.
+
+Seeds: chunk k of the input is sampled with `derive_seed(seed, k)`, whatever ran before it, so a
+run is reproducible, and a run resumed after a crash samples every chunk it redoes exactly as
+the first run did (unless the crash cut a chunk in half: its remaining contexts are then sampled
+with the same seed but in a smaller batch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from rpt_cli.generation.base import FINISH_LENGTH, GenerationBackend, SamplingConfig, derive_seed
+from rpt_cli.jsonl import RecordError
+from rpt_cli.prompts import PromptBuilder
+
+DEFAULT_ROLLOUTS = 8        # G in the paper
+DEFAULT_CHUNK_CONTEXTS = 32  # contexts per backend call and per write
+ROLLOUT_FIELDS = ("prompt", "prompt_tokens", "completions", "finish_reasons", "completion_tokens", "rollout")
+
+
+def sample_validator(record: dict) -> None:
+    """A sample (records.md §3) must carry its context as a string; other fields pass through."""
+    if "context" not in record:
+        raise RecordError('missing field "context"')
+    if not isinstance(record["context"], str):
+        raise RecordError(f'field "context" must be a string, not {type(record["context"]).__name__}')
+
+
+@dataclass
+class RolloutStats:
+    contexts: int = 0
+    completions: int = 0
+    truncated: int = 0        # completions cut off at max_new_tokens
+    new_tokens: int = 0
+    skipped_done: int = 0     # samples already in the output (--resume)
+    generate_seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+def rollout_chunks(
+    samples: Iterable[dict],
+    backend: GenerationBackend,
+    builder: PromptBuilder,
+    *,
+    n: int = DEFAULT_ROLLOUTS,
+    sampling: SamplingConfig = SamplingConfig(),
+    chunk_contexts: int = DEFAULT_CHUNK_CONTEXTS,
+    metadata: dict | None = None,
+    is_done: Callable[[dict], bool] | None = None,
+    stats: RolloutStats | None = None,
+) -> Iterator[list[dict]]:
+    """Yield lists of rollout records, one list per chunk of `chunk_contexts` input samples.
+
+    Each record is its sample plus `prompt`, `prompt_tokens`, `completions`, `finish_reasons`,
+    `completion_tokens` and `rollout` (`metadata`). Samples for which `is_done` says true are
+    skipped (they still count in the chunk numbering, which fixes each chunk's seed).
+    """
+    if n < 1:
+        raise ValueError("n (completions per context) must be at least 1")
+    if chunk_contexts < 1:
+        raise ValueError("chunk size must be at least 1")
+    sampling.check()
+    stats = stats if stats is not None else RolloutStats()
+    metadata = dict(metadata or {})
+    chunk: list[dict] = []
+    index = 0
+    for sample in samples:
+        chunk.append(sample)
+        if len(chunk) == chunk_contexts:
+            yield from _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, stats)
+            chunk, index = [], index + 1
+    if chunk:
+        yield from _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, stats)
+
+
+def _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, stats) -> Iterator[list[dict]]:
+    todo = [sample for sample in chunk if not (is_done and is_done(sample))]
+    stats.skipped_done += len(chunk) - len(todo)
+    if not todo:
+        return
+    built = [builder.build_with_length(sample["context"]) for sample in todo]
+    seed = None if sampling.seed is None else derive_seed(sampling.seed, "chunk", index)
+    started = time.perf_counter()
+    results = backend.generate([prompt for prompt, _ in built], n, replace(sampling, seed=seed))
+    stats.generate_seconds += time.perf_counter() - started
+    records = []
+    for sample, (prompt, prompt_tokens), completions in zip(todo, built, results):
+        stats.contexts += 1
+        stats.completions += len(completions)
+        stats.truncated += sum(c.finish_reason == FINISH_LENGTH for c in completions)
+        stats.new_tokens += sum(c.tokens for c in completions)
+        records.append({
+            **sample,
+            "prompt": prompt,
+            "prompt_tokens": prompt_tokens,
+            "completions": [c.text for c in completions],
+            "finish_reasons": [c.finish_reason for c in completions],
+            "completion_tokens": [c.tokens for c in completions],
+            "rollout": metadata,
+        })
+    yield records
+
+
+def numbered_samples(numbered: Iterable[tuple[int, dict]], *, source: str, unique: bool = False,
+                     limit: int | None = None) -> Iterator[dict]:
+    """Samples from (line number, record) pairs, each with an `id` (its line number when it has
+    none), the first `limit` of them. With `unique`, a repeated id is an input error: resuming
+    tells done samples from the rest by id, so ids must tell samples apart."""
+    from rpt_cli.jsonl import InputError
+    from rpt_cli.resume import id_key
+
+    seen: set[bytes] = set()
+    for count, (lineno, sample) in enumerate(numbered):
+        if limit is not None and count >= limit:
+            return
+        if sample.get("id") is None:
+            sample["id"] = lineno
+        if unique:
+            key = id_key(sample["id"])
+            if key in seen:
+                raise InputError(source, lineno, f"duplicate id {sample['id']!r}: --resume needs a distinct id per sample")
+            seen.add(key)
+        yield sample
