@@ -1,0 +1,208 @@
+"""Step time of `rpt train` against a bare TRL `GRPOTrainer`, same model, data, reward and settings.
+
+Both trainers are built in this one process from the same `GRPOConfig` (`rpt_cli.training.run.
+grpo_args`), the same dataset rows (the prompts `rpt train` builds) and the same reward function
+(`get_reward_function("prefix")`). The rpt side is exactly what `rpt train` runs
+(`rpt_cli.training.run.build`: the data order, metrics and batches files, progress lines, dynamic
+sampling bookkeeping); the TRL side is `trl.GRPOTrainer` as it comes. Completions are forced to
+the full length (`min_new_tokens`) and every context is cut to the same token count, so both sides
+do the same generation work whatever contexts they draw. A step's time is the wall-clock time
+between the ends of consecutive optimizer steps (so rpt's per-step logging counts); the first step
+of each run is a warm-up and not counted. Runs alternate (TRL, rpt, TRL, rpt, ...) so drifting
+machine load hits both sides alike; the ratio is of the medians.
+
+    python benchmarks/bench_train.py                          # CPU: built-in model, 4 contexts x G=4 x 32 tokens
+    python benchmarks/bench_train.py --gpu                    # GPU: 0.5B-class model, 8 contexts x G=8 x 256 tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_samples(tokenizer, path: Path, count: int, context_tokens: int, target_tokens: int = 8) -> None:
+    """Samples cut from the example corpus at token boundaries of `tokenizer`, every context the
+    same number of tokens long (so prompt lengths, and the work per step, match across draws)."""
+    docs = [json.loads(line) for line in (ROOT / "examples" / "data" / "corpus.jsonl").open()]
+    rows = []
+    for doc in docs:
+        text = doc["text"]
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        starts = [start for start, _ in offsets]
+        for position in range(context_tokens, len(starts) - target_tokens, 37):
+            begin, at = starts[position - context_tokens], starts[position]
+            ends = [starts[position + k] for k in range(1, target_tokens + 1)]
+            target = text[at:ends[-1]]
+            boundaries = [len(text[at:end].encode()) for end in ends]
+            if boundaries != sorted(set(boundaries)) or not boundaries[0]:
+                continue
+            rows.append({"id": f"{doc['id']}@{position}", "context": text[begin:at], "target": target,
+                         "boundaries": boundaries})
+            if len(rows) == count:
+                break
+        if len(rows) == count:
+            break
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def random_qwen2_model(folder: Path, tokenizer_source: str) -> Path:
+    """A Qwen2-shaped model of about half a billion parameters (Qwen2.5-0.5B's layer sizes) with
+    random weights and the built-in model's tokenizer: the GPU machine has no hub access."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+class StepClock:
+    """Wall-clock time at the end of every optimizer step."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class _Clock(TrainerCallback):
+            def __init__(self):
+                self.ends: list[float] = []
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                self.ends = [time.perf_counter()]
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self.ends.append(time.perf_counter())
+
+        return _Clock()
+
+
+def step_times(clock) -> list[float]:
+    """Per-step times after the warm-up step."""
+    return [b - a for a, b in zip(clock.ends[1:], clock.ends[2:])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpu", action="store_true", help="0.5B-class model on a GPU, 8 contexts x G=8 x 256 tokens")
+    parser.add_argument("--model", help="model (default: built-in on CPU, a random 0.5B Qwen2 shape with --gpu)")
+    parser.add_argument("--tokenizer", help="--gpu: tokenizer folder for the random model (default: the built-in model's)")
+    parser.add_argument("--contexts", type=int, help="contexts per step (CPU 4, GPU 8)")
+    parser.add_argument("-G", "--num-generations", type=int, help="completions per context (CPU 4, GPU 8)")
+    parser.add_argument("--new-tokens", type=int, help="completion tokens (CPU 32, GPU 256)")
+    parser.add_argument("--context-tokens", type=int, default=160, help="context tokens of every sample")
+    parser.add_argument("--steps", type=int, default=3, help="measured steps per run, after one warm-up step")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating")
+    parser.add_argument("--json", help="also write the figures to this file")
+    options = parser.parse_args()
+    contexts = options.contexts or (8 if options.gpu else 4)
+    G = options.num_generations or (8 if options.gpu else 4)
+    new_tokens = options.new_tokens or (256 if options.gpu else 32)
+
+    import torch
+
+    from rpt_cli.console import stderr
+    from rpt_cli.models import BUILTIN_NAME, resolve
+    from rpt_cli.training.config import TrainConfig, batch_plan
+    from rpt_cli.training.run import _quiet_libraries, build, grpo_args
+
+    if options.gpu and not torch.cuda.is_available():
+        sys.exit("bench_train: --gpu needs a CUDA GPU")
+    _quiet_libraries(False)
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    try:
+        if options.model:
+            model = options.model
+        elif options.gpu:
+            model = str(random_qwen2_model(work / "model", options.tokenizer or resolve(BUILTIN_NAME)))
+        else:
+            model = BUILTIN_NAME
+        source = resolve(model)
+        from transformers import AutoTokenizer
+
+        samples = work / "samples.jsonl"
+        make_samples(AutoTokenizer.from_pretrained(source), samples, count=64, context_tokens=options.context_tokens)
+        steps = options.steps + 1
+        config = TrainConfig(samples=str(samples), model=model, num_generations=G, contexts_per_step=contexts,
+                             max_steps=steps, save_steps=10_000, max_completion_tokens=new_tokens,
+                             max_prompt_tokens=options.context_tokens + 400, dynamic_sampling_from_step=0,
+                             gradient_checkpointing=options.gpu)
+        force_length = {"min_new_tokens": new_tokens}
+        results: dict[str, list[float]] = {"trl": [], "rpt": []}
+        tokens: dict[str, list[float]] = {"trl": [], "rpt": []}
+        for repeat in range(options.repeats):
+            for side in ("trl", "rpt"):
+                out = work / f"{side}-{repeat}"
+                clock = StepClock()
+                if side == "rpt":
+                    job = build(TrainConfig(**{**config.as_dict(), "output": str(out)}), console=stderr)
+                    trainer = job.trainer
+                else:
+                    trainer = bare_trainer(config, source, out, batch_plan(config, 1), grpo_args)
+                trainer.generation_kwargs = {**(trainer.generation_kwargs or {}), **force_length}
+                trainer.generation_config.update(**force_length)
+                trainer.add_callback(clock)
+                trainer.train()
+                times = step_times(clock)
+                results[side] += times
+                generated = contexts * G * new_tokens
+                tokens[side] += [generated / t for t in times]
+                print(f"bench_train: {side} run {repeat + 1}: " + ", ".join(f"{t:.2f}" for t in times) + " s/step",
+                      file=sys.stderr)
+                del trainer
+                if side == "rpt":
+                    del job
+        trl_median, rpt_median = statistics.median(results["trl"]), statistics.median(results["rpt"])
+        figures = {
+            "device": torch.cuda.get_device_name() if options.gpu else f"cpu x{torch.get_num_threads()} threads",
+            "model": model if not options.gpu else "random Qwen2-shaped (Qwen2.5-0.5B layer sizes)",
+            "parameters": sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM
+                              .from_pretrained(source).parameters()),
+            "contexts": contexts, "G": G, "new_tokens": new_tokens, "context_tokens": options.context_tokens,
+            "steps_measured_per_side": len(results["trl"]),
+            "trl_step_s": trl_median, "rpt_step_s": rpt_median, "ratio": rpt_median / trl_median,
+            "trl_generated_tokens_per_s": statistics.median(tokens["trl"]),
+            "rpt_generated_tokens_per_s": statistics.median(tokens["rpt"]),
+        }
+        print(json.dumps(figures, indent=2))
+        if options.json:
+            Path(options.json).write_text(json.dumps(figures, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bare_trainer(config, source: str, out: Path, plan, grpo_args):
+    """TRL's GRPOTrainer with rpt's settings, prompts and reward, and nothing else of rpt's."""
+    import datasets
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import GRPOTrainer
+
+    from rpt_cli.prompts import PromptBuilder, PromptConfig
+    from rpt_cli.reward import get_reward_function
+    from rpt_cli.training.data import build_rows, read_samples
+
+    tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
+    builder = PromptBuilder(tokenizer, PromptConfig(max_prompt_tokens=config.max_prompt_tokens))
+    dataset = datasets.Dataset.from_list(build_rows(read_samples(config.samples), builder))
+    trainer = GRPOTrainer(model=source, reward_funcs=[get_reward_function("prefix")], args=grpo_args(config, plan, out),
+                          train_dataset=dataset, processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()

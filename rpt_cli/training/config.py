@@ -1,0 +1,362 @@
+"""`rpt train` settings: one dataclass, filled from its defaults (the paper's Table 5), then a YAML
+file (`--config`), then command-line options, and checked before anything heavy happens.
+
+Nothing here imports torch, transformers or TRL, so a bad setting is refused in a fraction of a
+second. `batch_plan` translates the paper's "contexts per step" into the completion-counted batch
+sizes and gradient accumulation TRL expects, for the number of processes at hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import os
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rpt_cli.jsonl import InputError, UsageError
+from rpt_cli.models import BUILTIN_NAME
+
+VLLM_MODES = ("colocate", "server")
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
+SCALE_REWARDS = ("group", "batch", "none")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+                 "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
+REPORT_TO = {"none": None, "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")
+
+# Settings that may change when a run is resumed: they change how the run is carried out or
+# recorded, not what it computes (the data order is fixed per step of contexts, whatever the
+# micro-batch size or number of processes).
+RESUMABLE = frozenset({
+    "samples", "output", "max_steps", "save_steps", "save_total_limit", "report_to", "micro_batch_size",
+    "gradient_checkpointing", "vllm", "vllm_server_host", "vllm_server_port", "vllm_gpu_memory_utilization",
+    "vllm_tensor_parallel_size",
+})
+
+
+@dataclass
+class TrainConfig:
+    """Every `rpt train` option. Field names are the YAML keys; `--some-name` is `some_name`."""
+
+    # what to train, on what, and where the run goes
+    samples: str | None = None
+    output: str | None = None
+    model: str = BUILTIN_NAME
+    # prompts: the same settings and code as `rpt rollout`
+    template: str = "v0"
+    chat: bool = True
+    think_prefix: str | None = None
+    max_prompt_tokens: int = 4096
+    # reward: the registry `rpt reward` and `rpt eval` use
+    reward: str = "prefix"
+    no_think: bool = False
+    correct: str = "first-token"
+    unsolved_reward: float = 0.0
+    # GRPO, Table 5
+    num_generations: int = 8
+    contexts_per_step: int = 256
+    micro_batch_size: int | None = None
+    max_steps: int = 1000
+    learning_rate: float = 1e-6
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0
+    beta: float = 0.0
+    epsilon: float = 0.2
+    loss_type: str = "grpo"
+    scale_rewards: str = "group"
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = 0
+    max_completion_tokens: int = 8192
+    dynamic_sampling_from_step: int = 500
+    dynamic_sampling_max_rounds: int = 10
+    # generation engine
+    vllm: str | None = None
+    vllm_server_host: str = "127.0.0.1"
+    vllm_server_port: int = 8000
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_tensor_parallel_size: int = 1
+    # running the job
+    save_steps: int = 100
+    save_total_limit: int | None = None
+    seed: int = 0
+    dtype: str = "auto"
+    gradient_checkpointing: bool = True
+    report_to: str = "none"
+    trust_remote_code: bool = False
+
+    @property
+    def micro_batch(self) -> int:
+        """Completions per forward/backward pass on each device (default: one group, G)."""
+        return self.micro_batch_size if self.micro_batch_size is not None else self.num_generations
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES: dict[str, Any] = {f.name: f.type for f in fields(TrainConfig)}
+DEFAULTS = TrainConfig()
+
+
+def option_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+# --------------------------------------------------------------------------------------------
+# YAML file < command line
+# --------------------------------------------------------------------------------------------
+
+def _expected(type_hint) -> tuple[tuple[type, ...], bool]:
+    """(accepted Python types, whether None is allowed) for a field's annotation."""
+    hint = eval(type_hint, {}, {}) if isinstance(type_hint, str) else type_hint  # noqa: S307 - our own annotations
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else ()
+    if args:
+        concrete = tuple(a for a in args if a is not type(None))
+        return concrete, type(None) in args
+    return (hint,), False
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Check a value from YAML against the field's type; ints are accepted where floats are due.
+    Raises ValueError naming the expected type."""
+    accepted, nullable = _expected(FIELD_TYPES[key])
+    if value is None:
+        if nullable:
+            return None
+        raise ValueError(f"{key} must not be empty (null)")
+    kind = accepted[0]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    if isinstance(value, bool):  # YAML's yes/no must not pass as 1/0
+        raise ValueError(f"{key}: expected {kind.__name__}, got {value!r}")
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        raise ValueError(f"{key}: expected an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-6 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise ValueError(f"{key}: expected a string, got {value!r}")
+    raise AssertionError(f"unhandled field type for {key}")
+
+
+def read_yaml_config(path: str) -> dict[str, tuple[Any, int]]:
+    """The settings of a YAML file as {key: (value, line)}. Keys may use dashes or underscores.
+    Errors name the file and line."""
+    import yaml
+
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path}: cannot read ({type(exc).__name__})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(path, line, f"invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise InputError(path, 1, "expected a mapping of option: value, one per line")
+    lines = {key_node.value: key_node.start_mark.line + 1 for key_node, _ in node.value}
+    out: dict[str, tuple[Any, int]] = {}
+    for raw_key, value in data.items():
+        line = lines.get(str(raw_key))
+        key = str(raw_key).replace("-", "_")
+        if key not in FIELD_TYPES:
+            close = difflib.get_close_matches(key, FIELD_TYPES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise InputError(path, line, f"unknown option {raw_key!r}{hint}")
+        out[key] = (value, line)
+    return out
+
+
+def resolve_config(cli: dict[str, Any], config_file: str | None = None) -> TrainConfig:
+    """Defaults < YAML file < command line. `cli` holds only the options given on the command line
+    (None means "not given")."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        for key, (value, line) in read_yaml_config(config_file).items():
+            try:
+                values[key] = coerce(key, value)
+            except ValueError as exc:
+                raise InputError(config_file, line, str(exc)) from None
+    for key, value in cli.items():
+        if key not in FIELD_TYPES:
+            raise KeyError(f"unknown train option {key}")
+        if value is not None:
+            values[key] = value
+    return TrainConfig(**values)
+
+
+def dump_config(config: TrainConfig, path: Path, header: str = "") -> None:
+    """Write the resolved settings as YAML that `--config` reads back (atomically)."""
+    import yaml
+
+    text = (header + "\n" if header else "") + yaml.safe_dump(config.as_dict(), sort_keys=False, allow_unicode=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_saved_config(path: Path) -> TrainConfig:
+    values = {key: coerce(key, value) for key, (value, _) in read_yaml_config(str(path)).items()}
+    return TrainConfig(**values)
+
+
+def resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
+    """Settings that differ from the run being resumed and would change what it computes."""
+    out = []
+    for f in fields(TrainConfig):
+        if f.name in RESUMABLE:
+            continue
+        before, now = getattr(saved, f.name), getattr(current, f.name)
+        if before != now:
+            out.append(f"{option_name(f.name)} {now!r} (the run used {before!r})")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Checks and the batch plan
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one optimizer step of `contexts` contexts × G completions maps onto TRL's batch sizes.
+
+    TRL counts completions: `per_device_train_batch_size` (the micro-batch of one forward and
+    backward pass) × `gradient_accumulation_steps` × processes = completions per step. Generation
+    happens once per step (TRL's `steps_per_generation` defaults to the accumulation steps), so the
+    step is exactly on-policy, as in the paper (PPO mini-batch = batch = 256 contexts)."""
+
+    contexts: int
+    num_generations: int
+    processes: int
+    micro_batch: int
+    gradient_accumulation_steps: int
+
+    @property
+    def completions(self) -> int:
+        return self.contexts * self.num_generations
+
+    @property
+    def contexts_per_process(self) -> int:
+        return self.contexts // self.processes
+
+    def describe(self) -> str:
+        return (f"{self.contexts} contexts x G={self.num_generations} = {self.completions} completions per step "
+                f"= micro-batch {self.micro_batch} x {self.gradient_accumulation_steps} accumulation steps x "
+                f"{self.processes} process{'es' if self.processes != 1 else ''}")
+
+
+def world_size() -> int:
+    """Processes in this run: set by `accelerate launch` / `torchrun`, 1 otherwise."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def batch_plan(config: TrainConfig, processes: int) -> BatchPlan:
+    G, contexts, micro = config.num_generations, config.contexts_per_step, config.micro_batch
+    if contexts % processes:
+        raise UsageError(f"--contexts-per-step {contexts} is not divisible by the {processes} processes: each process "
+                         f"must hold whole groups of G completions")
+    per_process = contexts // processes * G
+    if micro > per_process:
+        raise UsageError(f"--micro-batch-size {micro} exceeds the {per_process} completions each process handles per "
+                         f"step ({contexts} contexts x G={G} over {processes} process(es))")
+    if per_process % micro:
+        raise UsageError(f"batch not divisible: the {per_process} completions per process and step ({contexts} contexts "
+                         f"x G={G} over {processes} process(es)) do not split into micro-batches of "
+                         f"--micro-batch-size {micro}; use a divisor of {per_process}, e.g. G={G}")
+    return BatchPlan(contexts, G, processes, micro, per_process // micro)
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse bad settings with one line each, before any file or model is read."""
+    from rpt_cli.reward import CORRECTNESS_RULES, REWARD_FUNCTIONS
+
+    if not config.samples:
+        raise UsageError("no samples: give the samples file (the output of rpt filter) as the argument")
+    if config.samples == "-":
+        raise UsageError("rpt train reads its samples from a file (it draws contexts at random), not standard input")
+    if not config.output:
+        raise UsageError("no output folder: pass -o FOLDER (checkpoints, the final model, metrics.jsonl)")
+    at_least = {"num_generations": 2, "contexts_per_step": 1, "max_steps": 1, "save_steps": 1,
+                "max_prompt_tokens": 1, "max_completion_tokens": 1, "dynamic_sampling_max_rounds": 1,
+                "vllm_tensor_parallel_size": 1}
+    for key, least in at_least.items():
+        if getattr(config, key) < least:
+            why = " (GRPO compares the G completions of a context)" if key == "num_generations" else ""
+            raise UsageError(f"{option_name(key)} must be at least {least}{why}, got {getattr(config, key)}")
+    for key in ("micro_batch_size", "save_total_limit"):
+        value = getattr(config, key)
+        if value is not None and value < 1:
+            raise UsageError(f"{option_name(key)} must be at least 1, got {value}")
+    for key in ("warmup_steps", "top_k", "dynamic_sampling_from_step", "weight_decay", "beta", "max_grad_norm"):
+        if getattr(config, key) < 0:
+            raise UsageError(f"{option_name(key)} must not be negative, got {getattr(config, key)}")
+    if not config.learning_rate > 0:
+        raise UsageError(f"--learning-rate must be positive, got {config.learning_rate}")
+    if not config.epsilon > 0:
+        raise UsageError(f"--epsilon (the clip ratio) must be positive, got {config.epsilon}")
+    if not config.temperature > 0:
+        raise UsageError(f"--temperature must be positive, got {config.temperature}: GRPO needs G different "
+                         "completions per context, which greedy decoding cannot give")
+    if not 0 < config.top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1], got {config.top_p}")
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(config, key) < 1:
+            raise UsageError(f"{option_name(key)} must be in [0, 1), got {getattr(config, key)}")
+    if not 0 < config.vllm_gpu_memory_utilization <= 1:
+        raise UsageError(f"--vllm-gpu-memory-utilization must be in (0, 1], got {config.vllm_gpu_memory_utilization}")
+    choices = {"loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS, "lr_scheduler": LR_SCHEDULERS,
+               "report_to": tuple(REPORT_TO), "dtype": TRAIN_DTYPES, "reward": tuple(REWARD_FUNCTIONS),
+               "correct": CORRECTNESS_RULES}
+    for key, allowed in choices.items():
+        if getattr(config, key) not in allowed:
+            raise UsageError(f"{option_name(key)} {getattr(config, key)}: choose one of {', '.join(allowed)}")
+    if config.vllm is not None and config.vllm not in VLLM_MODES:
+        raise UsageError(f"--vllm {config.vllm}: choose colocate (vLLM on the training GPUs) or server "
+                         "(a `trl vllm-serve` on other GPUs)")
+    if config.vllm is not None and importlib.util.find_spec("vllm") is None:
+        raise UsageError(f"--vllm {config.vllm} needs vLLM: pip install 'rpt[vllm]'")
+    modules = REPORT_TO[config.report_to]
+    if modules and not any(importlib.util.find_spec(m) for m in modules):
+        raise UsageError(f"--report-to {config.report_to}: {modules[0]} is not installed (pip install {modules[0]})")
+    from rpt_cli.prompts import TemplateError, load_template
+
+    try:
+        load_template(config.template)
+    except TemplateError as exc:
+        raise UsageError(f"--template: {exc}") from None
+
+
+__all__ = ["DEFAULTS", "BatchPlan", "TrainConfig", "batch_plan", "check_config", "dump_config",
+           "load_saved_config", "option_name", "read_yaml_config", "resolve_config", "resume_conflicts", "world_size"]

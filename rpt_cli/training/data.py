@@ -1,0 +1,125 @@
+"""The data side of `rpt train`: samples in (checked line by line), TRL dataset rows out, and the
+order in which contexts are drawn.
+
+The order is a pure function of the seed, the number of samples and the step: step s trains on
+contexts s·C … s·C + C − 1 of an endless stream made of one seeded permutation of the samples per
+pass. Nothing in it depends on what ran before, so a resumed run draws exactly what an
+uninterrupted one would, and raising `--max-steps` later only extends the stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from rpt_cli.generation.base import derive_seed
+from rpt_cli.jsonl import InputError, RecordError, read_records
+from rpt_cli.reward import sample_of
+from rpt_cli.rollout import sample_validator as context_validator
+
+# The dataset columns: the prompt for TRL, the reward's inputs, and the id for the data-order log.
+# Other sample fields are left out (TRL hands every column to the reward functions).
+COLUMNS = ("prompt", "id", "context", "target", "boundaries")
+
+
+@dataclass(frozen=True)
+class Samples:
+    rows: list[dict]   # id, context, target, boundaries
+    sha256: str        # of the file's bytes: a resumed run must read the same file
+    path: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def validate_sample(record: dict) -> None:
+    context_validator(record)
+    sample_of(record)  # target and boundaries, as the reward will read them
+    if "id" in record and not isinstance(record["id"], (str, int)):
+        raise RecordError('field "id" must be a string or an integer')
+
+
+def read_samples(path: str) -> Samples:
+    """Every sample of `path` (records.md §3), checked; errors name the file and line."""
+    rows = []
+    for lineno, record in read_records(path, validate_sample, with_lines=True):
+        rows.append({"id": str(record.get("id", lineno)), "context": record["context"],
+                     "target": record["target"], "boundaries": list(record["boundaries"])})
+    if not rows:
+        raise InputError(path, None, "no samples (the file is empty); make some with rpt filter")
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return Samples(rows, digest.hexdigest(), path)
+
+
+def build_rows(samples: Samples, builder) -> list[dict]:
+    """TRL dataset rows: the prompt exactly as `rpt rollout` builds it (same template, chat wrapping
+    and left truncation), plus the columns the reward reads."""
+    return [{"prompt": builder.build(row["context"]), **row} for row in samples.rows]
+
+
+class DataOrder:
+    """Which samples each step draws: an endless stream of seeded permutations, C per step."""
+
+    def __init__(self, num_samples: int, contexts_per_step: int, seed: int):
+        self.num_samples = num_samples
+        self.contexts_per_step = contexts_per_step
+        self.seed = seed
+
+    @lru_cache(maxsize=4)
+    def _permutation(self, epoch: int) -> tuple[int, ...]:
+        order = list(range(self.num_samples))
+        random.Random(derive_seed(self.seed, "data-order", epoch)).shuffle(order)
+        return tuple(order)
+
+    def step_indices(self, step: int) -> list[int]:
+        """The C sample indices of (0-based) step `step`."""
+        start = step * self.contexts_per_step
+        out = []
+        for position in range(start, start + self.contexts_per_step):
+            epoch, offset = divmod(position, self.num_samples)
+            out.append(self._permutation(epoch)[offset])
+        return out
+
+    def refill_indices(self, step: int, process: int, attempt: int, count: int) -> list[int]:
+        """Fresh contexts for dynamic sampling: a seeded draw fixed by the step, the process and the
+        attempt, so a resumed run redraws the same ones."""
+        rng = random.Random(derive_seed(self.seed, "refill", step, process, attempt))
+        return [rng.randrange(self.num_samples) for _ in range(count)]
+
+    def epochs(self, steps: int) -> float:
+        """Passes over the samples after `steps` steps."""
+        return steps * self.contexts_per_step / self.num_samples
+
+
+class StepSampler:
+    """The index stream TRL's dataloader reads, laid out as TRL's own `RepeatSampler` lays it out
+    (each context G times in a row; each step's contexts repeated once per accumulation step,
+    since TRL generates from the first of those batches and reuses the result), but in the order
+    of `DataOrder`, for exactly `steps` steps. Sharding over processes happens downstream in
+    accelerate: process p gets the p-th slice of every step."""
+
+    def __init__(self, order: DataOrder, num_generations: int, repeat_count: int, steps: int):
+        self.order = order
+        self.num_generations = num_generations
+        self.repeat_count = repeat_count
+        self.steps = steps
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.steps):
+            indices = self.order.step_indices(step)
+            for _ in range(self.repeat_count):
+                for index in indices:
+                    for _ in range(self.num_generations):
+                        yield index
+
+    def __len__(self) -> int:
+        return self.steps * self.repeat_count * self.order.contexts_per_step * self.num_generations
+
+
+__all__ = ["COLUMNS", "DataOrder", "Samples", "StepSampler", "build_rows", "read_samples", "validate_sample"]

@@ -1,0 +1,387 @@
+"""`rpt train` from settings to a trained model: check everything cheap first, then load, build
+the TRL trainer, train, and leave the output folder in a state `--resume` can always continue.
+
+Output folder:
+    config.yaml         the resolved settings (reads back with --config)
+    run.json            what the run was started with: samples fingerprint, batch plan, versions
+    metrics.jsonl       one line per step (see `RunLog`)
+    batches.jsonl       one line per step: the sample ids drawn, refilled and dropped
+    checkpoint-N/       Hugging Face checkpoints with optimizer state, marked complete
+    final/              the final model (model, tokenizer, generation config)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from rpt_cli.jsonl import InputError, UsageError
+from rpt_cli.training.checkpoints import (FINAL, completed_step, latest_checkpoint, mark_complete, remove_incomplete,
+                                          replace_folder, write_atomic)
+from rpt_cli.training.config import (BatchPlan, TrainConfig, batch_plan, check_config, dump_config,
+                                     load_saved_config, resume_conflicts, world_size)
+from rpt_cli.training.data import DataOrder, Samples, build_rows, read_samples
+
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+BATCHES_FILE = "batches.jsonl"
+
+
+@dataclass
+class OutputPlan:
+    folder: Path
+    resume_from: Path | None = None   # the newest complete checkpoint
+    resume_step: int = 0
+    resuming: bool = False            # an existing run goes on (from a checkpoint or from step 0)
+    finished: bool = False            # the run already holds a final model at max_steps
+
+
+def plan_output(config: TrainConfig, samples: Samples, *, resume: bool) -> OutputPlan:
+    """Decide what the output folder means for this run, refusing what would mix two runs."""
+    folder = Path(config.output).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"-o {config.output}: exists and is not a folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return OutputPlan(folder)
+    holds_run = (folder / CONFIG_FILE).is_file() and (folder / RUN_FILE).is_file()
+    if not holds_run:
+        raise UsageError(f"-o {config.output}: the folder is not empty and holds no rpt train run; "
+                         "choose a new or empty folder")
+    done = latest_checkpoint(folder)
+    if not resume:
+        where = f"up to step {done[0]}" if done else "without a complete checkpoint yet"
+        raise UsageError(f"-o {config.output}: holds another run ({where}); pass --resume to continue it, "
+                         "or choose another folder")
+    try:
+        saved = load_saved_config(folder / CONFIG_FILE)
+    except (InputError, ValueError, TypeError) as exc:
+        raise UsageError(f"--resume: cannot read {folder / CONFIG_FILE} ({exc})") from None
+    conflicts = resume_conflicts(saved, config)
+    if conflicts:
+        raise UsageError(f"--resume: settings differ from the run in {config.output}: {'; '.join(conflicts)}. "
+                         "Use the run's settings (e.g. --config " + str(folder / CONFIG_FILE) + ") or another folder")
+    try:
+        started = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        started = {}
+    if started.get("samples_sha256") not in (None, samples.sha256):
+        raise UsageError(f"--resume: {samples.path} is not the samples file the run in {config.output} started with "
+                         "(its contents differ), so the data order would change; resume with the same file")
+    final_step = completed_step(folder / FINAL)
+    if final_step is not None and final_step >= config.max_steps:
+        return OutputPlan(folder, resuming=True, finished=True, resume_step=final_step)
+    if done is None:
+        return OutputPlan(folder, resuming=True)
+    return OutputPlan(folder, resume_from=done[1], resume_step=done[0], resuming=True)
+
+
+def flops_at(checkpoint: Path | None) -> float:
+    """The cumulative compute estimate a checkpoint's trainer state recorded last."""
+    if checkpoint is None:
+        return 0.0
+    try:
+        history = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    except (OSError, ValueError, KeyError):
+        return 0.0
+    values = [entry["rpt/flops"] for entry in history if "rpt/flops" in entry]
+    return float(values[-1]) if values else 0.0
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class RunLog:
+    """metrics.jsonl and batches.jsonl (one line per step, appended and flushed as steps end)
+    and the one-line progress report per step on standard error.
+
+    metrics.jsonl fields: step, reward_mean, reward_std (over the completions trained on),
+    zero_variance_share_before / _after (groups whose G rewards are all equal, as drawn and as
+    trained on), no_prediction_share, completion_length_mean, truncated_share, learning_rate,
+    loss, grad_norm, step_time_s, tokens_per_s (generated tokens per second of step time),
+    generated_tokens, trained_tokens, groups_generated, sampling_rounds, flops (cumulative
+    estimate: 6·N per trained token + 2·N per generated token), epoch (passes over the samples).
+    """
+
+    def __init__(self, folder: Path, max_steps: int, console):
+        self.metrics_path = folder / METRICS_FILE
+        self.batches_path = folder / BATCHES_FILE
+        self.max_steps = max_steps
+        self.console = console
+        self.session_steps = 0
+        self.session_seconds = 0.0
+
+    def keep_until(self, step: int) -> None:
+        """Drop lines of steps after `step` (redone after a resume) and a torn last line."""
+        for path in (self.metrics_path, self.batches_path):
+            if not path.exists():
+                continue
+            kept = []
+            for raw in path.read_bytes().splitlines():
+                try:
+                    record = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                    kept.append(raw + b"\n")
+            write_atomic(path, b"".join(kept).decode("utf-8"))
+
+    def write_step(self, metrics: dict, batches: dict) -> None:
+        for path, record in ((self.metrics_path, metrics), (self.batches_path, batches)):
+            with open(path, "ab") as stream:
+                stream.write(orjson.dumps(record) + b"\n")
+        self.session_steps += 1
+        self.session_seconds += metrics["step_time_s"]
+        self.console.print(self.progress_line(metrics), markup=False)
+
+    def progress_line(self, m: dict) -> str:
+        remaining = (self.max_steps - m["step"]) * self.session_seconds / max(self.session_steps, 1)
+        zero = f"{m['zero_variance_share_before']:.0%}"
+        if m["sampling_rounds"] > 1 or m["zero_variance_share_after"] != m["zero_variance_share_before"]:
+            zero += f"->{m['zero_variance_share_after']:.0%}"
+        lr = f"{m['learning_rate']:.2g}" if m["learning_rate"] is not None else "-"
+        return (f"train: step {m['step']}/{self.max_steps} | reward {m['reward_mean']:.3f} +- {m['reward_std']:.3f} | "
+                f"no-var {zero} | no-pred {m['no_prediction_share']:.0%} | "
+                f"len {m['completion_length_mean']:.0f} (cut {m['truncated_share']:.0%}) | "
+                f"lr {lr} | {m['step_time_s']:.1f} s, {m['tokens_per_s']:.0f} tok/s | "
+                f"eta {_format_duration(remaining)}")
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"train: warning: {message}", markup=False)
+
+
+def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path):
+    """TRL's GRPOConfig for these settings (the mapping docs/train.md tabulates)."""
+    import torch
+    from trl import GRPOConfig
+
+    cuda = torch.cuda.is_available()
+    dtype = "float32" if config.dtype == "auto" else config.dtype
+    vllm = {}
+    if config.vllm is not None:
+        vllm = dict(use_vllm=True, vllm_mode=config.vllm, vllm_server_host=config.vllm_server_host,
+                    vllm_server_port=config.vllm_server_port,
+                    vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                    vllm_tensor_parallel_size=config.vllm_tensor_parallel_size,
+                    vllm_max_model_length=config.max_prompt_tokens + config.max_completion_tokens)
+    return GRPOConfig(
+        output_dir=str(folder),
+        per_device_train_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_tokens,
+        temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+        learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay, adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2,
+        max_grad_norm=config.max_grad_norm,
+        beta=config.beta, epsilon=config.epsilon, loss_type=config.loss_type, scale_rewards=config.scale_rewards,
+        max_steps=config.max_steps, logging_steps=1,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=None,  # rotation is ours
+        seed=config.seed, data_seed=config.seed,
+        use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+        model_init_kwargs={"dtype": dtype},
+        gradient_checkpointing=config.gradient_checkpointing,
+        trust_remote_code=config.trust_remote_code,
+        report_to="none" if config.report_to == "none" else [config.report_to],
+        disable_tqdm=True, log_completions=False, remove_unused_columns=False, dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # causal LMs use every parameter in every pass
+        **vllm,
+    )
+
+
+def build_reward(config: TrainConfig, tokenizer):
+    """The reward from the one registry `rpt reward` and `rpt eval` use, with the options its
+    variant needs; the dense variants score with the policy being trained."""
+    from rpt_cli.reward import NEEDS_MODEL, NEEDS_TOKENIZER, get_reward_function
+    from rpt_cli.training.trainer import PolicyProbability
+
+    options: dict = {"require_think": not config.no_think}
+    probability = None
+    if config.reward in NEEDS_TOKENIZER:
+        options["tokenizer"] = tokenizer
+    if config.reward in NEEDS_MODEL:
+        probability = PolicyProbability(tokenizer)
+        options.update(probability=probability, correct=config.correct)
+        if config.reward == "conditional-dense":
+            options["unsolved_reward"] = config.unsolved_reward
+    try:
+        return get_reward_function(config.reward, **options), probability
+    except ValueError as exc:
+        raise UsageError(f"--reward {config.reward}: {exc}") from None
+
+
+def _quiet_libraries(uses_vllm: bool) -> None:
+    import logging
+    import warnings
+
+    if not uses_vllm:  # TRL imports vLLM when installed; its start-up notes do not concern this run
+        logging.getLogger("vllm").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM")
+    from rpt_cli.models import quiet_transformers
+
+    quiet_transformers()
+    for name in ("trl", "accelerate", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, OutputPlan]:
+    """Every check that needs no model: settings, batch plan, samples file, output folder."""
+    check_config(config)
+    processes = world_size()
+    if processes > 1 and config.reward in ("dense", "conditional-dense"):
+        raise UsageError(f"--reward {config.reward} scores with the policy itself, which is supported on one process "
+                         "only; use prefix or first-token with several processes")
+    plan = batch_plan(config, processes)
+    samples = read_samples(config.samples)
+    return plan, samples, plan_output(config, samples, resume=resume)
+
+
+@dataclass
+class Job:
+    """A run ready to train: the trainer and where it resumes from."""
+
+    trainer: object
+    output: OutputPlan
+    started: float
+
+    def run(self, console) -> Path:
+        trainer, folder = self.trainer, self.output.folder
+        resume_from = self.output.resume_from
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        final = save_final(trainer, folder)
+        if trainer.accelerator.is_main_process:
+            elapsed = time.perf_counter() - self.started
+            console.print(f"train: done: step {trainer.state.global_step} in {_format_duration(elapsed)}; "
+                          f"final model {final}; metrics {folder / METRICS_FILE}", markup=False)
+        return final
+
+
+def train(config: TrainConfig, *, resume: bool = False, console) -> Path:
+    """Run `rpt train`; returns the folder of the final model."""
+    job = build(config, resume=resume, console=console)
+    if job is None:
+        return Path(config.output).expanduser() / FINAL
+    return job.run(console)
+
+
+def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
+    """Check, load and set up everything up to the first step; None when the run is already done."""
+    plan, samples, output = prepare(config, resume=resume)
+    folder = output.folder
+    if output.finished:
+        console.print(f"train: {folder} already holds the final model of step {output.resume_step} "
+                      f"(--max-steps {config.max_steps}); nothing to do", markup=False)
+        return None
+    _quiet_libraries(config.vllm is not None)
+    from rpt_cli.models import load_tokenizer, resolve
+    from rpt_cli.prompts import PromptBuilder, PromptConfig
+
+    started = time.perf_counter()
+    source = resolve(config.model)
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code, source=source)
+    tokenizer.padding_side = "left"
+    try:
+        builder = PromptBuilder(tokenizer, PromptConfig(template=config.template, chat=config.chat,
+                                                        think_prefix=config.think_prefix,
+                                                        max_prompt_tokens=config.max_prompt_tokens))
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
+    import datasets
+
+    dataset = datasets.Dataset.from_list(build_rows(samples, builder))
+    args = grpo_args(config, plan, folder)
+    state = args.distributed_state
+    state.wait_for_everyone()  # every process has checked the folder before the first one writes to it
+    log = None
+    if state.is_main_process:
+        log = RunLog(folder, config.max_steps, console)
+        _prepare_folder(config, plan, samples, output, source, log, console)
+    state.wait_for_everyone()
+    reward_fn, probability = build_reward(config, tokenizer)
+    from transformers import PrinterCallback, ProgressCallback
+
+    from rpt_cli.training.trainer import RPTTrainer
+
+    trainer = RPTTrainer(
+        model=source, reward_funcs=[reward_fn], args=args, train_dataset=dataset, processing_class=tokenizer,
+        data_order=DataOrder(len(samples), config.contexts_per_step, config.seed),
+        dynamic_sampling_from_step=config.dynamic_sampling_from_step,
+        dynamic_sampling_max_rounds=config.dynamic_sampling_max_rounds,
+        extract=getattr(reward_fn, "extract", None), run_log=log, flops_start=flops_at(output.resume_from),
+        save_total_limit=config.save_total_limit)
+    for callback in (PrinterCallback, ProgressCallback):  # stdout is for data; RunLog reports progress
+        trainer.remove_callback(callback)
+    if probability is not None:
+        probability.bind(trainer.model)
+    if state.is_main_process:
+        _announce(console, config, plan, samples, output, trainer, time.perf_counter() - started)
+    return Job(trainer, output, started)
+
+
+def _prepare_folder(config, plan, samples, output, source, log: RunLog, console) -> None:
+    """Main process: clear what an interrupted run left half done, record a new run's settings."""
+    folder = output.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in remove_incomplete(folder):
+        console.print(f"train: removed {path.name}: an incomplete checkpoint (interrupted while saving)",
+                      markup=False)
+    if (folder / FINAL).exists() and completed_step(folder / FINAL) is None:
+        shutil.rmtree(folder / FINAL, ignore_errors=True)
+    log.keep_until(output.resume_step)
+    if output.resuming:
+        return
+    import transformers
+    import trl
+
+    from rpt_cli.models import display_name
+
+    dump_config(config, folder / CONFIG_FILE, header="# rpt train settings (reads back with --config)")
+    write_atomic(folder / RUN_FILE, json.dumps({
+        "samples": os.path.abspath(samples.path), "samples_sha256": samples.sha256, "samples_count": len(samples),
+        "model": display_name(config.model), "model_source": source, "processes": plan.processes,
+        "micro_batch": plan.micro_batch, "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+        "completions_per_step": plan.completions,
+        "versions": {"transformers": transformers.__version__, "trl": trl.__version__}}, indent=2) + "\n")
+
+
+def _announce(console, config, plan, samples, output, trainer, seconds) -> None:
+    where = (f"resuming from {output.resume_from.name}" if output.resume_from else
+             "resuming from step 0 (no complete checkpoint yet)" if output.resuming else "new run")
+    dynamic = (f"from step {config.dynamic_sampling_from_step}" if config.dynamic_sampling_from_step else "off")
+    console.print(f"train: {len(samples):,} samples; {plan.describe()}; {config.max_steps} steps; "
+                  f"{trainer.rpt_parameters / 1e6:,.1f}M parameters; reward {config.reward}; "
+                  f"dynamic sampling {dynamic}; {where}; ready in {seconds:.0f} s", markup=False)
+    positions = getattr(trainer.model.config, "max_position_embeddings", None)
+    if positions and config.max_prompt_tokens + config.max_completion_tokens > positions:
+        console.print(f"train: note: --max-prompt-tokens {config.max_prompt_tokens} + --max-completion-tokens "
+                      f"{config.max_completion_tokens} exceed the model's {positions} positions: long prompts and "
+                      "completions may degrade", markup=False)
+    if len(samples) < config.contexts_per_step:
+        console.print(f"train: note: {len(samples)} samples are fewer than --contexts-per-step "
+                      f"{config.contexts_per_step}: contexts repeat within a step", markup=False)
+
+
+def save_final(trainer, folder: Path) -> Path:
+    """The final model, written beside its place and moved in whole (with its marker)."""
+    target = folder / FINAL
+    tmp = folder / f".{FINAL}.tmp"
+    trainer.save_model(str(tmp))  # every process takes part (ZeRO-3 gathers the weights)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        mark_complete(tmp, trainer.state.global_step)
+        replace_folder(tmp, target)
+    trainer.accelerator.wait_for_everyone()
+    return target
+
+
+__all__ = ["BATCHES_FILE", "CONFIG_FILE", "METRICS_FILE", "Job", "RunLog", "build", "flops_at", "grpo_args",
+           "plan_output", "prepare", "train"]

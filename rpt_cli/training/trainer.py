@@ -1,0 +1,339 @@
+"""TRL's `GRPOTrainer` with what RPT needs on top, each through one of TRL's own methods:
+
+- `_get_train_sampler`: contexts in `DataOrder`'s order, a pure function of seed and step, so a
+  resumed run draws exactly what an uninterrupted one would;
+- `_tokenize_prompts`: prompt token ids exactly as `rpt rollout` feeds them to its backends;
+- `_calculate_rewards`: TRL scores as usual; we keep each round's rewards, predictions, lengths
+  and sample ids for the step's metrics and for dynamic sampling;
+- `_generate_and_score_completions`: dynamic sampling (paper, Appendix B): from a given step on,
+  groups whose G rewards are all equal are replaced by groups of fresh contexts, generated and
+  scored by TRL's own method, until every group carries signal or the round cap is reached;
+- `log`: the step's RPT metrics join TRL's logs (so TensorBoard and W&B get them) and are written
+  to metrics.jsonl and batches.jsonl;
+- `_save_checkpoint`: a completion marker once every process has written its part, then rotation,
+  so a half-written checkpoint is never picked up by `--resume` nor deletes a complete one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from trl import GRPOTrainer
+
+from rpt_cli.generation.base import stop_token_ids
+from rpt_cli.prompts import encode_prompt
+from rpt_cli.training.batches import concat_rows, group_rows, select_rows, zero_variance_groups
+from rpt_cli.training.checkpoints import CHECKPOINT_PREFIX, mark_complete, rotate_checkpoints
+from rpt_cli.training.data import DataOrder, StepSampler
+
+
+@dataclass
+class Round:
+    """One call of TRL's generate-and-score on this process: G completions for each of its groups."""
+
+    ids: list[str]                    # one per group
+    rewards: torch.Tensor             # one per completion (weighted sum over reward functions; NaN: unscored)
+    no_prediction: list[bool]         # one per completion
+    lengths: list[int]                # completion tokens, one per completion
+    truncated: list[bool]             # cut at max_completion_length, one per completion
+    zero_variance: list[bool] = field(default_factory=list)  # one per group
+
+
+@dataclass
+class StepRecord:
+    """What one optimizer step drew, generated, dropped and trained on (this process's share)."""
+
+    step: int
+    started: float
+    drawn: list[str] = field(default_factory=list)
+    refilled: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)   # of the completions trained on
+    no_prediction: int = 0
+    lengths: int = 0
+    truncated: int = 0
+    completions: int = 0
+    generated_tokens: int = 0
+    trained_tokens: int = 0
+    groups: int = 0
+    zero_before: int = 0
+    zero_after: int = 0
+    rounds: int = 0
+
+    def train_on(self, round_: Round, groups: list[int], G: int) -> None:
+        for g in groups:
+            rows = range(g * G, (g + 1) * G)
+            self.rewards += [float(round_.rewards[i]) for i in rows]
+            self.no_prediction += sum(round_.no_prediction[i] for i in rows)
+            self.lengths += sum(round_.lengths[i] for i in rows)
+            self.truncated += sum(round_.truncated[i] for i in rows)
+            self.completions += G
+            self.zero_after += round_.zero_variance[g]
+
+
+class PolicyProbability:
+    """P(first token of the prediction | context) under the policy being trained, for the dense
+    rewards; bound to the trainer's model once the trainer exists."""
+
+    def __init__(self, tokenizer, batch_size: int = 8):
+        from rpt_cli.reward import FirstTokens
+
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.first_tokens = FirstTokens(tokenizer)
+        self._scorer = None
+
+    def bind(self, model) -> None:
+        from rpt_cli.reward import FirstTokenProbability
+
+        self._scorer = FirstTokenProbability(model, self.tokenizer, batch_size=self.batch_size,
+                                             first_tokens=self.first_tokens)
+
+    def __call__(self, pairs):
+        if self._scorer is None:
+            raise RuntimeError("PolicyProbability used before bind(model)")
+        return self._scorer(pairs)
+
+
+class RPTTrainer(GRPOTrainer):
+    def __init__(self, *args, data_order: DataOrder, dynamic_sampling_from_step: int = 0,
+                 dynamic_sampling_max_rounds: int = 10, extract=None, run_log=None, flops_start: float = 0.0,
+                 save_total_limit: int | None = None, **kwargs):
+        self.rpt_order = data_order
+        self.rpt_dynamic_from = dynamic_sampling_from_step
+        self.rpt_dynamic_rounds = dynamic_sampling_max_rounds
+        self.rpt_extract = extract
+        self.rpt_log = run_log
+        self.rpt_flops = flops_start
+        self.rpt_save_total_limit = save_total_limit
+        self._rpt_round: Round | None = None
+        self._rpt_pending: dict | None = None
+        super().__init__(*args, **kwargs)
+        # Stop where `rpt rollout` stops: at the chat template's end-of-turn token too, which an
+        # instruct model ends its answer with and which is not always its end-of-sequence token.
+        stops = stop_token_ids(self._tokenizer, self.model.generation_config)
+        if set(stops) != set(self.eos_token_ids):
+            self.eos_token_ids = stops
+            if getattr(self, "generation_kwargs", None) is not None:
+                self.generation_kwargs["eos_token_id"] = stops
+                self.generation_config.eos_token_id = stops
+        from transformers.trainer_pt_utils import get_model_param_count
+
+        self.rpt_parameters = get_model_param_count(self.model, trainable_only=False)
+
+    # -- data order and prompts -------------------------------------------------------------
+
+    def _get_train_sampler(self, dataset=None):
+        return StepSampler(self.rpt_order, self.num_generations,
+                           repeat_count=self.num_iterations * self.args.steps_per_generation,
+                           steps=self.args.max_steps)
+
+    def _tokenize_prompts(self, prompts: list):
+        if not prompts or not isinstance(prompts[0], str):
+            return super()._tokenize_prompts(prompts)
+        # each prompt comes G times in a row: tokenize it once
+        ids = {prompt: encode_prompt(self._tokenizer, prompt) for prompt in dict.fromkeys(prompts)}
+        return [ids[prompt] for prompt in prompts], None, {}
+
+    # -- scoring and dynamic sampling --------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # TRL gathers rewards over processes; the weighted sum below is the one its advantages use
+        weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+        unscored = torch.isnan(rewards_per_func).all(dim=1)
+        total = (rewards_per_func * weights).nansum(dim=1)
+        total[unscored] = torch.nan
+        start = self.accelerator.process_index * len(prompts)
+        local = total[start:start + len(prompts)].float().cpu()
+        stop_ids = {*self.eos_token_ids, self._tokenizer.pad_token_id}
+        extract = self.rpt_extract
+        G = self.num_generations
+        self._rpt_round = Round(
+            ids=[str(row.get("id", "")) for row in inputs[::G]],
+            rewards=local,
+            no_prediction=[extract(c) is None for c in completions] if extract else [False] * len(completions),
+            lengths=[len(ids) for ids in completion_ids_list],
+            truncated=[bool(ids) and ids[-1] not in stop_ids for ids in completion_ids_list],
+            zero_variance=zero_variance_groups(local, G).tolist(),
+        )
+        return rewards_per_func
+
+    def _take_round(self) -> Round:
+        round_, self._rpt_round = self._rpt_round, None
+        if round_ is None:
+            raise RuntimeError("TRL did not score the completions through _calculate_rewards")
+        return round_
+
+    def dynamic_sampling_active(self, step: int) -> bool:
+        """Whether (1-based) step `step` replaces groups without signal (0: never)."""
+        return self.rpt_dynamic_from > 0 and step >= self.rpt_dynamic_from
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        G = self.num_generations
+        record = StepRecord(step=self.state.global_step + 1, started=time.perf_counter())
+        batch = super()._generate_and_score_completions(inputs)
+        first = self._take_round()
+        n = len(first.ids)
+        record.drawn, record.groups, record.rounds = first.ids, n, 1
+        record.generated_tokens += sum(first.lengths)
+        record.zero_before = sum(first.zero_variance)
+        if not self.dynamic_sampling_active(record.step):
+            record.train_on(first, list(range(n)), G)
+        else:
+            batch = self._refill(batch, first, record)
+        loss_mask = batch["completion_mask"] if batch.get("tool_mask") is None else \
+            batch["completion_mask"] * batch["tool_mask"]
+        record.trained_tokens = int(batch["prompt_mask"].sum()) + int(batch["completion_mask"].sum())
+        batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        self._rpt_pending = self._summarize(record)
+        return batch
+
+    def _refill(self, batch: dict, first: Round, record: StepRecord) -> dict:
+        """Keep the groups of `first` with varied rewards; replace the others with groups of fresh
+        contexts until all groups carry signal or `dynamic_sampling_max_rounds` rounds have run.
+        Every process runs the same number of rounds with the same number of contexts, as TRL's
+        gathers and the generation engines need."""
+        G, n = self.num_generations, len(first.ids)
+        keep = [g for g in range(n) if not first.zero_variance[g]]
+        fillers = [g for g in range(n) if first.zero_variance[g]]
+        record.dropped = [first.ids[g] for g in fillers]
+        record.train_on(first, keep, G)
+        parts = [select_rows(batch, group_rows(keep, G))] if keep else []
+        need = n - len(keep)
+        # TRL's own metrics keep describing the batch as drawn; ours describe the batch trained on
+        trl_metrics = {key: len(values) for key, values in self._metrics["train"].items()}
+        kept_total, generated_total = len(keep), n
+        device = self.accelerator.device
+        while True:
+            counts = self.accelerator.gather(torch.tensor([[need, kept_total, generated_total]], device=device))
+            most = int(counts[:, 0].max())
+            kept_all, generated_all = int(counts[:, 1].sum()), int(counts[:, 2].sum())
+            if most == 0 or record.rounds - 1 >= self.rpt_dynamic_rounds:
+                break
+            # draw as many groups as the share of groups with signal so far says we need
+            rate = kept_all / generated_all if generated_all else 0.0
+            count = n if rate == 0 else min(n, math.ceil(most / rate))
+            indices = self.rpt_order.refill_indices(record.step, self.accelerator.process_index, record.rounds, count)
+            fresh = [self.train_dataset[i] for i in indices for _ in range(G)]
+            out = super()._generate_and_score_completions(fresh)
+            round_ = self._take_round()
+            record.rounds += 1
+            record.groups += count
+            record.generated_tokens += sum(round_.lengths)
+            good = [g for g in range(count) if not round_.zero_variance[g]][:need]
+            if good:
+                parts.append(select_rows(out, group_rows(good, G)))
+                record.train_on(round_, good, G)
+                record.refilled += [round_.ids[g] for g in good]
+            need -= len(good)
+            kept_total += len(good)
+            generated_total += count
+        if need:  # the cap was hit: groups without signal keep their places (advantage 0)
+            spare = fillers[:need]
+            parts.append(select_rows(batch, group_rows(spare, G)))
+            record.train_on(first, spare, G)
+            kept_ids = set(spare)
+            record.dropped = [first.ids[g] for g in fillers if g not in kept_ids]
+        for key, length in trl_metrics.items():
+            del self._metrics["train"][key][length:]
+        return concat_rows(parts, self._tokenizer.pad_token_id)
+
+    def _summarize(self, record: StepRecord) -> dict:
+        """Sum the step's record over processes (every process calls this)."""
+        rewards = torch.tensor(record.rewards, dtype=torch.float64)
+        scored = rewards[~torch.isnan(rewards)]
+        sums = torch.tensor([[record.completions, scored.numel(), float(scored.sum()), float((scored ** 2).sum()),
+                              record.no_prediction, record.lengths, record.truncated, record.generated_tokens,
+                              record.trained_tokens, record.groups, record.zero_before, record.zero_after,
+                              len(record.drawn)]], dtype=torch.float64, device=self.accelerator.device)
+        (completions, n_scored, total, squares, no_pred, lengths, truncated, generated, trained, groups,
+         zero_before, zero_after, drawn_groups) = self.accelerator.gather(sums).sum(dim=0).tolist()
+        from accelerate.utils import gather_object
+
+        ids = gather_object([(record.drawn, record.refilled, record.dropped)])
+        mean = total / n_scored if n_scored else float("nan")
+        variance = max(squares / n_scored - mean * mean, 0.0) if n_scored else float("nan")
+        return {
+            "step": record.step,
+            "reward_mean": mean,
+            "reward_std": math.sqrt(variance) if n_scored else float("nan"),
+            "zero_variance_share_before": zero_before / drawn_groups,
+            "zero_variance_share_after": zero_after / drawn_groups,
+            "no_prediction_share": no_pred / completions,
+            "completion_length_mean": lengths / completions,
+            "truncated_share": truncated / completions,
+            "generated_tokens": int(generated),
+            "trained_tokens": int(trained),
+            "groups_generated": int(groups),
+            "sampling_rounds": record.rounds,
+            "_started": record.started,
+            "_ids": {"drawn": [i for part in ids for i in part[0]], "refilled": [i for part in ids for i in part[1]],
+                     "dropped": [i for part in ids for i in part[2]]},
+        }
+
+    # -- logging and checkpoints -------------------------------------------------------------
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        pending = self._rpt_pending
+        if pending is None or "loss" not in logs or not self.model.training:
+            return super().log(logs, start_time)
+        self._rpt_pending = None
+        step_time = time.perf_counter() - pending.pop("_started")
+        ids = pending.pop("_ids")
+        # compute estimate for scaling fits: 6N per trained token (forward and backward), 2N per
+        # generated token (forward only)
+        self.rpt_flops += 6 * self.rpt_parameters * pending["trained_tokens"] + \
+            2 * self.rpt_parameters * pending["generated_tokens"]
+        metrics = {
+            **pending,
+            "learning_rate": logs.get("learning_rate"),
+            "loss": logs.get("loss"),
+            "grad_norm": logs.get("grad_norm"),
+            "step_time_s": step_time,
+            "tokens_per_s": pending["generated_tokens"] / step_time if step_time > 0 else 0.0,
+            "flops": self.rpt_flops,
+            "epoch": self.rpt_order.epochs(pending["step"]),
+        }
+        logs.update({f"rpt/{key}": value for key, value in metrics.items()
+                     if key not in ("step", "learning_rate", "loss", "grad_norm")})
+        super().log(logs, start_time)
+        if self.rpt_log is not None and self.accelerator.is_main_process:
+            self.rpt_log.write_step(metrics, {"step": pending["step"], **ids})
+        if (self.rpt_log is not None and self.accelerator.is_main_process
+                and self.dynamic_sampling_active(pending["step"]) and metrics["zero_variance_share_after"] > 0):
+            self.rpt_log.warn(f"step {pending['step']}: dynamic sampling stopped after "
+                              f"{metrics['sampling_rounds'] - 1} refill rounds (--dynamic-sampling-max-rounds) "
+                              f"with {metrics['zero_variance_share_after']:.0%} of the groups still without "
+                              "signal; they stay in the batch with zero advantage")
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        # Trainer turns the KV cache off for training (use_cache=False in the config); the saved
+        # model is for generation, where a cache-less config would make every token cost a full pass
+        config = self.accelerator.unwrap_model(self.model).config
+        before = getattr(config, "use_cache", None)
+        config.use_cache = True
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            config.use_cache = before
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        # every process has written its shards (DeepSpeed, FSDP) before the checkpoint counts
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            run_dir = Path(self._get_output_dir(trial=trial))
+            folder = run_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            mark_complete(folder, self.state.global_step)
+            rotate_checkpoints(run_dir, self.rpt_save_total_limit, keep=folder)
+        self.accelerator.wait_for_everyone()
+
+
+__all__ = ["PolicyProbability", "RPTTrainer", "Round", "StepRecord"]
