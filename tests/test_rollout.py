@@ -102,6 +102,17 @@ def test_seeded_generation_leaves_the_callers_random_state_alone(backend, prompt
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_a_policy_in_train_mode_samples_in_eval_mode_and_stays_in_train_mode(backend, prompts):
+    backend.model.train()
+    try:
+        greedy = SamplingConfig(max_new_tokens=6, temperature=0)
+        in_train_mode = backend.generate(prompts, 1, greedy)
+        assert backend.model.training
+    finally:
+        backend.model.eval()
+    assert backend.generate(prompts, 1, greedy) == in_train_mode
+
+
 def test_batching_and_padding_do_not_mix_up_prompts(backend, prompts):
     """Greedy decoding of each prompt alone equals its rows inside a sorted, left-padded batch,
     whatever the batch size: results go back to the right prompt, in order."""
@@ -140,8 +151,9 @@ def test_prompts_times_n_go_into_as_few_generate_calls_as_the_cap_allows(backend
 def test_the_memory_budget_sizes_batches_by_sequence_length(backend):
     per_token = backend.kv_bytes_per_token()
     config = backend.model.config
+    element = next(backend.model.parameters()).element_size()  # 4 bytes in float32 (CPU), 2 in bfloat16
     assert per_token == 2 * config.num_hidden_layers * config.num_key_value_heads * \
-        (config.hidden_size // config.num_attention_heads) * 4  # float32 K and V
+        (config.hidden_size // config.num_attention_heads) * element  # K and V, every layer
     assert backend.rows_per_call(100) >= backend.rows_per_call(10_000) * 50 >= 50
 
 

@@ -1,13 +1,15 @@
 """The transformers backend: `model.generate` over large left-padded batches with the KV cache.
 
 All per-token work happens inside `generate`; this module only prepares one padded batch per
-call and reads the results afterwards, so it runs as fast as a bare `generate` on the same batch
-(benchmarks/bench_rollout.py measures it). Rows are sorted by prompt length so a batch wastes
-little on padding, and as many rows (prompts × n) go into one call as the memory budget allows.
+call and reads the results afterwards, so it runs at least as fast as a bare `generate` on the
+same batch (benchmarks/bench_rollout.py measures it). Rows (prompts × n) are sorted by prompt
+length so a batch wastes little on padding, as many go into one call as the memory budget allows,
+and each distinct prompt is run through the model once for its n rows, not n times.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from rpt_cli.generation.base import FINISH_LENGTH, FINISH_STOP, Completion, SamplingConfig, stop_token_ids
@@ -45,6 +47,12 @@ class HFBackend:
         self.pad_id = pad if pad is not None else self.stop_ids[0]
         self.max_batch_sequences = max_batch_sequences
         self._oom_cap: int | None = None
+        # prefill each distinct prompt once for its n rows (see `_prefill`); models whose cache is
+        # not a plain dynamic one (static, sliding-window hybrids set in the generation config)
+        # prefill inside `generate` as usual
+        self.share_prefill = getattr(getattr(model, "generation_config", None), "cache_implementation", None) is None
+        accepts = inspect.signature(model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
 
     @classmethod
     def from_spec(cls, spec: str, *, device: str = "auto", dtype: str = "auto",
@@ -111,40 +119,56 @@ class HFBackend:
         rows = sorted((len(encoded[i]), i) for i in range(len(prompts)) for _ in range(n))
         results: list[list[Completion]] = [[] for _ in prompts]
         forked = [self.device] if self.device.type == "cuda" else []
-        # fork_rng: a seeded call leaves the caller's random state (a training loop's) untouched
-        with torch.random.fork_rng(devices=forked), torch.inference_mode():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            start = 0
-            while start < len(rows):
-                limit = self.rows_per_call(rows[-1][0] + params.max_new_tokens)
-                group = rows[start:start + limit]
-                try:
-                    completions = self._generate_rows([encoded[i] for _, i in group], params)
-                except torch.OutOfMemoryError:
-                    if len(group) == 1:
-                        raise
-                    self._oom_cap = max(1, len(group) // 2)
-                    torch.cuda.empty_cache()
-                    continue
-                for (_, i), completion in zip(group, completions):
-                    results[i].append(completion)
-                start += len(group)
+        # a training loop hands in its policy in train mode: sample without dropout, then restore
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            # fork_rng: a seeded call leaves the caller's random state (a training loop's) untouched
+            with torch.random.fork_rng(devices=forked), torch.inference_mode():
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                start = 0
+                while start < len(rows):
+                    limit = self.rows_per_call(rows[-1][0] + params.max_new_tokens)
+                    group = [i for _, i in rows[start:start + limit]]
+                    try:
+                        completions = self._generate_rows(group, encoded, params)
+                    except torch.OutOfMemoryError:
+                        if len(group) == 1:
+                            raise
+                        self._oom_cap = max(1, len(group) // 2)
+                        torch.cuda.empty_cache()
+                        continue
+                    for i, completion in zip(group, completions):
+                        results[i].append(completion)
+                    start += len(group)
+        finally:
+            self.model.train(was_training)
         return results
 
-    def _generate_rows(self, rows: list[list[int]], params: SamplingConfig) -> list[Completion]:
+    def _generate_rows(self, group: list[int], encoded: list[list[int]], params: SamplingConfig) -> list[Completion]:
+        """One `generate` call for the rows `group` (prompt indices, a prompt's rows adjacent)."""
         import torch
 
-        width = max(len(ids) for ids in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, ids in enumerate(rows):  # left padding: every row's last prompt token is aligned
+        unique = list(dict.fromkeys(group))
+        width = max(len(encoded[i]) for i in unique)
+        input_ids = torch.full((len(unique), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(unique), width), dtype=torch.long)
+        for r, i in enumerate(unique):  # left padding: every row's last prompt token is aligned
+            ids = encoded[i]
             if ids:
                 input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                 attention_mask[r, width - len(ids):] = 1
-        output = self.model.generate(input_ids=input_ids.to(self.device),
-                                     attention_mask=attention_mask.to(self.device),
-                                     **self.generation_kwargs(params))
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        # row k of the call samples prompt unique[expand[k]]
+        expand = torch.tensor([unique.index(i) for i in group], device=self.device)
+        kwargs = self.generation_kwargs(params)
+        if self.share_prefill and len(group) > len(unique) and width > 1:
+            cache = self._prefill(input_ids[:, :-1], attention_mask[:, :-1])
+            if cache is not None:
+                cache.reorder_cache(expand)
+                kwargs["past_key_values"] = cache
+        output = self.model.generate(input_ids=input_ids[expand], attention_mask=attention_mask[expand], **kwargs)
         new_tokens = output[:, width:].tolist()
         stops = set(self.stop_ids)
         kept: list[list[int]] = []
@@ -159,3 +183,21 @@ class HFBackend:
                 completions.append((FINISH_STOP, ids[:end + 1]))
         texts = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
         return [Completion(text, reason, len(ids), tuple(ids)) for text, (reason, ids) in zip(texts, completions)]
+
+    def _prefill(self, input_ids, attention_mask):
+        """The KV cache of each distinct prompt but its last token, computed once: `generate` on
+        n copies of a prompt would compute the same prompt n times. `generate` then continues
+        from this cache (copied to the n rows) and runs only the last prompt token itself.
+        Returns None for a model this does not work with; such a model prefills the usual way."""
+        from transformers import DynamicCache
+
+        try:
+            cache = DynamicCache(config=self.model.config)
+            # the positions `generate` gives left-padded rows, so the continuation lines up
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       past_key_values=cache, use_cache=True, **self._last_logits_only)
+            return cache
+        except (TypeError, ValueError, AttributeError, NotImplementedError):
+            self.share_prefill = False
+            return None
