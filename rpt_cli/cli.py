@@ -554,4 +554,265 @@ def train(
             sys.stdout.write(f"{final}\n")
 
 
+EVAL_EXAMPLES = (
+    "rpt entropy examples/data/val.jsonl | rpt filter --min 0.5 --per-doc 8 > val_samples.jsonl\n\n"
+    "  rpt eval val_samples.jsonl --model smollm2-135m --model runs/demo --mode ntp\n\n"
+    "  rpt eval val_samples.jsonl --model runs/demo/checkpoint-100 --mode reasoning -n 8 --max-new-tokens 512 "
+    "--details per_sample.jsonl\n\n"
+    "  rpt eval val_samples.jsonl -m smollm2-135m -m runs/demo --mode ntp --mode reasoning --split hard | jq -c .splits")
+
+
+@app.command(name="eval", epilog=f"Examples:  {EVAL_EXAMPLES}")
+def eval_(
+    input: InputArg = STDIO,
+    output: OutputOpt = None,
+    model: Annotated[Optional[list[str]], typer.Option(
+        "--model", "-m",
+        help=f"'{BUILTIN_NAME}' (built in, the default), a Hugging Face folder, a .gguf file, a hub id, an rpt train "
+             "checkpoint or run folder (its final model). Repeat to evaluate several models on the same samples.")] = None,
+    mode: Annotated[Optional[list[str]], typer.Option(
+        "--mode", help="ntp (standard next-token: the most likely next token, no thinking) or reasoning (think, then "
+                       "answer in \\boxed{}); repeat for both. Default: ntp.")] = None,
+    split: Annotated[str, typer.Option(
+        help="Evaluate one of the paper's nested splits, easy (entropy > 0.5), medium (> 1.0) or hard (> 1.5), or all samples.")] = "all",
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N samples of the split (smoke runs).", metavar="N")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the reasoning-mode sampling (recorded in the report).")] = 0,
+    details: Annotated[Optional[str], typer.Option(
+        "--details", metavar="FILE",
+        help="Also write one line per sample, model and mode: predictions, rewards, correctness (and completions).")] = None,
+    batch_tokens: Annotated[int, typer.Option(help="ntp: padded tokens per forward pass (rows × longest row).")] = 8192,
+    max_context_tokens: Annotated[Optional[int], typer.Option(
+        help="ntp: cut contexts from the left to this many tokens (default: 4096, capped by the model's maximum).")] = None,
+    no_share: Annotated[bool, typer.Option(
+        "--no-share", help="ntp: give every context its own forward pass, even where a longer context of the same "
+                           "document could provide its logits exactly (same results, slower).")] = False,
+    num_samples: Annotated[int, typer.Option(
+        "--num-samples", "-n", help="reasoning: completions per context, k; accuracy is their mean, pass@k the share "
+                                    "of contexts with a correct one.")] = 1,
+    fn: Annotated[str, typer.Option(
+        "--fn", help="reasoning: reward function that decides correctness: prefix (Eq. 3), first-token, dense or "
+                     "conditional-dense.")] = "prefix",
+    temperature: Annotated[float, typer.Option(help="reasoning: sampling temperature (paper: 0.8; 0 is greedy).")] = 0.8,
+    top_p: Annotated[float, typer.Option("--top-p", help="reasoning: nucleus sampling (1.0: off).")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", help="reasoning: sample among the K most likely tokens (0: off).", metavar="K")] = 0,
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        help="reasoning: longest completion in tokens (default: the training run's, else 8192 as in the paper).")] = None,
+    max_prompt_tokens: Annotated[Optional[int], typer.Option(
+        help="reasoning: longest prompt in tokens; longer contexts are cut from the left (default: the run's, else 4096).")] = None,
+    template: Annotated[Optional[str], typer.Option(
+        help="reasoning: prompt template v0, v5, v6 or a file, as in rpt rollout (default: the run's, else v0).")] = None,
+    chat: Annotated[Optional[bool], typer.Option(
+        "--chat/--no-chat", help="reasoning: wrap the prompt in the model's chat template (default: the run's, else chat).",
+        show_default=False)] = None,
+    think_prefix: Annotated[Optional[str], typer.Option(
+        help="reasoning: text that opens the model's answer, e.g. '<think>' plus a newline (default: the run's, else none).")] = None,
+    no_think: Annotated[Optional[bool], typer.Option(
+        "--no-think/--think", help="reasoning: take the last \\boxed{} anywhere, not only after </think> "
+                                   "(default: the run's, else --think).", show_default=False)] = None,
+    backend: Annotated[str, typer.Option(help="reasoning: auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="reasoning: contexts per generation call.")] = 32,
+    max_batch_sequences: Annotated[Optional[int], typer.Option(
+        help="reasoning, hf: sequences per generate call at most (default: as many as a quarter of memory holds).")] = None,
+    tensor_parallel_size: Annotated[int, typer.Option(help="reasoning, vllm: GPUs to split the model over.")] = 1,
+    gpu_memory_utilization: Annotated[float, typer.Option(help="reasoning, vllm: share of GPU memory for weights and KV cache.")] = 0.9,
+    max_model_len: Annotated[Optional[int], typer.Option(help="reasoning, vllm: longest prompt + completion (default: the model's).")] = None,
+    enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="reasoning, vllm: skip graph capture (starts faster, samples slower).")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    skip_bad: SkipBadOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Next-token accuracy per entropy split (the paper's Table 1), in standard and reasoning modes.
+
+    Reads samples (the output of rpt filter) and writes one report per model and mode to standard output: [bold]model[/], [bold]mode[/], [bold]n[/], and per split ([bold]splits[/]: easy, medium, hard, nested) n, accuracy and a 95 % Wilson interval [bold]ci95[/]. One table of all of them goes to standard error.
+
+    ntp scores the model's most likely next token with Eq. 3 (as rpt reward does); reasoning samples k chains of thought with rpt rollout's prompts and scores them with the reward registry.
+    """
+    with cli_errors():
+        from contextlib import nullcontext
+
+        from rich.progress import Progress as Bar
+        from rich.progress import SpinnerColumn, TextColumn
+
+        from rpt_cli.evaluate import (EvalConfig, Progress, eval_sample_validator, evaluate_model, locate_model,
+                                      report_table, select_samples)
+        from rpt_cli.jsonl import source_name
+        from rpt_cli.rollout import numbered_samples
+
+        config = EvalConfig(
+            modes=tuple(dict.fromkeys(mode or ["ntp"])), split=split, limit=limit, seed=seed, device=device,
+            dtype=dtype, trust_remote_code=trust_remote_code, batch_tokens=batch_tokens,
+            max_context_tokens=max_context_tokens, share_passes=not no_share, backend=backend,
+            num_samples=num_samples, fn=fn, temperature=temperature, top_p=top_p, top_k=top_k,
+            max_new_tokens=max_new_tokens, template=template, chat=chat, think_prefix=think_prefix,
+            max_prompt_tokens=max_prompt_tokens, no_think=no_think, batch_size=batch_size,
+            max_batch_sequences=max_batch_sequences, tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, enforce_eager=enforce_eager)
+        config.check()
+        check_input(input)
+        refs = [locate_model(spec) for spec in (model or [BUILTIN_NAME])]
+        for ref in refs:
+            config.check_model(ref)
+        source = source_name(input)
+        read_stats = ReadStats()
+        records = numbered_samples(read_records(input, eval_sample_validator, skip_bad=skip_bad, stats=read_stats,
+                                                with_lines=True), source=source)
+        samples = select_samples(records, split, limit)  # all read and checked before any model loads
+        if not samples:
+            stderr.print(f"eval: no samples{'' if split == 'all' else f' in split {split}'}: nothing to evaluate")
+        reports: list[dict] = []
+        with (RecordWriter(details) if details else nullcontext()) as detail_out, \
+                Bar(SpinnerColumn(), TextColumn("{task.description}"), console=stderr, transient=True) as bar:
+            task = bar.add_task("eval: reading")
+            show = Progress(on_start=lambda text: bar.update(task, description=f"eval: {text}"),
+                            on_count=lambda text: bar.update(task, description=f"eval: {text}"))
+            for ref in refs:
+                reports += evaluate_model(ref, samples, config, source=None if input == STDIO else input,
+                                          on_details=detail_out.write if detail_out else None, progress=show)
+        with RecordWriter(output) as out:
+            out.write_all(reports)
+        stderr.print(report_table(reports))
+        for report in reports:
+            settings = report.get("settings", {})
+            if report["mode"] == "ntp" and settings:
+                stderr.print(f"eval: {report['model']} (ntp): {report['n']:,} contexts in {settings['forward_rows']:,} "
+                             f"forward rows, {settings['positions_per_second']:,.1f} positions/s")
+            elif report["mode"] == "reasoning" and settings:
+                stderr.print(f"eval: {report['model']} (reasoning, {settings['backend']}): "
+                             f"{settings['truncated_share']:.0%} of completions cut at --max-new-tokens, "
+                             f"{report['no_prediction_share']:.0%} without an answer")
+        read_stats.report(stderr)
+
+
+SCALING_EXAMPLES = (
+    "rpt scaling runs/rpt1 --samples val_samples.jsonl -o scaling.png\n\n"
+    "  rpt eval val_samples.jsonl -m runs/rpt1/checkpoint-100 -m runs/rpt1/checkpoint-200 -m runs/rpt1/final "
+    "| rpt scaling -o scaling.png\n\n"
+    "  rpt scaling reports.jsonl --metrics runs/rpt1/metrics.jsonl --mode reasoning --split hard")
+
+
+@app.command(epilog=f"Examples:  {SCALING_EXAMPLES}")
+def scaling(
+    input: Annotated[str, typer.Argument(
+        metavar="RUN|REPORTS", show_default=False,
+        help="An rpt train run folder (its checkpoints are evaluated here), or reports of rpt eval (JSONL; "
+             "'-' or nothing reads standard input).")] = STDIO,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", metavar="FILE.png",
+        help="Write the plot (PNG in the style of the paper's Figure 5) to FILE; without it, no plot.")] = None,
+    metrics: Annotated[Optional[str], typer.Option(
+        metavar="FILE", help="Take each report's compute from this metrics.jsonl of rpt train, by the report's step "
+                             "(default: the flops the report carries).")] = None,
+    mode: Annotated[Optional[str], typer.Option(
+        help="Fit the reports of this mode, ntp or reasoning (needed when the reports hold both); with a run "
+             "folder, the mode to evaluate in (default: ntp).")] = None,
+    split: Annotated[str, typer.Option(help="Fit one split, easy, medium or hard, or all of them.")] = "all",
+    title: Annotated[Optional[str], typer.Option(help="Title of the plot.")] = None,
+    samples: Annotated[Optional[str], typer.Option(
+        metavar="FILE", help="Run folder: the samples to evaluate on, e.g. held-out ones (default: the run's "
+                             "training samples, from its config.yaml).")] = None,
+    reports: Annotated[Optional[str], typer.Option(
+        "--reports", metavar="FILE",
+        help="Run folder: also write the checkpoints' evaluation reports here (JSONL; rpt scaling reads them back).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Run folder: evaluate only the first N samples.", metavar="N")] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Run folder, reasoning: completions per context.")] = 1,
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        help="Run folder, reasoning: longest completion (default: the run's).")] = None,
+    temperature: Annotated[float, typer.Option(help="Run folder, reasoning: sampling temperature.")] = 0.8,
+    fn: Annotated[str, typer.Option("--fn", help="Run folder, reasoning: reward function that decides correctness.")] = "prefix",
+    backend: Annotated[str, typer.Option(help="Run folder, reasoning: auto, hf or vllm.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Run folder, reasoning: seed of the sampling.")] = 0,
+    batch_tokens: Annotated[int, typer.Option(help="Run folder, ntp: padded tokens per forward pass.")] = 8192,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Fit accuracy against training compute, P(C) = A / C^α + P* per split (the paper's Eq. 5).
+
+    Writes the points and the fits ([bold]A[/], [bold]alpha[/], [bold]p_star[/], [bold]r2[/]) as one JSON object to standard output, a table to standard error, and with -o a plot in the style of Figure 5. Fewer than three points, non-positive compute or a fit that fails stop with a one-line error (exit 2).
+    """
+    with cli_errors():
+        from pathlib import Path
+
+        from rpt_cli.jsonl import dumps, source_name
+        from rpt_cli.scaling import (check_plot_path, fit_splits, plot_scaling, points_from_reports, report_validator,
+                                     scaling_result, splits_to_fit)
+
+        if mode is not None and mode not in ("ntp", "reasoning"):
+            raise UsageError(f"--mode {mode}: choose ntp or reasoning")
+        if output is not None:
+            check_plot_path(output)
+        flops_by_step = None
+        if metrics is not None:
+            from rpt_cli.evaluate import read_flops
+
+            if not Path(metrics).is_file():
+                raise UsageError(f"--metrics {metrics}: no such file")
+            flops_by_step = read_flops(Path(metrics))
+        run = Path(input) if input != STDIO and Path(input).is_dir() else None
+        if run is not None:
+            numbered = list(enumerate(_evaluate_run(
+                run, samples=samples, reports_path=reports, mode=mode or "ntp", split=split, limit=limit,
+                num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, fn=fn,
+                backend=backend, seed=seed, batch_tokens=batch_tokens, device=device, dtype=dtype,
+                trust_remote_code=trust_remote_code), start=1))
+            source = str(run)
+        else:
+            check_input(input)
+            source = source_name(input)
+            numbered = list(read_records(input, report_validator, with_lines=True))
+        fit_mode, points = points_from_reports(numbered, source, mode=mode, flops_by_step=flops_by_step,
+                                               metrics_name=metrics or "metrics.jsonl")
+        fits = fit_splits(points, splits_to_fit(points, split))
+        if output is not None:
+            plot_scaling(points, fits, output, mode=fit_mode, title=title)
+        sys.stdout.buffer.write(dumps(scaling_result(fit_mode, points, fits, output)))
+        sys.stdout.flush()
+        from rich.table import Table
+
+        table = Table(title=f"P(C) = A / C^α + P* ({fit_mode}, {len(points)} checkpoints)", title_justify="left")
+        for name in ("split", "A", "α", "P*", "R²", "points"):
+            table.add_column(name, justify="left" if name == "split" else "right")
+        for name, fit in fits.items():
+            flag = " (at a bound: " + ", ".join(fit.at_bound) + ")" if fit.at_bound else ""
+            table.add_row(name + flag, f"{fit.A:.4g}", f"{fit.alpha:.4f}", f"{fit.p_star:.4f}", f"{fit.r2:.4f}",
+                          str(fit.points))
+        stderr.print(table)
+        if output is None:
+            stderr.print("scaling: no plot written (pass -o FILE.png for one)")
+        else:
+            stderr.print(f"scaling: plot written to {output}")
+
+
+def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples, max_new_tokens, temperature, fn,
+                  backend, seed, batch_tokens, device, dtype, trust_remote_code) -> list[dict]:
+    """rpt scaling on a run folder: its checkpoints' reports, with progress on standard error."""
+    from rich.progress import Progress as Bar
+    from rich.progress import SpinnerColumn, TextColumn
+
+    from rpt_cli.evaluate import EvalConfig, Progress, eval_sample_validator, select_samples
+    from rpt_cli.rollout import numbered_samples
+    from rpt_cli.scaling import evaluate_run, run_samples_path
+
+    samples, own = run_samples_path(run, samples)
+    config = EvalConfig(modes=(mode,), split=split, limit=limit, seed=seed, device=device, dtype=dtype,
+                        trust_remote_code=trust_remote_code, batch_tokens=batch_tokens, backend=backend,
+                        num_samples=num_samples, fn=fn, temperature=temperature, max_new_tokens=max_new_tokens)
+    config.check()
+    chosen = select_samples(numbered_samples(read_records(samples, eval_sample_validator, with_lines=True),
+                                             source=samples), split, limit)
+    if not chosen:
+        raise UsageError(f"{samples}: no samples{'' if split == 'all' else f' in split {split}'} to evaluate")
+    if own:
+        stderr.print(f"scaling: evaluating on the run's training samples {samples} (--samples FILE for held-out ones)")
+    with Bar(SpinnerColumn(), TextColumn("{task.description}"), console=stderr, transient=True) as bar:
+        task = bar.add_task("scaling: starting")
+        show = Progress(on_start=lambda text: bar.update(task, description=f"scaling: {text}"),
+                        on_count=lambda text: bar.update(task, description=f"scaling: {text}"))
+        reports = evaluate_run(run, chosen, config, source=samples, progress=show)
+    if reports_path is not None:
+        with RecordWriter(reports_path) as writer:
+            writer.write_all(reports)
+    return reports
+
 __all__ = ["app", "main"]
