@@ -18,6 +18,7 @@ machine load hits both sides alike; the ratio is of the medians.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shutil
 import statistics
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--context-tokens", type=int, default=160, help="context tokens of every sample")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per run, after one warm-up step")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is steadier on a busy machine)")
     parser.add_argument("--json", help="also write the figures to this file")
     options = parser.parse_args()
     contexts = options.contexts or (8 if options.gpu else 4)
@@ -122,6 +124,8 @@ def main() -> None:
 
     if options.gpu and not torch.cuda.is_available():
         sys.exit("bench_train: --gpu needs a CUDA GPU")
+    if options.threads:
+        torch.set_num_threads(options.threads)
     _quiet_libraries(False)
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
@@ -163,9 +167,12 @@ def main() -> None:
                 tokens[side] += [generated / t for t in times]
                 print(f"bench_train: {side} run {repeat + 1}: " + ", ".join(f"{t:.2f}" for t in times) + " s/step",
                       file=sys.stderr)
-                del trainer
+                del trainer, clock
                 if side == "rpt":
                     del job
+                gc.collect()  # the next run starts without this one's model and optimizer around
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
         trl_median, rpt_median = statistics.median(results["trl"]), statistics.median(results["rpt"])
         figures = {
             "device": torch.cuda.get_device_name() if options.gpu else f"cpu x{torch.get_num_threads()} threads",

@@ -7,6 +7,7 @@ so each step takes a fraction of a second on two CPU cores.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -301,12 +302,52 @@ def test_paper_defaults_and_shipped_configs():
     assert paper == TrainConfig()
     demo = resolve_config({}, str(ROOT / "examples" / "configs" / "cpu-demo.yaml"))
     assert demo.max_completion_tokens <= 64 and not demo.gradient_checkpointing
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    zero3 = load_config_from_file(str(ROOT / "examples" / "configs" / "zero3.yaml"))
+    assert zero3.distributed_type == "DEEPSPEED" and zero3.deepspeed_config["zero_stage"] == 3
+    assert zero3.deepspeed_config["zero3_save_16bit_model"]  # checkpoints load with transformers
+    fsdp = load_config_from_file(str(ROOT / "examples" / "configs" / "fsdp.yaml"))
+    assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")),
+                    reason="tensorboard is installed here")
+def test_report_to_a_missing_logger_is_refused(tmp_path):
+    samples = write_samples(tmp_path / "samples.jsonl", [sample(0)])
+    result = invoke(["train", str(samples), "-o", str(tmp_path / "run"), "--report-to", "tensorboard"])
+    assert result.exit_code == 2 and "tensorboard is not installed" in result.stderr
 
 
 def test_batch_plan_counts_completions_per_process():
     plan = batch_plan(TrainConfig(contexts_per_step=256, num_generations=8, micro_batch_size=16), 8)
     assert (plan.completions, plan.gradient_accumulation_steps, plan.contexts_per_process) == (2048, 16, 32)
     assert batch_plan(TrainConfig(), 1).gradient_accumulation_steps == 256
+
+
+def test_options_map_onto_trl_config(tmp_path):
+    from rpt_cli.training.run import grpo_args
+
+    config = TrainConfig(num_generations=4, contexts_per_step=6, micro_batch_size=3, learning_rate=3e-6,
+                         lr_scheduler="cosine", warmup_steps=5, weight_decay=0.1, adam_beta1=0.8, adam_beta2=0.95,
+                         max_grad_norm=0.5, beta=0.04, epsilon=0.3, loss_type="dr_grpo", scale_rewards="none",
+                         temperature=0.7, top_p=0.9, top_k=20, max_completion_tokens=100, max_steps=7, save_steps=3,
+                         seed=11, gradient_checkpointing=False, vllm="server", vllm_server_host="10.0.0.2",
+                         vllm_server_port=8123, max_prompt_tokens=200)
+    args = grpo_args(config, batch_plan(config, 1), tmp_path)
+    assert (args.num_generations, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 3, 8)
+    assert args.steps_per_generation == 8 and args.num_iterations == 1  # one generation per step: on-policy
+    assert (args.learning_rate, args.lr_scheduler_type, args.warmup_steps, args.weight_decay) == \
+        (3e-6, "cosine", 5, 0.1)
+    assert (args.adam_beta1, args.adam_beta2, args.max_grad_norm, args.beta, args.epsilon) == \
+        (0.8, 0.95, 0.5, 0.04, 0.3)
+    assert (args.loss_type, args.scale_rewards, args.temperature, args.top_p, args.top_k) == \
+        ("dr_grpo", "none", 0.7, 0.9, 20)
+    assert (args.max_completion_length, args.max_steps, args.save_steps, args.seed) == (100, 7, 3, 11)
+    assert args.save_total_limit is None and args.logging_steps == 1 and not args.gradient_checkpointing
+    assert (args.use_vllm, args.vllm_mode, args.vllm_server_host, args.vllm_server_port) == \
+        (True, "server", "10.0.0.2", 8123)
+    assert args.vllm_max_model_length == 300
 
 
 @pytest.mark.parametrize("extra, message", [
