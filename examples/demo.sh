@@ -12,4 +12,12 @@ echo "== rpt train: a short GRPO run on those samples (examples/configs/cpu-demo
 rm -rf "$out/run"  # a new run each time: rpt train refuses a folder that holds another run
 model=$(rpt train "$out/samples.jsonl" --config examples/configs/cpu-demo.yaml -o "$out/run")
 echo "trained model: $model (steps in $out/run/metrics.jsonl)" >&2
+echo "== rpt entropy | rpt filter on the held-out documents (examples/data/val.jsonl) ==" >&2
+rpt entropy examples/data/val.jsonl | rpt filter --min 0.5 --per-doc 3 -o "$out/val_samples.jsonl"
+echo "== rpt eval: next-token accuracy per split before (built-in model) and after training, both modes ==" >&2
+# The same prompt settings for both models, those of the training run (examples/configs/cpu-demo.yaml:
+# 256-token prompts, 32 new tokens, a \boxed{} anywhere counts), so the rows differ only in the weights.
+rpt eval "$out/val_samples.jsonl" --model smollm2-135m --model "$out/run" --mode ntp --mode reasoning \
+  -n 2 --max-new-tokens 32 --max-prompt-tokens 256 --no-think --backend hf \
+  --details "$out/eval_details.jsonl" -o "$out/eval.jsonl"
 echo "demo outputs are in $out/" >&2

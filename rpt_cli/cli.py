@@ -662,7 +662,8 @@ def eval_(
             stderr.print(f"eval: no samples{'' if split == 'all' else f' in split {split}'}: nothing to evaluate")
         reports: list[dict] = []
         with (RecordWriter(details) if details else nullcontext()) as detail_out, \
-                Bar(SpinnerColumn(), TextColumn("{task.description}"), console=stderr, transient=True) as bar:
+                Bar(SpinnerColumn(), TextColumn("{task.description}"), console=stderr, transient=True,
+                    disable=not stderr.is_terminal) as bar:
             task = bar.add_task("eval: reading")
             show = Progress(on_start=lambda text: bar.update(task, description=f"eval: {text}"),
                             on_count=lambda text: bar.update(task, description=f"eval: {text}"))
@@ -805,7 +806,8 @@ def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples
         raise UsageError(f"{samples}: no samples{'' if split == 'all' else f' in split {split}'} to evaluate")
     if own:
         stderr.print(f"scaling: evaluating on the run's training samples {samples} (--samples FILE for held-out ones)")
-    with Bar(SpinnerColumn(), TextColumn("{task.description}"), console=stderr, transient=True) as bar:
+    with Bar(SpinnerColumn(), TextColumn("{task.description}"), console=stderr, transient=True,
+              disable=not stderr.is_terminal) as bar:
         task = bar.add_task("scaling: starting")
         show = Progress(on_start=lambda text: bar.update(task, description=f"scaling: {text}"),
                         on_count=lambda text: bar.update(task, description=f"scaling: {text}"))
