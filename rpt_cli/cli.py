@@ -159,6 +159,10 @@ def entropy(
         s = scorer.stats
         stderr.print(f"entropy: {s.documents:,} documents, {s.tokens:,} tokens in {s.seconds:.1f} s "
                      f"({s.tokens_per_second:,.0f} tokens/s, {resolved_device})")
+        if s.dropped_bytes:
+            stderr.print(f"warning: {s.dropped_documents:,} document(s) hold {s.dropped_bytes:,} byte(s) the "
+                         f"tokenizer has no token for: they stay in the text, inside the span of the "
+                         f"token after them, but the model does not see them")
         stats.report(stderr)
 
 

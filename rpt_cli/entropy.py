@@ -115,6 +115,8 @@ class ScoreStats:
     documents: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    dropped_bytes: int = 0      # bytes the tokenizer has no token for: kept in the text, unseen
+    dropped_documents: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -208,13 +210,16 @@ class EntropyScorer:
         """(offsets, entropy) for each text, in order."""
         started = time.perf_counter()
         docs = self.doc_tokenizer(texts)
-        results: list[list[float | None]] = [[None] * len(d.ids) for d in docs]
+        # one entry per span of the offsets: a text the tokenizer drops whole is one unscored span
+        results: list[list[float | None]] = [[None] * (len(d.offsets) - 1) for d in docs]
         segments = [Segment(k, s, e, f) for k, d in enumerate(docs)
                     for s, e, f in windows(len(d.ids), self.body, self.overlap) if e > s]
         for batch in pack_batches(segments, len(self.prefix), self.batch_tokens):
             self._run_batch(batch, docs, results)
         self.stats.documents += len(texts)
         self.stats.tokens += sum(len(d.ids) for d in docs)
+        self.stats.dropped_bytes += sum(d.dropped for d in docs)
+        self.stats.dropped_documents += sum(d.dropped > 0 for d in docs)
         self.stats.seconds += time.perf_counter() - started
         return [(d.offsets, r) for d, r in zip(docs, results)]
 

@@ -617,7 +617,7 @@ class FirstTokens:
             return [self._tokenize([t])[0] if len(texts) > 1 else None for t in texts]
         out = []
         for text, doc in zip(texts, docs):
-            if not doc.ids or len(doc.offsets) < 2:
+            if not doc.ids or len(doc.offsets) < 2 or doc.dropped:
                 out.append(None)
                 continue
             data = text.encode("utf-8")

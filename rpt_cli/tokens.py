@@ -70,11 +70,14 @@ def token_byte_table(tokenizer) -> list[bytes | None] | None:
 @dataclass
 class TokenizedDoc:
     ids: list[int]       # the document's own tokens (no special tokens)
-    offsets: list[int]   # n + 1 byte offsets into the UTF-8 text
+    offsets: list[int]   # n + 1 byte offsets into the UTF-8 text (see tokenize_exact for one exception)
     # tokens the tokenizer put before the text that stand for no byte of it: SentencePiece's
     # added prefix space when it is a token of its own ("▁" before a byte-fallback character).
     # They are context for the first token, like BOS, not tokens of the document.
     lead: list[int] = field(default_factory=list)
+    # bytes of the text the tokenizer dropped because its vocabulary has no token for them (e.g.
+    # SmolLM2 has no token for the byte 0xf1). They stay in the text, inside the next token's span.
+    dropped: int = 0
 
 
 def _char_to_byte_offsets(text: str) -> list[int]:
@@ -99,8 +102,41 @@ def _offsets_from_chars(text: str, spans: list[tuple[int, int]]) -> list[int]:
     return offsets
 
 
+def missing_bytes(table: list[bytes | None] | None) -> frozenset[int] | None:
+    """The byte values no token contains: a tokenizer drops them from any text."""
+    if table is None:
+        return None
+    present = set()
+    for piece in table:
+        if piece:
+            present.update(piece)
+    return frozenset(set(range(256)) - present)
+
+
+def _align_with_dropped_bytes(data: bytes, pieces: list[bytes], missing: frozenset[int]) -> list[int] | None:
+    """Offsets of `pieces` in `data` when the tokenizer skipped bytes it has no token for: each
+    skipped run joins the token after it (the last token takes a trailing run), so the offsets still
+    cover the text byte for byte. None when the pieces do not align that way."""
+    if not pieces:
+        return None
+    offsets, pos = [], 0
+    for piece in pieces:
+        start = pos
+        while pos < len(data) and data[pos] in missing and not data.startswith(piece, pos):
+            pos += 1
+        if not data.startswith(piece, pos):
+            return None
+        offsets.append(start)
+        pos += len(piece)
+    if any(b not in missing for b in data[pos:]):
+        return None
+    offsets.append(len(data))
+    return offsets
+
+
 def tokenize_exact(text: str, ids: list[int], table: list[bytes | None] | None,
-                   spans: list[tuple[int, int]] | None) -> TokenizedDoc:
+                   spans: list[tuple[int, int]] | None,
+                   table_missing: frozenset[int] | None = None) -> TokenizedDoc:
     """Byte offsets of the tokens `ids` of `text`: exact when the token bytes concatenate back to
     the text (byte-level BPE, SentencePiece with byte fallback), else from character offsets."""
     data = text.encode("utf-8")
@@ -120,7 +156,15 @@ def tokenize_exact(text: str, ids: list[int], table: list[bytes | None] | None,
             for piece in pieces:
                 offsets.append(offsets[-1] + len(piece))
             return TokenizedDoc(list(ids), offsets, lead)
+        if all(pieces) and table_missing is not None:
+            aligned = _align_with_dropped_bytes(data, pieces, table_missing)
+            if aligned is not None:
+                return TokenizedDoc(list(ids), aligned, lead, len(data) - len(joined))
     if not ids:
+        if data and table_missing is not None and all(byte in table_missing for byte in data):
+            # the tokenizer drops the whole text: one span the model never sees, so the offsets
+            # still cover the text (the only case with no token for a span)
+            return TokenizedDoc([], [0, len(data)], lead, len(data))
         return TokenizedDoc([], [0])
     if spans is None:
         raise RecordError("cannot compute byte offsets: the tokenizer gives neither token bytes nor offsets")
@@ -134,6 +178,7 @@ class DocTokenizer:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.table = token_byte_table(tokenizer)
+        self.missing = missing_bytes(self.table)
         self.prefix = self._special_prefix()
 
     def _special_prefix(self) -> list[int]:
@@ -154,7 +199,7 @@ class DocTokenizer:
             ids = list(enc["input_ids"][k])
             spans = enc["offset_mapping"][k] if "offset_mapping" in enc else None
             try:
-                docs.append(tokenize_exact(text, ids, self.table, spans))
+                docs.append(tokenize_exact(text, ids, self.table, spans, self.missing))
             except RecordError:
                 if need_spans:
                     raise

@@ -259,3 +259,28 @@ def test_cli_broken_pipe_ends_quietly(tiny_model_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1
     assert "Traceback" not in done.stderr and "Error" not in done.stderr
+
+
+@pytest.mark.slow
+def test_bytes_the_builtin_tokenizer_drops_are_kept_and_reported(builtin_model_dir, tmp_path):
+    """SmolLM2 has no token for the bytes 0x04 or 0xf1: the text keeps them, the offsets still cover
+    it (a text of such bytes only is one unscored span), `rpt filter` accepts the output, and a
+    warning says how many bytes the model did not see."""
+    docs = [{"text": "x = \U00040000 + 1, so the answer is 2."}, {"text": "\x04\x06"},
+            {"text": "plain text after them"}]
+    corpus = write_corpus(tmp_path / "c.jsonl", docs)
+    result = runner.invoke(app, ["entropy", str(corpus), "--window", "128"])
+    assert result.exit_code == 0, result.output
+    out = read_jsonl(result.stdout)
+    assert [d["text"] for d in out] == [d["text"] for d in docs]
+    for doc in out:
+        assert doc["offsets"][0] == 0 and doc["offsets"][-1] == len(doc["text"].encode("utf-8"))
+        assert len(doc["offsets"]) == len(doc["entropy"]) + 1
+    assert out[1]["offsets"] == [0, 2] and out[1]["entropy"] == [None]
+    assert "warning: 2 document(s) hold 3 byte(s)" in result.stderr
+    scored = tmp_path / "scored.jsonl"
+    scored.write_bytes(result.stdout_bytes)
+    filtered = runner.invoke(app, ["filter", str(scored)])
+    assert filtered.exit_code == 0, filtered.output
+    samples = read_jsonl(filtered.stdout)
+    assert samples and all(s["doc_id"] in (1, 3) for s in samples)
