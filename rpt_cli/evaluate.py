@@ -1,8 +1,8 @@
 """`rpt eval`: next-token accuracy per entropy split, in the paper's two modes (Table 1).
 
 - `ntp` (standard next-token): the model's most likely next token after the context, no thinking.
-  Its exact bytes (the tokenizer's own token bytes) are scored with Eq. 3 by `reward.prefix_match`,
-  the checker of the reward itself, so models with different tokenizers compare fairly: a guess is
+  Its exact bytes (the tokenizer's own token bytes, also when they are part of a character) are
+  scored with Eq. 3 by `reward.prefix_match`, the checker of the reward itself, so models with different tokenizers compare fairly: a guess is
   right when it is a prefix of the true continuation that ends on a true token boundary.
 - `reasoning` (next-token reasoning): prompts from `prompts.PromptBuilder` and k completions per
   context from the generation layer, exactly as `rpt rollout` makes them (`rollout.rollout_chunks`),
@@ -230,8 +230,9 @@ def batch_rows(rows: Sequence[Row], batch_tokens: int) -> Iterator[list[Row]]:
 @dataclass(frozen=True)
 class TokenPrediction:
     token_id: int
-    text: str | None  # the token's exact bytes as text; None for a special token or part of a character
-    shared: bool      # the logits came from a longer context's forward pass
+    data: bytes | None  # the token's exact bytes (maybe part of a character); None for a special token
+    text: str | None    # those bytes as text; None for a special token or part of a character
+    shared: bool        # the logits came from a longer context's forward pass
 
 
 @dataclass
@@ -305,21 +306,24 @@ class NextTokenPredictor:
             out.append(ids)
         return out
 
-    def token_text(self, token_id: int) -> str | None:
-        """The token's exact bytes as text: None for special tokens and for a token that is only
-        part of a UTF-8 character (no written answer can be that, and Eq. 3 compares text)."""
+    def token_bytes_and_text(self, token_id: int) -> tuple[bytes | None, str | None]:
+        """The token's exact bytes and those bytes as text. Bytes that are only part of a UTF-8
+        character have no text but still score by Eq. 3, which compares bytes: the true next token
+        can be part of a character too. Special tokens have neither."""
         if self.token_bytes is not None:
             data = self.token_bytes[token_id] if 0 <= token_id < len(self.token_bytes) else None
             if not data:
-                return None
+                return None, None
             try:
-                return data.decode("utf-8")
+                return data, data.decode("utf-8")
             except UnicodeDecodeError:
-                return None
+                return data, None
         if token_id in self._special_ids:
-            return None
+            return None, None
         text = self.tokenizer.decode([token_id])  # tokenizers whose pieces do not map to bytes
-        return text if text and "\ufffd" not in text else None
+        if not text or "\ufffd" in text:
+            return None, None
+        return text.encode("utf-8"), text
 
     # -- forward passes ------------------------------------------------------------------------
     def _decoder_and_head(self):
@@ -394,7 +398,7 @@ class NextTokenPredictor:
             for row, tokens in zip(batch, self._argmax(batch)):
                 owner = row.members[0][0]  # the context the row was made for; the others ride along
                 for (i, _), token in zip(row.members, tokens):
-                    predictions[i] = TokenPrediction(token, self.token_text(token), shared=i != owner)
+                    predictions[i] = TokenPrediction(token, *self.token_bytes_and_text(token), shared=i != owner)
             self.stats.rows += len(batch)
             self.stats.tokens += sum(len(row.ids) for row in batch)
             self.stats.contexts += sum(len(row.members) for row in batch)
@@ -411,9 +415,9 @@ def evaluate_ntp(samples: Sequence[EvalSample], predictor: NextTokenPredictor, *
     predictions = predictor.predict([s.context for s in samples], [s.doc_id for s in samples], on_batch=on_batch)
     outcomes, details = [], []
     for sample, prediction in zip(samples, predictions):
-        reward = prefix_match(prediction.text, sample.truth.target, sample.truth.boundaries)
+        reward = prefix_match(prediction.data, sample.truth.target, sample.truth.boundaries)
         outcomes.append(Outcome(accuracy=reward, solved=reward == 1.0, reward=reward,
-                                no_prediction=float(prediction.text is None)))
+                                no_prediction=float(prediction.data is None)))
         details.append({"prediction": prediction.text, "token_id": prediction.token_id, "correct": reward == 1.0,
                         "reward": reward, "shared_pass": prediction.shared})
     return outcomes, details

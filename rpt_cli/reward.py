@@ -112,18 +112,19 @@ def _content_text(content: Any) -> str:
 # Eq. 3
 # --------------------------------------------------------------------------------------------
 
-def prefix_match(prediction: str | None, target: str, boundaries: Sequence[int]) -> float:
+def prefix_match(prediction: str | bytes | None, target: str, boundaries: Sequence[int]) -> float:
     """Eq. 3: 1.0 iff the prediction's UTF-8 bytes equal the first l bytes of `target` and l is
     one of `boundaries`; else 0.0.
 
     So a prediction may cover one or several whole ground-truth tokens, never part of one; an
     empty or missing prediction, one longer than the target, and one that cannot be encoded
-    (an unpaired surrogate) all score 0.0. Whitespace is significant.
+    (an unpaired surrogate) all score 0.0. Whitespace is significant. A prediction given as bytes
+    (a token's exact bytes, which may be part of a character) is compared as it is.
     """
     if not prediction:
         return 0.0
     try:
-        predicted = prediction.encode("utf-8")
+        predicted = prediction if isinstance(prediction, bytes) else prediction.encode("utf-8")
         truth = target.encode("utf-8")
     except (UnicodeEncodeError, AttributeError):
         return 0.0

@@ -275,6 +275,35 @@ def test_ntp_scores_the_token_bytes_with_eq3(tiny):
     assert [d["prediction"] for d in details] == texts
 
 
+def test_ntp_scores_a_token_that_is_part_of_a_character_by_its_bytes(tiny_model_dir):
+    """The true next token can be part of a character (a byte token of 日 = e6 97 a5): a model whose
+    most likely token is that byte is right when the byte ends on a true token boundary, by Eq. 3 on
+    bytes, and wrong when the true token is the whole character."""
+    import torch
+
+    from rpt_cli.models import load_model
+
+    model, tokenizer, device = load_model(str(tiny_model_dir))
+    table = NextTokenPredictor(model, tokenizer, device).token_bytes
+    lead_byte = table.index(b"\xe6")  # a token that is only the first byte of 日
+    context = "The answer is "
+    first = NextTokenPredictor(model, tokenizer, device).predict([context])[0].token_id
+    # a real model made to prefer that token here: swap its output row with the current favourite's
+    head = model.get_output_embeddings()
+    weight = head.weight.detach().clone()
+    weight[[first, lead_byte]] = weight[[lead_byte, first]]
+    head.weight = torch.nn.Parameter(weight)  # unties it from the input embeddings, which stay
+    predictor = NextTokenPredictor(model, tokenizer, device)
+    guess = predictor.predict([context])[0]
+    assert (guess.token_id, guess.data, guess.text) == (lead_byte, b"\xe6", None)
+    records = [{"id": "byte", "context": context, "target": "日本 too", "boundaries": [1, 3, 6], "entropy": 1.2},
+               {"id": "char", "context": context, "target": "日本 too", "boundaries": [3, 6], "entropy": 1.2}]
+    outcomes, details = evaluate_ntp(select_samples(records), predictor)
+    assert [o.accuracy for o in outcomes] == [1.0, 0.0]
+    assert [o.no_prediction for o in outcomes] == [0.0, 0.0]
+    assert [(d["prediction"], d["token_id"]) for d in details] == [(None, lead_byte)] * 2
+
+
 # -- reasoning mode ----------------------------------------------------------------------------------
 def test_reasoning_mode_scores_rollout_completions_with_the_reward_registry(samples_file, tiny_model_dir, tmp_path):
     details = tmp_path / "details.jsonl"
