@@ -20,4 +20,15 @@ echo "== rpt eval: next-token accuracy per split before (built-in model) and aft
 rpt eval "$out/val_samples.jsonl" --model smollm2-135m --model "$out/run" --mode ntp --mode reasoning \
   -n 2 --max-new-tokens 32 --max-prompt-tokens 256 --no-think --backend hf \
   --details "$out/eval_details.jsonl" -o "$out/eval.jsonl"
+# Say plainly what the rows show: a short run whose groups all score alike has no GRPO signal.
+python - "$out/run/metrics.jsonl" >&2 <<'PY'
+import json, sys
+steps = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
+mean = sum(s["reward_mean"] for s in steps) / len(steps)
+flat = sum(s["zero_variance_share_after"] for s in steps) / len(steps)
+print(f"training: {len(steps)} steps, mean reward {mean:.3f}, {flat:.0%} of groups with no reward variance")
+if flat == 1.0:
+    print("note: every group scored alike (the 135M model rarely writes a \\boxed{} answer in 32 tokens), so GRPO\n"
+          "      had no signal (loss and gradients 0): the demo shows the job running, not learning.")
+PY
 echo "demo outputs are in $out/" >&2
