@@ -2,8 +2,9 @@
 
 - `ntp` (standard next-token): the model's most likely next token after the context, no thinking.
   Its exact bytes (the tokenizer's own token bytes, also when they are part of a character) are
-  scored with Eq. 3 by `reward.prefix_match`, the checker of the reward itself, so models with different tokenizers compare fairly: a guess is
-  right when it is a prefix of the true continuation that ends on a true token boundary.
+  scored with Eq. 3 by `reward.prefix_match`, the checker of the reward itself, so models with
+  different tokenizers compare fairly: a guess is right when it is a prefix of the true
+  continuation that ends on a true token boundary.
 - `reasoning` (next-token reasoning): prompts from `prompts.PromptBuilder` and k completions per
   context from the generation layer, exactly as `rpt rollout` makes them (`rollout.rollout_chunks`),
   scored by the reward registry (`reward.get_reward_function`), as `rpt reward` scores them.
