@@ -114,22 +114,20 @@ def missing_bytes(table: list[bytes | None] | None) -> frozenset[int] | None:
 
 
 def _align_with_dropped_bytes(data: bytes, pieces: list[bytes], missing: frozenset[int]) -> list[int] | None:
-    """Offsets of `pieces` in `data` when the tokenizer skipped bytes it has no token for: each
-    skipped run joins the token after it (the last token takes a trailing run), so the offsets still
-    cover the text byte for byte. None when the pieces do not align that way."""
+    """Offsets of `pieces` in `data` when the tokenizer skipped bytes it has no token for. It skips
+    them before merging, so the bytes around a skipped one can end up in one token ("/\x06/" is the
+    single token "//"). The pieces must concatenate to the text less those bytes; a skipped run
+    between two tokens joins the token after it, a trailing run the last token, so the offsets
+    still cover the text byte for byte. None when the pieces do not align that way."""
     if not pieces:
         return None
-    offsets, pos = [], 0
-    for piece in pieces:
-        start = pos
-        while pos < len(data) and data[pos] in missing and not data.startswith(piece, pos):
-            pos += 1
-        if not data.startswith(piece, pos):
-            return None
-        offsets.append(start)
-        pos += len(piece)
-    if any(b not in missing for b in data[pos:]):
+    kept = [pos for pos, byte in enumerate(data) if byte not in missing]  # where each seen byte is
+    if b"".join(pieces) != bytes(data[pos] for pos in kept):
         return None
+    offsets, seen = [0], 0
+    for piece in pieces[:-1]:
+        seen += len(piece)
+        offsets.append(kept[seen - 1] + 1)  # right after the token's last seen byte
     offsets.append(len(data))
     return offsets
 

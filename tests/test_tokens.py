@@ -16,7 +16,7 @@ TRICKY = ["", " ", "a", "😀", "  leading spaces", "tabs\tand\r\nCRLF\n", "日�
 texts = st.one_of(
     st.text(max_size=80),
     st.lists(st.sampled_from(["😀", "日本", " ", "\t", "\r\n", "é", "a", "$", "\\frac", "  ", "ß", "🇫🇷",
-                              "\U00040000", "\x04"]),
+                              "\U00040000", "\x04", "\x06", "/"]),
              max_size=30).map("".join),
 )
 
@@ -118,6 +118,20 @@ def test_bytes_the_vocabulary_lacks_stay_in_the_text(builtin_model_dir):
     assert b"".join(spans) == data
     assert any(span.startswith(b"\xf1") for span in spans)
     check_offsets(tokenizer, text)
+
+
+def test_a_dropped_byte_between_bytes_that_merge(builtin_model_dir):
+    """The tokenizer drops a byte before merging: "/\x06/" is the single token "//", which spans
+    the whole text with the dropped byte inside it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(builtin_model_dir)
+    for text in ["/\x06/", "x = a/\x06/b", "\x06//\x06"]:
+        doc = DocTokenizer(tokenizer)([text])[0]
+        assert doc.dropped == text.count("\x06")
+        assert doc.offsets[0] == 0 and doc.offsets[-1] == len(text.encode("utf-8"))
+        check_offsets(tokenizer, text)
+    assert DocTokenizer(tokenizer)(["/\x06/"])[0].offsets == [0, 3]
 
 
 @pytest.mark.slow
