@@ -550,10 +550,11 @@ def train(
     options = {key: value for key, value in locals().items() if key not in ("config", "resume")}
     with cli_errors():
         from rpt_cli.training.config import resolve_config
-        from rpt_cli.training.run import train as run_training
+        from rpt_cli.training.run import end_processes, train as run_training
 
         settings = resolve_config(options, config)
         final = run_training(settings, resume=resume, console=stderr)
+        end_processes()
         if os.environ.get("RANK", "0") == "0":
             sys.stdout.write(f"{final}\n")
 

@@ -27,7 +27,7 @@ from rpt_cli.training.checkpoints import completed_step
 from rpt_cli.training.config import DEFAULTS, TrainConfig, batch_plan, resolve_config
 from rpt_cli.training.data import DataOrder, StepSampler
 from tests.conftest import ROOT
-from tests.train_helpers import ControlledReward, HashReward, RecordingReward
+from tests.train_helpers import OPEN_GROUP_AT_EXIT, ControlledReward, HashReward, RecordingReward
 
 TEXT = ("Let $x$ be a real number such that $x^2 - 5x + 6 = 0$. Then $x = 2$ or $x = 3$. "
         "Hence the answer is $\\boxed{3}$. \\frac{1}{2} + \\sqrt{2} \\leq \\pi")
@@ -253,8 +253,9 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, 
 
 def test_two_processes_draw_the_same_order_and_refill_in_step(tiny_model_dir, tmp_path):
     """`torchrun`/`accelerate launch` with two CPU processes (gloo): each process trains on its
-    share of every step, the order of contexts is the single-process one, and dynamic sampling
-    keeps both processes in step (they run the same number of refill rounds)."""
+    share of every step, the order of contexts is the single-process one, dynamic sampling keeps
+    both processes in step (they run the same number of refill rounds), and the run closes its
+    process group before exit."""
     records = [sample(i, "flat") for i in range(4)] + [sample(i, "var") for i in range(4, 8)]
     samples = write_samples(tmp_path / "samples.jsonl", records)
     out = tmp_path / "run"
@@ -265,6 +266,7 @@ def test_two_processes_draw_the_same_order_and_refill_in_step(tiny_model_dir, tm
                            str(ROOT / "tests" / "train_helpers.py"), *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
+    assert OPEN_GROUP_AT_EXIT not in done.stderr  # closed by rpt train, not left to exit
     assert done.stdout == f"{out / 'final'}\n"  # one process writes
     assert "x 2 processes" in done.stderr
     order = DataOrder(len(records), 4, seed=0)

@@ -8,6 +8,7 @@ subprocess:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import sys
@@ -72,9 +73,22 @@ def register() -> None:
         REWARD_FUNCTIONS[cls.name] = cls
 
 
+OPEN_GROUP_AT_EXIT = "train_helpers: the process group is still open at exit"
+
+
+def _report_open_process_group() -> None:
+    """Say so when `rpt train` left its process group for interpreter exit to tear down (where
+    gloo's threads can abort a process after a run that succeeded)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        print(OPEN_GROUP_AT_EXIT, file=sys.stderr, flush=True)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     register()
+    atexit.register(_report_open_process_group)
     from rpt_cli.cli import main
 
     sys.argv = ["rpt", *sys.argv[1:]]

@@ -383,5 +383,18 @@ def save_final(trainer, folder: Path) -> Path:
     return target
 
 
-__all__ = ["BATCHES_FILE", "CONFIG_FILE", "METRICS_FILE", "Job", "RunLog", "build", "flops_at", "grpo_args",
-           "plan_output", "prepare", "train"]
+def end_processes() -> None:
+    """Close the process group of a multi-process run (`accelerate launch`, `torchrun`) once every
+    process is done. Left to interpreter exit, gloo's threads can abort a process (SIGABRT) after a
+    run that succeeded, and the launcher then reports the whole run as failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        PartialState().destroy_process_group()
+
+
+__all__ = ["BATCHES_FILE", "CONFIG_FILE", "METRICS_FILE", "Job", "RunLog", "build", "end_processes", "flops_at",
+           "grpo_args", "plan_output", "prepare", "train"]
