@@ -115,7 +115,7 @@ def missing_bytes(table: list[bytes | None] | None) -> frozenset[int] | None:
 
 def _align_with_dropped_bytes(data: bytes, pieces: list[bytes], missing: frozenset[int]) -> list[int] | None:
     """Offsets of `pieces` in `data` when the tokenizer skipped bytes it has no token for. It skips
-    them before merging, so the bytes around a skipped one can end up in one token ("/\x06/" is the
+    them before merging, so the bytes around a skipped one can end up in one token ("/\\x06/" is the
     single token "//"). The pieces must concatenate to the text less those bytes; a skipped run
     between two tokens joins the token after it, a trailing run the last token, so the offsets
     still cover the text byte for byte. None when the pieces do not align that way."""

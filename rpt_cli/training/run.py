@@ -385,8 +385,8 @@ def save_final(trainer, folder: Path) -> Path:
 
 def end_processes() -> None:
     """Close the process group of a multi-process run (`accelerate launch`, `torchrun`) once every
-    process is done. Left to interpreter exit, gloo's threads can abort a process (SIGABRT) after a
-    run that succeeded, and the launcher then reports the whole run as failed."""
+    process is done. Left to interpreter exit, its teardown may abort a process (SIGABRT, seen
+    once with gloo) after a run that succeeded, and the launcher then reports the run as failed."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
