@@ -78,7 +78,7 @@ OPEN_GROUP_AT_EXIT = "train_helpers: the process group is still open at exit"
 
 def _report_open_process_group() -> None:
     """Say so when `rpt train` left its process group for interpreter exit to tear down (where
-    gloo's threads can abort a process after a run that succeeded)."""
+    it may abort a process after a run that succeeded; see `end_processes`)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
