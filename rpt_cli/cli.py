@@ -47,6 +47,11 @@ TrustOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", help="Allow model code from the hub to run (off unless asked).")]
 TextFieldOpt = Annotated[str, typer.Option(help="Field that holds the document text.")]
 IdFieldOpt = Annotated[str, typer.Option(help="Field that holds the document id (default: the line number).")]
+ANSWER_HELP = ("Answer format: boxed (the paper's: think, then the guess in \\boxed{}) or direct (the prompt is "
+               "the context alone and the completion is the guess: RPT without reasoning, an ablation).")
+AnswerOpt = Annotated[Optional[str], typer.Option(
+    "--answer", metavar="boxed|direct", show_default=False,
+    help=ANSWER_HELP + " Default: what the rollouts say (rollout.answer), else boxed.")]
 
 
 def main() -> None:
@@ -227,6 +232,7 @@ def reward(
         "--model", "-m",
         help=f"Needed by first-token (its tokenizer) and the dense variants (its probabilities): '{BUILTIN_NAME}', "
              "a Hugging Face folder, a .gguf file or a hub id.")] = None,
+    answer: AnswerOpt = None,
     no_think: Annotated[bool, typer.Option(
         "--no-think", help="For answers without thinking: take the last \\boxed{} anywhere, not only after </think>.")] = False,
     correct: Annotated[str, typer.Option(
@@ -241,16 +247,21 @@ def reward(
 ) -> None:
     """Score rollouts: extract each completion's answer and reward it against the ground truth.
 
-    Adds [bold]predictions[/] (the text in the last \\boxed{} after </think>; null when none), [bold]rewards[/] and [bold]reward_fn[/] to each rollout.
+    Adds [bold]predictions[/] (the text in the last \\boxed{} after </think>, or in the direct answer format the whole completion; null when none), [bold]rewards[/] and [bold]reward_fn[/] to each rollout.
 
     A summary (mean reward, share without a prediction, pass@G) goes to standard error.
     """
     with cli_errors():
+        from rpt_cli.answers import check_answer
+        from rpt_cli.jsonl import source_name
         from rpt_cli.reward import (CORRECTNESS_RULES, NEEDS_MODEL, NEEDS_TOKENIZER, REWARD_FUNCTIONS,
-                                    RewardStats, get_reward_function, rollout_validator, score_rollouts)
+                                    RewardStats, answer_checked, get_reward_function, rollout_validator,
+                                    score_rollouts)
 
         if fn not in REWARD_FUNCTIONS:
             raise UsageError(f"--fn {fn}: choose one of {', '.join(REWARD_FUNCTIONS)}")
+        if answer is not None:
+            check_answer(answer)
         if correct not in CORRECTNESS_RULES:
             raise UsageError(f"--correct {correct}: choose one of {', '.join(CORRECTNESS_RULES)}")
         if batch_size < 1:
@@ -283,11 +294,12 @@ def reward(
         reward_fn = get_reward_function(fn, **options)
         read_stats, stats = ReadStats(), RewardStats()
         started = time.perf_counter()
-        records = read_records(input, validate, skip_bad=skip_bad, stats=read_stats)
+        records = answer_checked(read_records(input, validate, skip_bad=skip_bad, stats=read_stats, with_lines=True),
+                                 reward_fn, given=answer, source=source_name(input))
         with RecordWriter(output) as out:
             out.write_all(score_rollouts(records, reward_fn, stats=stats, notes=notes))
         seconds = time.perf_counter() - started
-        stderr.print(f"reward ({fn}): {stats.groups:,} records, {stats.completions:,} completions: "
+        stderr.print(f"reward ({fn}, {reward_fn.answer} answers): {stats.groups:,} records, {stats.completions:,} completions: "
                      f"mean reward {stats.mean_reward:.4f}, no prediction {stats.no_prediction_share:.1%}, "
                      f"{stats.g_label} {stats.pass_at_g:.1%}, accuracy {stats.accuracy:.1%}, "
                      f"{stats.tied_groups:,} groups with all rewards equal, in {seconds:.1f} s")
@@ -307,11 +319,19 @@ def rollout(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (paper: 0.8; 0 is greedy).")] = 0.8,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability (1.0: off).")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Sample only among the K most likely tokens (0: off).", metavar="K")] = 0,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest completion in tokens (paper: 8192); longer ones end with finish reason 'length'.")] = 8192,
+    answer: Annotated[str, typer.Option(
+        "--answer", metavar="boxed|direct", help=ANSWER_HELP + " Recorded in rollout.answer.")] = "boxed",
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        help="Longest completion in tokens (default: 8192 as in the paper; 1 with --answer direct); longer ones end "
+             "with finish reason 'length'.", show_default=False)] = None,
     max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt in tokens (paper: 4096); longer contexts are cut from the left at a token boundary.")] = 4096,
-    template: Annotated[str, typer.Option(help="Prompt template: v0 (the paper's), v5, v6, or a text file with a {context} placeholder.")] = "v0",
+    template: Annotated[Optional[str], typer.Option(
+        help="Prompt template: v0 (the paper's, the default), v5, v6, fewshot, direct (the default with --answer "
+             "direct), or a text file with a {context} placeholder.", show_default=False)] = None,
     list_templates: Annotated[bool, typer.Option("--list-templates", help="Print the built-in templates in full and exit.")] = False,
-    chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Wrap the prompt in the model's chat template, when it has one.")] = True,
+    chat: Annotated[Optional[bool], typer.Option(
+        "--chat/--no-chat", help="Wrap the prompt in the model's chat template, when it has one (default: chat; "
+                                 "no chat with --answer direct).", show_default=False)] = None,
     think_prefix: Annotated[Optional[str], typer.Option(
         help="Text that opens the model's answer, e.g. '<think>' plus a newline for thinking models (none by default).")] = None,
     backend: Annotated[str, typer.Option(help="auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")] = "auto",
@@ -345,6 +365,12 @@ def rollout(
             for item in builtin_templates():
                 sys.stdout.write(f"== {item.name}: {item.description}\n{item.text}\n\n")
             return
+        from rpt_cli.answers import check_answer, prompt_defaults
+
+        defaults = prompt_defaults(check_answer(answer))
+        template = defaults["template"] if template is None else template
+        chat = defaults["chat"] if chat is None else chat
+        max_new_tokens = defaults["max_new_tokens"] if max_new_tokens is None else max_new_tokens
         for name, value in (("--num-rollouts", num_rollouts), ("--batch-size", batch_size),
                             ("--max-new-tokens", max_new_tokens), ("--max-prompt-tokens", max_prompt_tokens),
                             ("--limit", limit), ("--max-batch-sequences", max_batch_sequences),
@@ -403,7 +429,8 @@ def rollout(
                         max_prompt_tokens=max_prompt_tokens))
                 except ValueError as exc:
                     raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
-                metadata = {"model": engine.model_name, "backend": engine.name, "template": prompt_template.name,
+                metadata = {"model": engine.model_name, "backend": engine.name, "answer": answer,
+                            "template": prompt_template.name,
                             "chat": builder.chat, "think_prefix": think_prefix, "n": num_rollouts,
                             "temperature": temperature, "top_p": top_p, "top_k": top_k,
                             "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens, "seed": seed}
@@ -459,10 +486,15 @@ def train(
         "starts it when there is none."))] = False,
     model: Annotated[Optional[str], _opt("--model", "-m", help=(
         f"Policy to train: '{BUILTIN_NAME}' (built in, the default), a Hugging Face folder, a .gguf file or a hub id."))] = None,
+    answer: Annotated[Optional[str], _opt("--answer", metavar="boxed|direct", help=(
+        ANSWER_HELP + f" Direct changes the defaults of --template, --chat and --max-completion-tokens "
+                      f"(default: {TD.answer})."))] = None,
     template: Annotated[Optional[str], _opt("--template", help=(
-        f"Prompt template as in rpt rollout: v0 (the paper's), v5, v6 or a file (default: {TD.template})."))] = None,
+        f"Prompt template as in rpt rollout: v0 (the paper's), v5, v6, fewshot, direct or a file "
+        f"(default: {TD.template}; direct with --answer direct)."))] = None,
     chat: Annotated[Optional[bool], _opt("--chat/--no-chat", help=(
-        "Wrap the prompt in the model's chat template when it has one (default: chat)."))] = None,
+        "Wrap the prompt in the model's chat template when it has one (default: chat; no chat with --answer "
+        "direct)."))] = None,
     think_prefix: Annotated[Optional[str], _opt("--think-prefix", help=(
         "Text that opens the model's answer, e.g. '<think>' plus a newline (none by default)."))] = None,
     max_prompt_tokens: Annotated[Optional[int], _opt("--max-prompt-tokens", help=(
@@ -509,7 +541,8 @@ def train(
     top_p: Annotated[Optional[float], _opt("--top-p", help=f"Nucleus sampling (1.0: off) (default: {TD.top_p}).")] = None,
     top_k: Annotated[Optional[int], _opt("--top-k", help=f"Top-k sampling (0: off) (default: {TD.top_k}).")] = None,
     max_completion_tokens: Annotated[Optional[int], _opt("--max-completion-tokens", help=(
-        f"Longest completion; longer ones are cut and counted as truncated (default: {TD.max_completion_tokens}, the paper's)."))] = None,
+        f"Longest completion; longer ones are cut and counted as truncated (default: {TD.max_completion_tokens}, "
+        "the paper's; 1 with --answer direct)."))] = None,
     dynamic_sampling_from_step: Annotated[Optional[int], _opt("--dynamic-sampling-from-step", help=(
         "From this step on, replace groups whose G rewards are all equal with fresh contexts; 0: never "
         f"(default: {TD.dynamic_sampling_from_step}, the paper's)."))] = None,
@@ -576,8 +609,9 @@ def eval_(
         help=f"'{BUILTIN_NAME}' (built in, the default), a Hugging Face folder, a .gguf file, a hub id, an rpt train "
              "checkpoint or run folder (its final model). Repeat to evaluate several models on the same samples.")] = None,
     mode: Annotated[Optional[list[str]], typer.Option(
-        "--mode", help="ntp (standard next-token: the most likely next token, no thinking) or reasoning (think, then "
-                       "answer in \\boxed{}); repeat for both. Default: ntp.")] = None,
+        "--mode", help="ntp (standard next-token: the most likely next token, no thinking) or reasoning (sampled "
+                       "completions in the --answer format: think, then answer in \\boxed{}; or, with --answer "
+                       "direct, the sampled continuation itself); repeat for both. Default: ntp.")] = None,
     split: Annotated[str, typer.Option(
         help="Evaluate one of the paper's nested splits, easy (entropy > 0.5), medium (> 1.0) or hard (> 1.5), or all samples.")] = "all",
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N samples of the split (smoke runs).", metavar="N")] = None,
@@ -594,6 +628,9 @@ def eval_(
     num_samples: Annotated[int, typer.Option(
         "--num-samples", "-n", help="reasoning: completions per context, k; accuracy is their mean, pass@k the share "
                                     "of contexts with a correct one.")] = 1,
+    answer: Annotated[Optional[str], typer.Option(
+        "--answer", metavar="boxed|direct", show_default=False,
+        help="reasoning: " + ANSWER_HELP + " Default: the training run's, else boxed.")] = None,
     fn: Annotated[str, typer.Option(
         "--fn", help="reasoning: reward function that decides correctness: prefix (Eq. 3), first-token, dense or "
                      "conditional-dense.")] = "prefix",
@@ -601,14 +638,16 @@ def eval_(
     top_p: Annotated[float, typer.Option("--top-p", help="reasoning: nucleus sampling (1.0: off).")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="reasoning: sample among the K most likely tokens (0: off).", metavar="K")] = 0,
     max_new_tokens: Annotated[Optional[int], typer.Option(
-        help="reasoning: longest completion in tokens (default: the training run's, else 8192 as in the paper).")] = None,
+        help="reasoning: longest completion in tokens (default: the training run's, else 8192 as in the paper; "
+             "1 with --answer direct).")] = None,
     max_prompt_tokens: Annotated[Optional[int], typer.Option(
         help="reasoning: longest prompt in tokens; longer contexts are cut from the left (default: the run's, else 4096).")] = None,
     template: Annotated[Optional[str], typer.Option(
-        help="reasoning: prompt template v0, v5, v6 or a file, as in rpt rollout (default: the run's, else v0).")] = None,
+        help="reasoning: prompt template v0, v5, v6, fewshot, direct or a file, as in rpt rollout (default: the run's, "
+             "else v0; direct with --answer direct).")] = None,
     chat: Annotated[Optional[bool], typer.Option(
-        "--chat/--no-chat", help="reasoning: wrap the prompt in the model's chat template (default: the run's, else chat).",
-        show_default=False)] = None,
+        "--chat/--no-chat", help="reasoning: wrap the prompt in the model's chat template (default: the run's, else "
+                                 "chat; no chat with --answer direct).", show_default=False)] = None,
     think_prefix: Annotated[Optional[str], typer.Option(
         help="reasoning: text that opens the model's answer, e.g. '<think>' plus a newline (default: the run's, else none).")] = None,
     no_think: Annotated[Optional[bool], typer.Option(
@@ -640,7 +679,7 @@ def eval_(
         from rich.progress import SpinnerColumn, TextColumn
 
         from rpt_cli.evaluate import (EvalConfig, Progress, eval_sample_validator, evaluate_model, locate_model,
-                                      report_table, select_samples)
+                                      mode_label, report_table, select_samples)
         from rpt_cli.jsonl import source_name
         from rpt_cli.rollout import numbered_samples
 
@@ -648,7 +687,7 @@ def eval_(
             modes=tuple(dict.fromkeys(mode or ["ntp"])), split=split, limit=limit, seed=seed, device=device,
             dtype=dtype, trust_remote_code=trust_remote_code, batch_tokens=batch_tokens,
             max_context_tokens=max_context_tokens, share_passes=not no_share, backend=backend,
-            num_samples=num_samples, fn=fn, temperature=temperature, top_p=top_p, top_k=top_k,
+            num_samples=num_samples, answer=answer, fn=fn, temperature=temperature, top_p=top_p, top_k=top_k,
             max_new_tokens=max_new_tokens, template=template, chat=chat, think_prefix=think_prefix,
             max_prompt_tokens=max_prompt_tokens, no_think=no_think, batch_size=batch_size,
             max_batch_sequences=max_batch_sequences, tensor_parallel_size=tensor_parallel_size,
@@ -683,8 +722,11 @@ def eval_(
             if report["mode"] == "ntp" and settings:
                 stderr.print(f"eval: {report['model']} (ntp): {report['n']:,} contexts in {settings['forward_rows']:,} "
                              f"forward rows, {settings['positions_per_second']:,.1f} positions/s")
+            elif report["mode"] == "reasoning" and settings and report.get("answer") == "direct":
+                stderr.print(f"eval: {report['model']} (direct, {settings['backend']}): {settings['max_new_tokens']} "
+                             f"new token(s) per guess, {report['no_prediction_share']:.0%} empty (the model ended at once)")
             elif report["mode"] == "reasoning" and settings:
-                stderr.print(f"eval: {report['model']} (reasoning, {settings['backend']}): "
+                stderr.print(f"eval: {report['model']} ({mode_label(report)}, {settings['backend']}): "
                              f"{settings['truncated_share']:.0%} of completions cut at --max-new-tokens, "
                              f"{report['no_prediction_share']:.0%} without an answer")
         read_stats.report(stderr)
@@ -767,12 +809,12 @@ def scaling(
             check_input(input)
             source = source_name(input)
             numbered = list(read_records(input, report_validator, with_lines=True))
-        fit_mode, points = points_from_reports(numbered, source, mode=mode, flops_by_step=flops_by_step,
+        fit_mode, answer, points = points_from_reports(numbered, source, mode=mode, flops_by_step=flops_by_step,
                                                metrics_name=metrics or "metrics.jsonl")
         fits = fit_splits(points, splits_to_fit(points, split))
         if output is not None:
-            plot_scaling(points, fits, output, mode=fit_mode, title=title)
-        sys.stdout.buffer.write(dumps(scaling_result(fit_mode, points, fits, output)))
+            plot_scaling(points, fits, output, mode=fit_mode, answer=answer, title=title)
+        sys.stdout.buffer.write(dumps(scaling_result(fit_mode, points, fits, output, answer)))
         sys.stdout.flush()
         from rich.table import Table
 
@@ -788,6 +830,56 @@ def scaling(
             stderr.print("scaling: no plot written (pass -o FILE.png for one)")
         else:
             stderr.print(f"scaling: plot written to {output}")
+
+
+@app.command(epilog="Examples:  rpt curves runs/demo -o reward.png\n\n"
+                    "  rpt curves runs/direct runs/boxed --window 10 -o compare.png | jq -c '[.run, .reward_start, .reward_end]'")
+def curves(
+    runs: Annotated[list[str], typer.Argument(
+        metavar="RUN...", show_default=False,
+        help="rpt train run folders (their metrics.jsonl) or metrics.jsonl files; several are drawn together.")],
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", metavar="FILE.png", help="Write the plot (reward against step) to FILE; without it, no plot.")] = None,
+    window: Annotated[int, typer.Option(
+        help="Steps in the running mean drawn through the points, and in the start and end means of the summary.")] = 5,
+    title: Annotated[Optional[str], typer.Option(help="Title of the plot.")] = None,
+) -> None:
+    """The mean reward per training step of one or more runs: a table, a summary and a plot.
+
+    Writes one JSON line per run to standard output ([bold]run[/], [bold]steps[/], [bold]reward_start[/] and [bold]reward_end[/] (the mean of the first and last --window steps), [bold]reward_change[/], and [bold]reward[/]: [step, mean] pairs), a table to standard error, and with -o a PNG. Reads the logs only, so it works while a run trains.
+    """
+    with cli_errors():
+        from rich.table import Table
+
+        from rpt_cli.curves import plot_curves, read_curve, summary, table_rows
+        from rpt_cli.jsonl import dumps
+
+        if window < 1:
+            raise UsageError("--window must be at least 1")
+        if output is not None:
+            from rpt_cli.scaling import check_plot_path
+
+            check_plot_path(output)
+        read = [read_curve(spec) for spec in runs]
+        for curve in read:
+            result = summary(curve, window)
+            sys.stdout.buffer.write(dumps(result))
+            table = Table(title=f"{curve.name}: {result['steps']} steps; mean reward of the first {result['window']} "
+                                f"{_fmt(result['reward_start'])}, of the last {result['window']} {_fmt(result['reward_end'])}",
+                          title_justify="left")
+            for name in ("step", "reward", f"mean of {window}", "no-var", "no-pred"):
+                table.add_column(name, justify="right")
+            for row in table_rows(curve, window):
+                table.add_row(*row)
+            stderr.print(table)
+        sys.stdout.flush()
+        if output is not None:
+            plot_curves(read, output, window=window, title=title)
+            stderr.print(f"curves: plot written to {output}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples, max_new_tokens, temperature, fn,

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rpt_cli.answers import DEFAULT_ANSWER, DIRECT, check_answer, prompt_defaults
 from rpt_cli.filter import SPLIT_NAMES, in_split, split_label
 from rpt_cli.jsonl import RecordError, UsageError
 from rpt_cli.reward import REWARD_FUNCTIONS, Group, Sample, make_sample, prefix_match, sample_of
@@ -41,7 +42,6 @@ SPLIT_CHOICES = (*SPLIT_NAMES, "all")
 Z95 = 1.959963984540054
 DEFAULT_BATCH_TOKENS = 8192
 DEFAULT_MAX_CONTEXT_TOKENS = 4096   # the paper's prompt limit; capped by the model's own maximum
-DEFAULT_MAX_NEW_TOKENS = 8192       # the paper's response limit
 INTERVAL = "wilson"
 
 # What `rpt train` leaves in its output folder (rpt_cli/training/run.py, checkpoints.py).
@@ -524,17 +524,10 @@ def read_run_settings(run: Path) -> dict:
 def read_flops(metrics: Path) -> dict[int, float]:
     """Cumulative training compute by step, from a metrics.jsonl of `rpt train` (`step`, `flops`).
     A torn last line (a run killed mid-write) is ignored; another bad line is an input error."""
-    from rpt_cli.jsonl import InputError, read_lines, parse_line, source_name
+    from rpt_cli.jsonl import read_log
 
     out: dict[int, float] = {}
-    lines = list(read_lines(str(metrics)))
-    for index, (lineno, raw) in enumerate(lines):
-        try:
-            record = parse_line(raw, source_name(str(metrics)), lineno)
-        except InputError:
-            if index == len(lines) - 1:
-                break
-            raise
+    for _, record in read_log(str(metrics)):
         step, flops = record.get("step"), record.get("flops")
         if type(step) is int and type(flops) in (int, float):
             out[step] = float(flops)
@@ -589,7 +582,8 @@ class EvalConfig:
     batch_tokens: int = DEFAULT_BATCH_TOKENS
     max_context_tokens: int | None = None
     share_passes: bool = True
-    # reasoning
+    # reasoning (sampled completions, in either answer format)
+    answer: str | None = None
     backend: str = "auto"
     num_samples: int = 1
     fn: str = "prefix"
@@ -627,6 +621,8 @@ class EvalConfig:
                 raise UsageError(f"{name} must be at least 1")
         if self.fn not in REWARD_FUNCTIONS:
             raise UsageError(f"--fn {self.fn}: choose one of {', '.join(REWARD_FUNCTIONS)}")
+        if self.answer is not None:
+            check_answer(self.answer)
         if self.temperature < 0:
             raise UsageError("--temperature must not be negative")
         if not 0 < self.top_p <= 1:
@@ -653,20 +649,26 @@ class EvalConfig:
                 raise UsageError(f"--model {ref.spec}: {exc}") from None
 
     def prompt_settings(self, ref: ModelRef) -> dict:
-        """template, chat, think_prefix, max_prompt_tokens, no_think and max_new_tokens for one
-        model: given options first, then the model's training run, then the defaults."""
-        run = ref.run_settings
+        """answer, template, chat, think_prefix, max_prompt_tokens, no_think and max_new_tokens for
+        one model: given options first, then the model's training run, then the answer format's
+        defaults. The run's prompt settings apply only when it was trained in the answer format
+        evaluated here (a run trained in the direct format says nothing about boxed prompts)."""
+        run_answer = ref.run_settings.get("answer") or DEFAULT_ANSWER
+        answer = self.answer or run_answer
+        run = ref.run_settings if answer == run_answer else {}
+        defaults = prompt_defaults(answer)
 
         def pick(given, key, default):
             if given is not None:
                 return given
             value = run.get(key)
             return value if value is not None else default
-        return {"template": pick(self.template, "template", "v0"), "chat": bool(pick(self.chat, "chat", True)),
+        return {"answer": answer, "template": pick(self.template, "template", defaults["template"]),
+                "chat": bool(pick(self.chat, "chat", defaults["chat"])),
                 "think_prefix": self.think_prefix if self.think_prefix is not None else run.get("think_prefix"),
                 "max_prompt_tokens": int(pick(self.max_prompt_tokens, "max_prompt_tokens", 4096)),
                 "no_think": bool(pick(self.no_think, "no_think", False)),
-                "max_new_tokens": int(pick(self.max_new_tokens, "max_completion_tokens", DEFAULT_MAX_NEW_TOKENS))}
+                "max_new_tokens": int(pick(self.max_new_tokens, "max_completion_tokens", defaults["max_new_tokens"]))}
 
 
 @dataclass
@@ -679,7 +681,9 @@ class Progress:
 
 def _report(ref: ModelRef, mode: str, samples: Sequence[EvalSample], outcomes: Sequence[Outcome],
             config: EvalConfig, source: str | None, seconds: float, settings: dict) -> dict:
-    report = {**ref.as_fields(), "mode": mode}
+    # the answer format of the sampled completions (reasoning mode); ntp reads no answer
+    answer = config.prompt_settings(ref)["answer"] if mode == "reasoning" else None
+    report = {**ref.as_fields(), "mode": mode, "answer": answer}
     report.update(split_report(samples, outcomes, config.split, reasoning=mode == "reasoning"))
     report.update({"interval": INTERVAL, "split": config.split, "limit": config.limit, "seed": config.seed,
                    "samples": source, "settings": settings, "seconds": round(seconds, 3)})
@@ -785,7 +789,7 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
                 max_prompt_tokens=prompt["max_prompt_tokens"]))
         except ValueError as exc:
             raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
-        options: dict = {"require_think": not prompt["no_think"]}
+        options: dict = {"require_think": not prompt["no_think"], "answer": prompt["answer"]}
         if config.fn in NEEDS_TOKENIZER:
             options["tokenizer"] = engine.tokenizer
         if config.fn in NEEDS_MODEL:
@@ -793,7 +797,8 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
         reward_fn = get_reward_function(config.fn, **options)
         sampling = SamplingConfig(max_new_tokens=prompt["max_new_tokens"], temperature=config.temperature,
                                   top_p=config.top_p, top_k=config.top_k, seed=config.seed)
-        settings = {"backend": engine.name, "fn": config.fn, "k": config.num_samples, "template": template.name,
+        settings = {"backend": engine.name, "answer": prompt["answer"], "fn": config.fn, "k": config.num_samples,
+                    "template": template.name,
                     "chat": builder.chat, "think_prefix": prompt["think_prefix"], "no_think": prompt["no_think"],
                     "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
                     "max_new_tokens": prompt["max_new_tokens"], "max_prompt_tokens": prompt["max_prompt_tokens"]}
@@ -829,6 +834,13 @@ def _percent_cell(entry: dict, *, k: int | None) -> str:
     return cell
 
 
+def mode_label(report: dict) -> str:
+    """ntp, reasoning (the boxed format) or direct (sampled guesses without reasoning)."""
+    if report["mode"] == "reasoning" and report.get("answer") == DIRECT:
+        return DIRECT
+    return report["mode"]
+
+
 def report_table(reports: Sequence[dict]):
     """One rich table for all reports: a row per model and mode, a column per split (accuracy in
     %, its 95 % Wilson interval below it, and pass@k in reasoning mode with k > 1)."""
@@ -847,14 +859,14 @@ def report_table(reports: Sequence[dict]):
     table.add_column(f"all\nn={first['n']:,}", justify="right")
     for report in reports:
         k = report.get("settings", {}).get("k") if report["mode"] == "reasoning" else None
-        mode = ("reasoning" + (f"\nk={k}" if k and k > 1 else "")) if report["mode"] == "reasoning" else "ntp"
+        mode = mode_label(report) + (f"\nk={k}" if k and k > 1 else "")
         cells = [_percent_cell(report["splits"].get(name, {}), k=k) for name in splits]
         table.add_row(escape(str(report["model"])), mode, *cells, _percent_cell(report, k=k))
     return table
 
 __all__ = [
     "DEFAULT_BATCH_TOKENS", "EvalConfig", "EvalSample", "MODES", "ModelRef", "NextTokenPredictor", "Outcome",
-    "Row", "SPLIT_CHOICES", "TokenPrediction", "batch_rows", "eval_sample_validator", "evaluate_model",
+    "Row", "SPLIT_CHOICES", "TokenPrediction", "batch_rows", "eval_sample_validator", "evaluate_model", "mode_label",
     "evaluate_ntp", "evaluate_reasoning", "locate_model", "plan_rows", "read_flops", "report_splits", "report_table",
     "run_models", "select_samples", "split_report", "summarize", "wilson_interval",
 ]

@@ -134,6 +134,23 @@ def read_records(
         yield (lineno, record) if with_lines else record
 
 
+def read_log(path: str) -> list[tuple[int, dict]]:
+    """(line number, record) of an append-only log such as a run's metrics.jsonl. Its last line
+    may be torn by a run killed mid-write, and is then left out; any other bad line is an input
+    error naming the file and line."""
+    source = source_name(path)
+    lines = list(read_lines(path))
+    out = []
+    for index, (lineno, raw) in enumerate(lines):
+        try:
+            out.append((lineno, parse_line(raw, source, lineno)))
+        except InputError:
+            if index == len(lines) - 1:
+                break
+            raise
+    return out
+
+
 def dumps(record: Any) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 

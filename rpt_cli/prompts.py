@@ -34,12 +34,32 @@ _CANDIDATES_INSTRUCTION = (
     "\\boxed{ =}; do not use \\text{})."
 )
 
+# Worked examples for models too small to follow v0's instruction (docs/evidence.md measures
+# them): three short math texts, each with a brief thought and its next token in a box after
+# </think>, then the context, with the thought opened for the model to continue. Ours; the
+# paper has no few-shot template.
+_FEWSHOT = (
+    "Each text below stops in the middle. Predict the next token of the text: think briefly, then "
+    "write </think> and the next token in \\boxed{}. A token may begin with a space.\n\n"
+    "Text: Let $f(x) = x^2 + 1$. Then $f(2) =\n"
+    "<think> After \"f(2) =\" comes its value, 5, after a space. </think> \\boxed{ 5}\n\n"
+    "Text: We expand the square and collect like\n"
+    "<think> \"collect like\" is followed by the word \"terms\". </think> \\boxed{ terms}\n\n"
+    "Text: By the triangle inequality, $|a + b| \\le |a| +\n"
+    "<think> The right side continues with $|b|$, so the next token is a space and a bar. </think> \\boxed{ |}\n\n"
+    f"Text: {CONTEXT_PLACEHOLDER}\n<think>"
+)
+
 # No newline follows the context in v0: whatever comes right after it would look like the start of
 # the continuation the model is asked to predict.
 BUILTIN_TEMPLATES: dict[str, str] = {
     "v0": f"{_PAPER_INSTRUCTION}\n\n### Context\n{CONTEXT_PLACEHOLDER}",
     "v5": f"{_PAPER_INSTRUCTION}\n\n### Context\n```\n{CONTEXT_PLACEHOLDER}\n```",
     "v6": f"{_CANDIDATES_INSTRUCTION}\n\n### Context\n```\n{CONTEXT_PLACEHOLDER}\n```",
+    "fewshot": _FEWSHOT,
+    # the direct answer format (answers.py): the context and nothing else, so the model's
+    # continuation is its guess of the next token
+    "direct": CONTEXT_PLACEHOLDER,
 }
 
 TEMPLATE_DESCRIPTIONS: dict[str, str] = {
@@ -47,6 +67,10 @@ TEMPLATE_DESCRIPTIONS: dict[str, str] = {
     "v5": "v0 with the context in triple backticks (Table 8: 4.4 / 12.5)",
     "v6": "list candidate next tokens, then pick the most probable; context in triple backticks "
           "(Table 8: 6.0 / 19.0, the best; wording ours)",
+    "fewshot": "three worked examples (a text, a brief thought, its next token in a box after </think>), then the "
+               "context with the thought opened; for models too small to follow v0 (ours; use with --no-chat)",
+    "direct": "the context itself, no instruction: the direct answer format (--answer direct), where the "
+              "completion is the prediction (RPT without reasoning, an ablation)",
 }
 
 

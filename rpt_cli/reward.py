@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
+from rpt_cli.answers import ANSWER_FORMATS, DEFAULT_ANSWER, DIRECT, recorded_answer
 from rpt_cli.jsonl import RecordError
 
 THINK_END = "</think>"
@@ -269,20 +270,32 @@ class RewardFunction:
     # rollout records scored per call; >1 only where batching pays (forward passes)
     batch_records: ClassVar[int] = 1
 
-    def __init__(self, *, require_think: bool = True):
+    def __init__(self, *, require_think: bool = True, answer: str = DEFAULT_ANSWER):
+        if answer not in ANSWER_FORMATS:
+            raise ValueError(f"answer={answer!r}: choose one of {', '.join(ANSWER_FORMATS)}")
         self.require_think = require_think
+        # the answer format (answers.py): where a completion's prediction is
+        self.answer = answer
         # TRL names a reward function after `__name__` in its logs
         self.__name__ = self.name.replace("-", "_") + "_reward"
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(require_think={self.require_think})"
+        return f"{type(self).__name__}(answer={self.answer!r}, require_think={self.require_think})"
 
     def options(self) -> dict:
         """Settings that change the scores beyond the name, for the record (`reward_options`)."""
+        if self.answer == DIRECT:
+            return {"answer": DIRECT}  # no box to look for, so require_think means nothing
         return {} if self.require_think else {"require_think": False}
 
     def extract(self, completion: Any) -> str | None:
-        return extract_prediction(completion_text(completion), require_think=self.require_think)
+        """The prediction in a completion: the last box (boxed format) or the whole text (direct
+        format, nothing stripped); None when there is none (an empty completion in the direct
+        format: the model ended at once)."""
+        text = completion_text(completion)
+        if self.answer == DIRECT:
+            return text or None
+        return extract_prediction(text, require_think=self.require_think)
 
     def score_groups(self, groups: Sequence[Group]) -> list[GroupScores]:
         raise NotImplementedError
@@ -347,8 +360,9 @@ class FirstTokenReward(RewardFunction):
 
     name = "first-token"
 
-    def __init__(self, *, tokenizer=None, first_tokens: FirstTokens | None = None, require_think: bool = True):
-        super().__init__(require_think=require_think)
+    def __init__(self, *, tokenizer=None, first_tokens: FirstTokens | None = None, require_think: bool = True,
+                 answer: str = DEFAULT_ANSWER):
+        super().__init__(require_think=require_think, answer=answer)
         if first_tokens is None:
             if tokenizer is None:
                 raise ValueError(f"the {self.name!r} reward needs the model's tokenizer (tokenizer=...)")
@@ -386,8 +400,9 @@ class DenseReward(RewardFunction):
 
     def __init__(self, *, model=None, tokenizer=None, device=None,
                  probability: FirstTokenProbability | None = None, correct: str = "first-token",
-                 batch_size: int = 8, max_context_tokens: int | None = None, require_think: bool = True):
-        super().__init__(require_think=require_think)
+                 batch_size: int = 8, max_context_tokens: int | None = None, require_think: bool = True,
+                 answer: str = DEFAULT_ANSWER):
+        super().__init__(require_think=require_think, answer=answer)
         if correct not in CORRECTNESS_RULES:
             raise ValueError(f"correct={correct!r}: choose one of {', '.join(CORRECTNESS_RULES)}")
         if probability is None:
@@ -458,7 +473,8 @@ NEEDS_MODEL = frozenset({"dense", "conditional-dense"})
 def get_reward_function(name: str, **options: Any) -> RewardFunction:
     """The reward function registered as `name`, built with `options`:
 
-    - every variant: `require_think` (default True; False takes the last box anywhere);
+    - every variant: `answer` ("boxed", the default, or "direct": the whole completion is the
+      prediction) and `require_think` (boxed only; default True; False takes the last box anywhere);
     - `first-token`: `tokenizer` (or `first_tokens`);
     - `dense`, `conditional-dense`: `model`, `tokenizer`, `device` (or `probability`),
       `correct` ("first-token" or "prefix"), `batch_size`, `max_context_tokens`;
@@ -550,12 +566,13 @@ def score_rollouts(records: Iterable[dict], reward_fn: RewardFunction, *,
     are scored `reward_fn.batch_records` at a time, so model-based variants batch their forward
     passes. Raises RecordError on a malformed record."""
     stats = stats if stats is not None else RewardStats()
-    options = {**reward_fn.options(), **(notes or {})}
     need_context = reward_fn.needs_context
     batch: list[dict] = []
     groups: list[Group] = []
 
     def flush() -> Iterator[dict]:
+        # read here, not up front: `answer_checked` may set the format from the first record
+        options = {**reward_fn.options(), **(notes or {})}
         for record, group, scores in zip(batch, groups, reward_fn.score_groups(groups)):
             stats.add(group.predictions, scores)
             record["predictions"] = group.predictions
@@ -578,6 +595,34 @@ def score_rollouts(records: Iterable[dict], reward_fn: RewardFunction, *,
             yield from flush()
     if batch:
         yield from flush()
+
+
+def answer_checked(numbered: Iterable[tuple[int, dict]], reward_fn: RewardFunction, *, given: str | None,
+                   source: str) -> Iterator[dict]:
+    """Rollout records from (line, record) pairs, each checked against the answer format it says
+    it was made in (`rollout.answer`, written by `rpt rollout`), so rollouts of one format are
+    never scored in the other, which would give every completion 0 without a word.
+
+    The format is `given` (the user's `--answer`), else what the first record says, else boxed;
+    it is set on `reward_fn` before any record is scored. A record made in another format is an
+    input error naming its line; records that say nothing are taken in the chosen format."""
+    from rpt_cli.jsonl import InputError
+
+    chosen = None
+    for lineno, record in numbered:
+        made = recorded_answer(record)
+        if made is not None and made not in ANSWER_FORMATS:
+            raise InputError(source, lineno, f'"rollout.answer" is {made!r}: expected {" or ".join(ANSWER_FORMATS)}')
+        if chosen is None:
+            chosen = given or made or DEFAULT_ANSWER
+            reward_fn.answer = chosen
+        if made is not None and made != chosen:
+            why = f"--answer {given}" if given else "the format of the rollouts before it"
+            hint = ("drop --answer to score each rollout in the format it was made in" if given else
+                    "score the two formats separately")
+            raise InputError(source, lineno, f"this rollout was made in the {made} answer format but is scored in "
+                                             f"the {chosen} format ({why}); {hint}")
+        yield record
 
 
 # --------------------------------------------------------------------------------------------
@@ -722,6 +767,6 @@ class FirstTokenProbability:
 __all__ = [
     "REWARD_FUNCTIONS", "ConditionalDenseReward", "DenseReward", "FirstTokenProbability",
     "FirstTokenReward", "FirstTokens", "Group", "GroupScores", "PrefixReward", "RewardFunction",
-    "RewardStats", "Sample", "completion_text", "extract_prediction", "get_reward_function",
+    "RewardStats", "Sample", "answer_checked", "completion_text", "extract_prediction", "get_reward_function",
     "make_sample", "prefix_match", "prefix_reward", "rollout_validator", "sample_of", "score_rollouts",
 ]

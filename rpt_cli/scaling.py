@@ -166,16 +166,21 @@ def report_validator(report: dict) -> None:
 
 def points_from_reports(numbered: Iterable[tuple[int, dict]], source: str, *, mode: str | None = None,
                         flops_by_step: dict[int, float] | None = None,
-                        metrics_name: str = "metrics.jsonl") -> tuple[str, list[ScalingPoint]]:
-    """(mode, points) from (line number, report) pairs: each report's compute is its `flops`, or
-    with `flops_by_step` the compute logged at its `step`. Reports of another mode than `mode` are
-    left out; without `mode`, all reports must share one."""
+                        metrics_name: str = "metrics.jsonl") -> tuple[str, str | None, list[ScalingPoint]]:
+    """(mode, answer format, points) from (line number, report) pairs: each report's compute is its
+    `flops`, or with `flops_by_step` the compute logged at its `step`. Reports of another mode than
+    `mode` are left out; without `mode`, all reports must share one. Reasoning reports must share
+    one answer format (None for ntp)."""
     kept: list[tuple[int, dict]] = [(lineno, r) for lineno, r in numbered if mode is None or r["mode"] == mode]
     modes = sorted({r["mode"] for _, r in kept})
     if len(modes) > 1:
         raise UsageError(f"{source}: the reports hold modes {' and '.join(modes)}; choose one with --mode")
     if not kept:
         raise UsageError(f"{source}: no evaluation reports{f' of mode {mode}' if mode else ''} to fit")
+    answers = sorted({str(r.get("answer") or "boxed") for _, r in kept if r["mode"] == "reasoning"})
+    if len(answers) > 1:
+        raise UsageError(f"{source}: the reasoning reports hold both answer formats ({' and '.join(answers)}); "
+                         "fit each format's reports on their own")
     points = []
     for lineno, report in kept:
         if flops_by_step is not None:
@@ -196,7 +201,7 @@ def points_from_reports(numbered: Iterable[tuple[int, dict]], source: str, *, mo
         accuracy = {name: float(entry["accuracy"]) for name, entry in report["splits"].items()
                     if entry.get("accuracy") is not None}
         points.append(ScalingPoint(float(compute), str(report.get("model")), report.get("step"), accuracy))
-    return modes[0], sorted(points, key=lambda p: p.compute)
+    return modes[0], (answers[0] if answers else None), sorted(points, key=lambda p: p.compute)
 
 
 def fit_splits(points: Sequence[ScalingPoint], splits: Sequence[str]) -> dict[str, PowerLawFit]:
@@ -266,7 +271,7 @@ def check_plot_path(path: str) -> None:
 
 
 def plot_scaling(points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit], path: str, *, mode: str,
-                 title: str | None = None) -> None:
+                 answer: str | None = None, title: str | None = None) -> None:
     """A PNG in the style of the paper's Figure 5, written atomically (no partial file)."""
     import matplotlib
 
@@ -289,29 +294,35 @@ def plot_scaling(points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit], p
         ax.set_xscale("log")
         ax.set_xlabel("Training compute (FLOPs)")
         ax.set_ylabel("Next-token prediction accuracy (%)")
-        mode_name = "next-token reasoning" if mode == "reasoning" else "standard next-token"
+        mode_name = ("standard next-token" if mode != "reasoning" else
+                     "sampled guesses, direct format" if answer == "direct" else "next-token reasoning")
         ax.set_title(title or rf"Accuracy vs. training compute ({mode_name}): $P(C) = A\,/\,C^{{\alpha}} + P^*$",
                      fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(frameon=False)
         fig.tight_layout()
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                fig.savefig(stream, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_png(fig, path)
     finally:
         plt.close(fig)
 
 
+def save_png(fig, path: str) -> None:
+    """Write a matplotlib figure as PNG atomically: beside its place, then moved in whole."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            fig.savefig(stream, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def scaling_result(mode: str, points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit],
-                   plot: str | None) -> dict:
+                   plot: str | None, answer: str | None = None) -> dict:
     """What `rpt scaling` writes to standard output."""
-    return {"mode": mode, "law": "P(C) = A / C^alpha + p_star", "points": [p.as_dict() for p in points],
+    return {"mode": mode, "answer": answer, "law": "P(C) = A / C^alpha + p_star", "points": [p.as_dict() for p in points],
             "fits": {name: fit.as_dict() for name, fit in fits.items()}, "plot": plot}
 
 

@@ -336,6 +336,61 @@ def test_reasoning_mode_scores_rollout_completions_with_the_reward_registry(samp
     assert [r["completions"] for r in read_jsonl(other.read_bytes())] != [r["completions"] for r in rows]
 
 
+# -- the direct answer format -------------------------------------------------------------------------
+def direct_against_ntp(samples_file, model_dir, tmp_path, *extra: str) -> tuple[list[dict], list[dict]]:
+    details = tmp_path / "details.jsonl"
+    result = runner.invoke(app, ["eval", str(samples_file), "-m", str(model_dir), "--mode", "ntp", "--mode",
+                                 "reasoning", "--answer", "direct", "--temperature", "0", "--backend", "hf",
+                                 "--details", str(details), *extra])
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(details.read_bytes())
+    return [r for r in rows if r["mode"] == "ntp"], [r for r in rows if r["mode"] == "reasoning"]
+
+
+def test_direct_answers_at_temperature_0_agree_with_ntp(samples_file, tiny_model_dir, tmp_path):
+    """One greedy new token after the bare context is the model's most likely next token: the
+    direct format and ntp must score every sample alike."""
+    ntp, direct = direct_against_ntp(samples_file, tiny_model_dir, tmp_path)
+    assert len(ntp) == len(direct) > 20
+    for a, b in zip(ntp, direct):
+        assert b["prompt"] == a["context"] and len(b["completions"]) == 1 and b["completion_tokens"] == [1]
+        assert b["correct"] == [a["correct"]], (a, b)
+        if a["prediction"] is not None:  # a token that is part of a character has no text
+            assert b["predictions"] == [a["prediction"]]
+
+
+def test_eval_follows_the_answer_format_of_the_run(samples_file, tiny_model_dir, tmp_path):
+    run = build_run_folder(tmp_path / "run", {1: tiny_model_dir}, samples=str(samples_file),
+                           settings={"answer": "direct", "template": "direct", "chat": False,
+                                     "max_completion_tokens": 1, "max_prompt_tokens": 100})
+    result = runner.invoke(app, ["eval", str(samples_file), "-m", str(run), "--mode", "reasoning", "--backend", "hf",
+                                 "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    report = read_jsonl(result.stdout)[0]
+    assert report["answer"] == "direct" and report["settings"]["template"] == "direct"
+    assert (report["settings"]["max_new_tokens"], report["settings"]["max_prompt_tokens"]) == (1, 100)
+    assert "│ direct" in result.stderr  # the table names the format
+    # asked for the boxed format, the run's direct prompt settings do not apply
+    result = runner.invoke(app, ["eval", str(samples_file), "-m", str(run), "--mode", "reasoning", "--backend", "hf",
+                                 "--limit", "1", "--answer", "boxed", "--max-new-tokens", "2"])
+    report = read_jsonl(result.stdout)[0]
+    assert report["answer"] == "boxed" and report["settings"]["template"] == "v0"
+    assert report["settings"]["chat"] is True and report["settings"]["max_prompt_tokens"] == 4096
+    ntp = read_jsonl(runner.invoke(app, ["eval", str(samples_file), "-m", str(run), "--limit", "1"]).stdout)[0]
+    assert ntp["answer"] is None  # ntp reads no answer
+
+
+@pytest.mark.slow
+def test_builtin_model_direct_answers_agree_with_ntp(builtin_model_dir, tmp_path):
+    from rpt_cli.models import load_tokenizer
+
+    records = corpus_samples(load_tokenizer(str(builtin_model_dir)), per_doc=4, docs=6)
+    path = write_jsonl(tmp_path / "samples.jsonl", records)
+    ntp, direct = direct_against_ntp(path, builtin_model_dir, tmp_path)
+    assert [b["correct"] for b in direct] == [[a["correct"]] for a in ntp]
+    assert any(a["correct"] for a in ntp)
+
+
 # -- several models, details, runs --------------------------------------------------------------------
 def test_two_models_share_one_table_and_the_same_samples(samples_file, tiny_model_dir, second_model_dir, tmp_path):
     details = tmp_path / "details.jsonl"
@@ -397,6 +452,7 @@ def test_a_training_run_folder_evaluates_with_no_other_option(samples_file, tiny
     (["--limit", "0"], "error: --limit must be at least 1"),
     (["-n", "0"], "error: --num-samples must be at least 1"),
     (["--fn", "nope"], "error: --fn nope: choose one of prefix, first-token, dense, conditional-dense"),
+    (["--answer", "free"], "error: --answer free: choose boxed or direct"),
     (["--template", "missing.txt"], "error: template missing.txt: neither a built-in template"),
     (["--model", "./no/such/folder"], "error: model folder ./no/such/folder not found"),
 ])

@@ -391,6 +391,27 @@ class TestRecords:
             list(score_rollouts([{"target": "a", "completions": ["x"]}], prefix_reward))
 
 
+class TestDirectAnswers:
+    """The direct answer format: the whole completion is the prediction, scored by the same rules."""
+
+    COLUMNS = dict(target=[" 3$. Hence"] * 6, boundaries=[[2, 4, 5, 10]] * 6)
+
+    def test_the_completion_is_the_prediction(self):
+        fn = get_reward_function("prefix", answer="direct")
+        completions = [" 3", " 3$.", "3", "", "</think> \\boxed{ 3}", " 3$. Hence"]
+        assert [fn.extract(c) for c in completions] == [" 3", " 3$.", "3", None, "</think> \\boxed{ 3}", " 3$. Hence"]
+        assert fn(completions, **self.COLUMNS) == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        # the same completions in the boxed format: only a box after </think> counts
+        assert prefix_reward(completions, **self.COLUMNS) == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+    def test_options_say_the_format_and_unknown_formats_are_refused(self):
+        record = get_reward_function("prefix", answer="direct").score_record(
+            {"target": "ab", "boundaries": [1, 2], "completions": ["a"]})
+        assert record["rewards"] == [1.0] and record["reward_options"] == {"answer": "direct"}
+        with pytest.raises(ValueError, match="answer='free'"):
+            get_reward_function("prefix", answer="free")
+
+
 def test_no_torch_on_the_main_path():
     code = ("import sys; from rpt_cli.reward import prefix_reward, get_reward_function; "
             "prefix_reward(['</think>\\\\boxed{a}'], target=['a'], boundaries=[[1]]); "
@@ -448,6 +469,13 @@ class TestFirstToken:
         assert rewards == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
         assert prefix_reward(completions, target=[self.TARGET] * 7, boundaries=[boundaries] * 7) == \
             [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+    def test_direct_answers(self, tiny):
+        _, tokenizer = tiny
+        boundaries = doc_boundaries(tokenizer, self.TARGET)
+        fn = get_reward_function("first-token", tokenizer=tokenizer, answer="direct")
+        rewards = fn([" 3", " 3 wrong tail", "3", ""], target=[self.TARGET] * 4, boundaries=[boundaries] * 4)
+        assert rewards == [1.0, 1.0, 0.0, 0.0]
 
     def test_multi_byte_tokens(self, tiny):
         _, tokenizer = tiny

@@ -48,7 +48,7 @@ def test_scores_a_file(tmp_path):
     assert out[1]["rewards"] == [0.0] * 8
     # 16 completions, 3 correct, 2 without prediction, 1 of 2 groups solved, 1 group all equal
     summary, seconds = result.stderr.strip().rsplit(", in ", 1)
-    assert summary == ("reward (prefix): 2 records, 16 completions: mean reward 0.1875, no prediction 12.5%, "
+    assert summary == ("reward (prefix, boxed answers): 2 records, 16 completions: mean reward 0.1875, no prediction 12.5%, "
                        "pass@8 50.0%, accuracy 18.8%, 1 groups with all rewards equal")
     assert seconds.endswith(" s")
 
@@ -125,6 +125,7 @@ def test_skip_bad(tmp_path):
                         "e.g. --model smollm2-135m\n"),
     (["--correct", "maybe"], "error: --correct maybe: choose one of first-token, prefix\n"),
     (["--batch-size", "0"], "error: --batch-size must be at least 1\n"),
+    (["--answer", "free"], "error: --answer free: choose boxed or direct\n"),
 ])
 def test_usage_errors(args, message):
     result = run(args, input=jsonl(ROLLOUT))
@@ -180,3 +181,46 @@ def test_help_shows_an_example():
     result = CliRunner().invoke(app, ["reward", "--help"])
     assert result.exit_code == 0
     assert "rpt reward" in result.stdout and "--fn" in result.stdout and "--no-think" in result.stdout
+
+
+# -- the direct answer format ---------------------------------------------------------------------------
+DIRECT = {"id": "d1", "context": "so $x =", "target": " 3$. Hence", "boundaries": [2, 4, 5, 10],
+          "completions": [" 3", " 3$", " 3$.", "3", "", " 3$. Hence", "\\boxed{ 3}", " 3 "],
+          "rollout": {"answer": "direct", "template": "direct"}}
+
+
+def test_direct_rollouts_are_scored_as_they_were_made(tmp_path):
+    """The completion, as it stands, is the prediction: nothing stripped, no box looked for; an
+    empty completion has none. The format comes from the rollouts' own metadata."""
+    result = run([], input=jsonl(DIRECT))
+    assert result.exit_code == 0, result.output
+    record = orjson.loads(result.stdout)
+    assert record["predictions"] == [" 3", " 3$", " 3$.", "3", None, " 3$. Hence", "\\boxed{ 3}", " 3 "]
+    assert record["rewards"] == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert record["reward_options"] == {"answer": "direct"}
+    assert result.stderr.startswith("reward (prefix, direct answers): 1 records, 8 completions: mean reward 0.3750")
+    # rollouts that do not say how they were made: --answer says it
+    bare = {k: v for k, v in DIRECT.items() if k != "rollout"}
+    assert orjson.loads(run(["--answer", "direct"], input=jsonl(bare)).stdout)["rewards"] == record["rewards"]
+    assert orjson.loads(run([], input=jsonl(bare)).stdout)["rewards"] == [0.0] * 8  # boxed: no box after </think>
+
+
+@pytest.mark.parametrize("records, args, line, message", [
+    ([DIRECT], ["--answer", "boxed"], 1, "this rollout was made in the direct answer format but is scored in the boxed "
+                                         "format (--answer boxed); drop --answer to score each rollout in the format it "
+                                         "was made in"),
+    ([{**ROLLOUT, "rollout": {"answer": "boxed"}}], ["--answer", "direct"], 1,
+     "this rollout was made in the boxed answer format but is scored in the direct format (--answer direct); drop "
+     "--answer to score each rollout in the format it was made in"),
+    ([DIRECT, {**ROLLOUT, "rollout": {"answer": "boxed"}}], [], 2,
+     "this rollout was made in the boxed answer format but is scored in the direct format (the format of the rollouts "
+     "before it); score the two formats separately"),
+    ([{**DIRECT, "rollout": {"answer": "free"}}], [], 1, '"rollout.answer" is \'free\': expected boxed or direct'),
+])
+def test_rollouts_scored_in_the_other_format_stop_with_one_line(tmp_path, records, args, line, message):
+    path = write(tmp_path, jsonl(*records))
+    out = tmp_path / "scored.jsonl"
+    result = run([str(path), "-o", str(out), *args])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {path}:{line}: {message}\n"
+    assert not out.exists()

@@ -236,10 +236,32 @@ def test_cli_template_file_no_chat_limit_and_missing_ids(tiny_model_dir, tmp_pat
     assert records[0]["rollout"]["template"] == str(template) and records[0]["rollout"]["chat"] is False
 
 
+def test_direct_answers_prompt_with_the_context_alone_and_read_one_token(tiny_model_dir, tmp_path):
+    samples = samples_for(3)
+    path = write_samples(tmp_path / "s.jsonl", samples)
+    result = rollout_cli(tiny_model_dir, path, "--answer", "direct", "-n", 3)
+    assert result.exit_code == 0, result.output
+    records = read_jsonl(result.stdout)
+    assert [r["prompt"] for r in records] == [s["context"] for s in samples]  # no instruction, no chat markup
+    for r in records:
+        assert r["completion_tokens"] == [1, 1, 1]
+        meta = r["rollout"]
+        assert (meta["answer"], meta["template"], meta["chat"], meta["max_new_tokens"]) == ("direct", "direct", False, 1)
+    scored = runner.invoke(app, ["reward"], input=result.stdout)  # rpt reward follows rollout.answer
+    assert scored.exit_code == 0, scored.output
+    assert all(p == (c or None) for r in read_jsonl(scored.stdout) for p, c in zip(r["predictions"], r["completions"]))
+    # the format's defaults give way to what is asked for
+    result = rollout_cli(tiny_model_dir, path, "--answer", "direct", "-n", 1, "--max-new-tokens", 3, "--chat",
+                         "--template", "v5")
+    meta = read_jsonl(result.stdout)[0]["rollout"]
+    assert (meta["answer"], meta["template"], meta["chat"], meta["max_new_tokens"]) == ("direct", "v5", True, 3)
+    assert read_jsonl(rollout_cli(tiny_model_dir, path, "-n", 1, "--max-new-tokens", 2).stdout)[0]["rollout"]["answer"] == "boxed"
+
+
 def test_list_templates_prints_them_in_full():
     result = runner.invoke(app, ["rollout", "--list-templates"])
     assert result.exit_code == 0
-    for name in ("v0", "v5", "v6"):
+    for name in ("v0", "v5", "v6", "direct"):
         assert f"== {name}:" in result.stdout
     assert "### Context\n```\n{context}\n```" in result.stdout
     assert "do not use \\text{}).\n\n### Context\n{context}\n" in result.stdout
@@ -256,6 +278,7 @@ def test_list_templates_prints_them_in_full():
     ([b'{"id": 1, "context": "a"}', b'{"id": 1, "context": "b"}'], ["--resume"], "s.jsonl:2: duplicate id 1"),
     ([b'{"id": 1, "context": "a"}'], ["--top-p", "0"], "--top-p must be in (0, 1]"),
     ([b'{"id": 1, "context": "a"}'], ["--max-prompt-tokens", "10"], "leaves no room for a context"),
+    ([b'{"id": 1, "context": "a"}'], ["--answer", "free"], "--answer free: choose boxed or direct"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_output_file(tiny_model_dir, tmp_path, lines, args, message):
     path = tmp_path / "s.jsonl"

@@ -154,6 +154,18 @@ def test_scaling_picks_one_mode_and_checks_options(tmp_path):
     assert nowhere.exit_code == 2 and nowhere.stderr.startswith("error: cannot write")
 
 
+def test_scaling_refuses_reports_of_both_answer_formats(tmp_path):
+    boxed = synthetic_reports(mode="reasoning")
+    direct = [{**r, "answer": "direct"} for r in synthetic_reports(mode="reasoning", noise=0.01)]
+    path = write_jsonl(tmp_path / "reports.jsonl", boxed + direct)
+    result = runner.invoke(app, ["scaling", str(path), "--mode", "reasoning"])
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {path}: the reasoning reports hold both answer formats (boxed and direct); "
+                             "fit each format's reports on their own\n")
+    alone = write_jsonl(tmp_path / "direct.jsonl", direct)
+    assert runner.invoke(app, ["scaling", str(alone)]).exit_code == 0
+
+
 # -- evaluating a run's checkpoints -------------------------------------------------------------------
 def perturbed_model(source, folder, seed: int, scale: float = 0.3):
     """The tiny model with seeded noise on its weights: a random model with tied embeddings

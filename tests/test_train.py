@@ -293,6 +293,18 @@ def test_settings_precedence_defaults_yaml_cli(tmp_path):
     assert resolve_config({}) == TrainConfig()
 
 
+def test_the_direct_answer_format_brings_its_own_prompt_defaults(tmp_path):
+    direct = resolve_config({"answer": "direct"})
+    assert (direct.answer, direct.template, direct.chat, direct.max_completion_tokens) == ("direct", "direct", False, 1)
+    # what the file or the command line says still wins
+    path = tmp_path / "c.yaml"
+    path.write_text("answer: direct\nmax_completion_tokens: 4\n")
+    config = resolve_config({"chat": True}, str(path))
+    assert (config.template, config.chat, config.max_completion_tokens) == ("direct", True, 4)
+    boxed = resolve_config({})
+    assert (boxed.answer, boxed.template, boxed.chat, boxed.max_completion_tokens) == ("boxed", "v0", True, 8192)
+
+
 def test_paper_defaults_and_shipped_configs():
     d = DEFAULTS
     assert (d.num_generations, d.contexts_per_step, d.learning_rate, d.beta, d.epsilon, d.weight_decay) == \
@@ -361,6 +373,7 @@ def test_options_map_onto_trl_config(tmp_path):
     (["--reward", "nope"], "--reward nope: choose one of"),
     (["--vllm", "remote"], "--vllm remote: choose colocate"),
     (["--template", "missing.txt"], "--template: template missing.txt"),
+    (["--answer", "free"], "--answer free: choose boxed or direct"),
 ])
 def test_bad_settings_are_refused_in_one_line(tmp_path, extra, message):
     samples = write_samples(tmp_path / "samples.jsonl", [sample(0)])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rpt_cli.answers import ANSWER_FORMATS, check_answer, prompt_defaults
 from rpt_cli.jsonl import InputError, UsageError
 from rpt_cli.models import BUILTIN_NAME
 
@@ -47,6 +48,9 @@ class TrainConfig:
     samples: str | None = None
     output: str | None = None
     model: str = BUILTIN_NAME
+    # answer format (answers.py): boxed (the paper's) or direct; direct changes the defaults of
+    # template, chat and max_completion_tokens (see `resolve_config`)
+    answer: str = "boxed"
     # prompts: the same settings and code as `rpt rollout`
     template: str = "v0"
     chat: bool = True
@@ -211,6 +215,13 @@ def resolve_config(cli: dict[str, Any], config_file: str | None = None) -> Train
             raise KeyError(f"unknown train option {key}")
         if value is not None:
             values[key] = value
+    answer = values.get("answer", DEFAULTS.answer)
+    if answer in ANSWER_FORMATS:  # an unknown format is refused by check_config
+        # the format's own prompt settings, where neither the file nor the command line set them
+        defaults = prompt_defaults(answer)
+        values.setdefault("template", defaults["template"])
+        values.setdefault("chat", defaults["chat"])
+        values.setdefault("max_completion_tokens", defaults["max_new_tokens"])
     return TrainConfig(**values)
 
 
@@ -342,6 +353,7 @@ def check_config(config: TrainConfig) -> None:
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise UsageError(f"{option_name(key)} {getattr(config, key)}: choose one of {', '.join(allowed)}")
+    check_answer(config.answer)
     if config.vllm is not None and config.vllm not in VLLM_MODES:
         raise UsageError(f"--vllm {config.vllm}: choose colocate (vLLM on the training GPUs) or server "
                          "(a `trl vllm-serve` on other GPUs)")

@@ -112,8 +112,10 @@ class RunLog:
     estimate: 6·N per trained token + 2·N per generated token), epoch (passes over the samples).
     """
 
-    def __init__(self, folder: Path, max_steps: int, console):
+    def __init__(self, folder: Path, max_steps: int, console, *, show_truncated: bool = True):
         self.metrics_path = folder / METRICS_FILE
+        # in the direct answer format every completion is cut at its one token by design
+        self.show_truncated = show_truncated
         self.batches_path = folder / BATCHES_FILE
         self.max_steps = max_steps
         self.console = console
@@ -149,9 +151,10 @@ class RunLog:
         if m["sampling_rounds"] > 1 or m["zero_variance_share_after"] != m["zero_variance_share_before"]:
             zero += f"->{m['zero_variance_share_after']:.0%}"
         lr = f"{m['learning_rate']:.2g}" if m["learning_rate"] is not None else "-"
+        length = f"len {m['completion_length_mean']:.0f}" + \
+            (f" (cut {m['truncated_share']:.0%})" if self.show_truncated else "")
         return (f"train: step {m['step']}/{self.max_steps} | reward {m['reward_mean']:.3f} +- {m['reward_std']:.3f} | "
-                f"no-var {zero} | no-pred {m['no_prediction_share']:.0%} | "
-                f"len {m['completion_length_mean']:.0f} (cut {m['truncated_share']:.0%}) | "
+                f"no-var {zero} | no-pred {m['no_prediction_share']:.0%} | {length} | "
                 f"lr {lr} | {m['step_time_s']:.1f} s, {m['tokens_per_s']:.0f} tok/s | "
                 f"eta {_format_duration(remaining)}")
 
@@ -204,7 +207,7 @@ def build_reward(config: TrainConfig, tokenizer):
     from rpt_cli.reward import NEEDS_MODEL, NEEDS_TOKENIZER, get_reward_function
     from rpt_cli.training.trainer import PolicyProbability
 
-    options: dict = {"require_think": not config.no_think}
+    options: dict = {"require_think": not config.no_think, "answer": config.answer}
     probability = None
     if config.reward in NEEDS_TOKENIZER:
         options["tokenizer"] = tokenizer
@@ -303,7 +306,7 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     state.wait_for_everyone()  # every process has checked the folder before the first one writes to it
     log = None
     if state.is_main_process:
-        log = RunLog(folder, config.max_steps, console)
+        log = RunLog(folder, config.max_steps, console, show_truncated=config.answer != "direct")
         _prepare_folder(config, plan, samples, output, source, log, console)
     state.wait_for_everyone()
     reward_fn, probability = build_reward(config, tokenizer)
@@ -358,7 +361,7 @@ def _announce(console, config, plan, samples, output, trainer, seconds) -> None:
              "resuming from step 0 (no complete checkpoint yet)" if output.resuming else "new run")
     dynamic = (f"from step {config.dynamic_sampling_from_step}" if config.dynamic_sampling_from_step else "off")
     console.print(f"train: {len(samples):,} samples; {plan.describe()}; {config.max_steps} steps; "
-                  f"{trainer.rpt_parameters / 1e6:,.1f}M parameters; reward {config.reward}; "
+                  f"{trainer.rpt_parameters / 1e6:,.1f}M parameters; reward {config.reward}, {config.answer} answers; "
                   f"dynamic sampling {dynamic}; {where}; ready in {seconds:.0f} s", markup=False)
     positions = getattr(trainer.model.config, "max_position_embeddings", None)
     if positions and config.max_prompt_tokens + config.max_completion_tokens > positions:
