@@ -95,7 +95,9 @@ def test_batching_and_padding_do_not_change_values(tiny):
     for text, expected in zip(DOCS, together):
         alone = EntropyScorer(model, tokenizer, device="cpu").score_texts([text])[0]
         assert alone[0] == expected[0]
-        assert alone[1] == pytest.approx(expected[1], abs=1e-5)
+        # entropies are written rounded to 5 decimals: float noise of batching at a rounding edge
+        # moves a value by one unit of the last place (2.75624 against 2.75625 was seen)
+        assert alone[1] == pytest.approx(expected[1], abs=1.5e-5)
 
 
 def test_long_documents_are_scored_in_overlapping_windows(tiny):
