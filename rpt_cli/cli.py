@@ -182,7 +182,8 @@ def filter_(
     min_context_tokens: Annotated[int, typer.Option(
         help="Skip positions with fewer context tokens (the start of a document looks artificially uncertain).")] = 16,
     target_tokens: Annotated[int, typer.Option(
-        help="Ground-truth tokens carried in target and boundaries.")] = 8,
+        help="Ground-truth tokens carried in target and boundaries (more when the last one ends inside a character). "
+             "A prediction longer than the target can never score: Eq. 3 needs its end among the boundaries.")] = 8,
     max_context_tokens: Annotated[Optional[int], typer.Option(
         help="Cut the context from the left, at a token boundary, to at most this many tokens.")] = None,
     per_doc: Annotated[Optional[int], typer.Option(help="Keep at most N positions per document, at random.", metavar="N")] = None,

@@ -182,9 +182,11 @@ def make_samples(doc: dict, doc_id, opts: FilterOptions, stats: FilterStats) -> 
             while not _is_char_start(data, offsets[start_token]):
                 start_token += 1  # cut at the next token boundary that is also a character boundary
         last = min(i + opts.target_tokens, n)
+        while not _is_char_start(data, offsets[last]):
+            # finish the character with the document's own next tokens (the text's end is always a
+            # character boundary), so every token end inside the target is listed in boundaries
+            last += 1
         end = offsets[last]
-        while not _is_char_start(data, end):
-            end += 1  # finish the character; boundaries still list token boundaries only
         base = offsets[i]
         label = split_label(entropy[i])
         stats.samples[label] += 1

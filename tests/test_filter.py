@@ -82,7 +82,19 @@ def test_positions_inside_a_character_are_skipped_and_targets_finish_characters(
     doc = scored(text, [1, 3, 5], [None, 2.0, 2.0, 2.0])
     samples = run([doc], min_context_tokens=1, target_tokens=1)
     assert [s["position"] for s in samples] == [1, 3]  # position 2 starts inside the emoji
-    assert samples[0]["target"] == "😀" and samples[0]["boundaries"] == [2]
+    # the target is extended to finish the emoji with the document's own token, whose end is listed
+    assert samples[0]["target"] == "😀" and samples[0]["boundaries"] == [2, 4]
+
+
+def test_every_token_end_inside_an_extended_target_is_a_boundary():
+    from rpt_cli.reward import prefix_match
+
+    text = "ab😀c"  # "a" | "b" | f0 9f | 98 | 80 | "c": the second target token ends inside the emoji
+    doc = scored(text, [1, 2, 4, 5, 6], [None, 2.0, 2.0, 2.0, 2.0, 2.0])
+    (sample, *_) = run([doc], min_context_tokens=1, target_tokens=2)
+    assert sample["context"] == "a" and sample["target"] == "b😀"
+    assert sample["boundaries"] == [1, 3, 4, 5]  # 5, the true end of the emoji's last token, was missing
+    assert prefix_match("b😀", sample["target"], sample["boundaries"]) == 1.0
 
 
 def test_per_doc_and_fraction_sampling_are_seeded():
