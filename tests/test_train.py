@@ -462,6 +462,25 @@ def test_data_order_is_a_pure_function_of_seed_and_step():
     assert list(longer)[:len(indices)] == indices  # raising --max-steps only extends the order
 
 
+def test_refills_never_repeat_a_context_within_a_step_and_prefer_unseen_ones():
+    order = DataOrder(num_samples=20, contexts_per_step=4, seed=3)
+    step = 1  # contexts 4..7 of the first pass
+    own = set(order.step_indices(step))
+    # two processes, two rounds of 3 contexts each, as the trainer slices the stream
+    taken = [order.refill_indices(step, start, 3) for start in (0, 3, 6, 9)]
+    flat = [i for part in taken for i in part]
+    assert len(set(flat)) == 12 and not own & set(flat)
+    unseen = set(order._permutation(0)[8:])  # not yet reached in this pass
+    assert set(flat) <= unseen
+    assert order.refill_indices(step, 0, 3) == taken[0]  # a pure function of the step: resumes redraw it
+    # more refills than other samples: every other sample once before any repeats
+    stream = order.refill_indices(step, 0, 16)
+    assert sorted(stream) == sorted(set(range(20)) - own)
+    assert order.refill_indices(step, 16, 1) == stream[:1]
+    # a step that holds every sample still gets refills
+    assert len(DataOrder(4, 4, 0).refill_indices(0, 0, 2)) == 2
+
+
 def test_zero_variance_groups_and_merging_rounds():
     rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, float("nan"), 0.5, float("nan"), float("nan")])
     assert zero_variance_groups(rewards, 2).tolist() == [True, False, True, True]

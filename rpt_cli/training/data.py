@@ -86,11 +86,28 @@ class DataOrder:
             out.append(self._permutation(epoch)[offset])
         return out
 
-    def refill_indices(self, step: int, process: int, attempt: int, count: int) -> list[int]:
-        """Fresh contexts for dynamic sampling: a seeded draw fixed by the step, the process and the
-        attempt, so a resumed run redraws the same ones."""
-        rng = random.Random(derive_seed(self.seed, "refill", step, process, attempt))
-        return [rng.randrange(self.num_samples) for _ in range(count)]
+    @lru_cache(maxsize=2)
+    def refill_stream(self, step: int) -> tuple[int, ...]:
+        """The contexts dynamic sampling may draw in (0-based) step `step`, in the order it draws
+        them: never one of the step's own contexts; first those the current pass has not reached
+        yet, then the others; each group shuffled by a seed fixed by the step, so a resumed run
+        redraws the same ones."""
+        drawn = set(self.step_indices(step))
+        epoch, offset = divmod((step + 1) * self.contexts_per_step - 1, self.num_samples)
+        unseen = [i for i in self._permutation(epoch)[offset + 1:] if i not in drawn]
+        later = set(unseen)
+        seen = [i for i in range(self.num_samples) if i not in drawn and i not in later]
+        rng = random.Random(derive_seed(self.seed, "refill", step))
+        rng.shuffle(unseen)
+        rng.shuffle(seen)
+        return tuple(unseen + seen)
+
+    def refill_indices(self, step: int, start: int, count: int) -> list[int]:
+        """Positions `start` … `start + count - 1` of step `step`'s refill stream. Processes and
+        refill rounds take consecutive slices, so no context comes twice in a step until every
+        other sample has been drawn (then the stream starts over, and repeats are unavoidable)."""
+        stream = self.refill_stream(step) or tuple(range(self.num_samples))  # every sample is in the step
+        return [stream[(start + k) % len(stream)] for k in range(count)]
 
     def epochs(self, steps: int) -> float:
         """Passes over the samples after `steps` steps."""

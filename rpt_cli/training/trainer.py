@@ -210,6 +210,7 @@ class RPTTrainer(GRPOTrainer):
         # TRL's own metrics keep describing the batch as drawn; ours describe the batch trained on
         trl_metrics = {key: len(values) for key, values in self._metrics["train"].items()}
         kept_total, generated_total = len(keep), n
+        taken = 0  # positions of the step's refill stream drawn so far, by all processes
         device = self.accelerator.device
         while True:
             counts = self.accelerator.gather(torch.tensor([[need, kept_total, generated_total]], device=device))
@@ -220,7 +221,11 @@ class RPTTrainer(GRPOTrainer):
             # draw as many groups as the share of groups with signal so far says we need
             rate = kept_all / generated_all if generated_all else 0.0
             count = n if rate == 0 else min(n, math.ceil(most / rate))
-            indices = self.rpt_order.refill_indices(record.step, self.accelerator.process_index, record.rounds, count)
+            # every process takes its own slice of the step's refill stream, after the slices
+            # of the rounds before: no context twice in a step (records are 1-based steps)
+            start = taken + self.accelerator.process_index * count
+            indices = self.rpt_order.refill_indices(record.step - 1, start, count)
+            taken += count * self.accelerator.num_processes
             fresh = [self.train_dataset[i] for i in indices for _ in range(G)]
             out = super()._generate_and_score_completions(fresh)
             round_ = self._take_round()
