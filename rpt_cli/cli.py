@@ -150,6 +150,9 @@ def entropy(
                                    overlap=overlap, batch_tokens=batch_tokens)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if not scorer.uses_head and lm.base_model is not lm:
+            stderr.print("entropy: note: the model's logits are not its output layer on its hidden states (an "
+                         "unknown post-processing); scoring from its full logits (slower)")
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=stderr,

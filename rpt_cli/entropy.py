@@ -78,11 +78,37 @@ def topk_entropy(logits, k: int, transform: Callable | None = None):
     """Entropy (nats, float32) of the softmax over the k largest logits of each row."""
     import torch
 
-    values = torch.topk(logits, k, dim=-1, sorted=False).values.float()
+    return entropy_of_values(torch.topk(logits, k, dim=-1, sorted=False).values.float(), transform)
+
+
+def entropy_of_values(values, transform: Callable | None = None):
+    """Entropy (nats) of the softmax over each row of float32 logit values."""
+    import torch
+
     if transform is not None:
         values = transform(values)
     logp = values - torch.logsumexp(values, dim=-1, keepdim=True)
     return -(logp.exp() * logp).sum(dim=-1)
+
+
+def head_topk_entropy(head, hidden, k: int, transform: Callable | None = None):
+    """Top-k entropy (float32) of `head(hidden)`, a linear output layer on hidden states.
+
+    The output layer runs in the model's dtype to find each row's k largest logits; in a half
+    precision model those k logits are then recomputed in float32 from the same hidden states
+    and weight rows (k dot products a row), so the entropy carries no bfloat16 rounding of the
+    logits themselves: a bfloat16 model's splits then differ from its float32 run's only by the
+    model's own error in the hidden states."""
+    import torch
+
+    logits = head(hidden)
+    if logits.dtype == torch.float32:
+        return topk_entropy(logits, k, transform)
+    index = torch.topk(logits, k, dim=-1, sorted=False).indices
+    values = torch.einsum("rh,rkh->rk", hidden.float(), head.weight[index].float())
+    if getattr(head, "bias", None) is not None:
+        values = values + head.bias[index].float()
+    return entropy_of_values(values, transform)
 
 
 def _logit_transform(config) -> Callable | None:
@@ -151,6 +177,8 @@ class EntropyScorer:
         # rows of the output head per chunk: bounds the logits buffer to about 256 MB
         elem = model.get_output_embeddings().weight.element_size()
         self.head_rows = max(64, (1 << 28) // (vocab * max(elem, 2)))
+        # the output head on the scored positions only, where it gives the model's own entropies
+        self.uses_head = self.model.base_model is not self.model and self._head_matches_logits()
 
     @staticmethod
     def _pad_id(tokenizer) -> int:
@@ -165,9 +193,35 @@ class EntropyScorer:
         head = self.model.get_output_embeddings()
         out = []
         for i in range(0, hidden.shape[0], self.head_rows):
-            logits = head(hidden[i:i + self.head_rows])
-            out.append(topk_entropy(logits, self.top_k, self.transform))
+            out.append(head_topk_entropy(head, hidden[i:i + self.head_rows], self.top_k, self.transform))
         return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+    # entropies of the head path and of the model's own logits on the probe, both in the model's
+    # dtype, may differ this much (nats): summation order, and a known transform applied to
+    # float32 values here but to half precision logits in the model; an unknown one changes them
+    # far more
+    HEAD_CHECK_TOLERANCE = {"float32": 1e-4, "half": 1e-2}
+
+    def _head_matches_logits(self) -> bool:
+        """Whether the output layer on the decoder's hidden states, with the logit post-processing
+        this module knows (`_logit_transform`), gives the model's own top-k entropies. Checked
+        once on a probe text, as rpt eval checks its argmax; a model whose forward post-processes
+        its logits in another way is scored from its full logits instead (slower, but right)."""
+        import torch
+
+        probe = self.doc_tokenizer(["Let $x$ be a real number such that x^2 = 4. Hence x = 2 or x = -2, and"])[0]
+        ids = torch.tensor([list(self.prefix) + list(probe.lead) + list(probe.ids)], device=self.device)
+        try:
+            with torch.inference_mode():
+                expected = topk_entropy(self.model(input_ids=ids, use_cache=False).logits[0], self.top_k)
+                hidden = self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state[0]
+                head = self.model.get_output_embeddings()
+                got = topk_entropy(head(hidden), self.top_k, self.transform)  # same precision as expected
+        except Exception:  # noqa: BLE001 - an unusual model: its own logits are the safe way
+            return False
+        dtype = self.model.get_output_embeddings().weight.dtype
+        tolerance = self.HEAD_CHECK_TOLERANCE["float32" if dtype == torch.float32 else "half"]
+        return bool((expected - got).abs().max() <= tolerance)
 
     def _run_batch(self, batch: list[Segment], docs: list[TokenizedDoc], results: list[list]):
         import torch
@@ -190,12 +244,11 @@ class EntropyScorer:
             wanted[row, first:last] = True
         with torch.inference_mode():
             ids, attention, wanted = ids.to(self.device), attention.to(self.device), wanted.to(self.device)
-            base = self.model.base_model
-            if base is self.model:  # no separate output head: take the logits themselves
+            if not self.uses_head:  # the model's own (post-processed) logits
                 logits = self.model(input_ids=ids, attention_mask=attention).logits[wanted]
                 values = topk_entropy(logits, self.top_k, None).cpu().tolist()
             else:
-                hidden = base(input_ids=ids, attention_mask=attention).last_hidden_state
+                hidden = self.model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
                 values = self._entropy_rows(hidden[wanted]).cpu().tolist()
         cursor = 0
         for seg, p in zip(batch, context):
