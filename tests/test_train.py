@@ -140,6 +140,33 @@ def test_two_steps_end_to_end(tiny_model_dir, tmp_path, test_rewards):
 # Dynamic sampling
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("beta, extra", [(0.0, 0), (0.04, 1)])
+def test_the_compute_estimate_matches_a_hand_count(tiny_model_dir, tmp_path, test_rewards, beta, extra):
+    """One step, counted by hand: every generated sequence's prompt (prefill) and new tokens at 2N,
+    the reference model's forward pass over them at 2N when the KL coefficient is not 0, and the
+    update's forward and backward at 6N per trained token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rpt_cli.prompts import PromptBuilder, PromptConfig, encode_prompt
+
+    records = [sample(i) for i in range(2)]
+    out = tmp_path / "run"
+    result = invoke(tiny_args(tiny_model_dir, write_samples(tmp_path / "s.jsonl", records), out, "--max-steps", "1",
+                              "--reward", "test-recording", "--beta", str(beta)))
+    assert result.exit_code == 0, result.output
+    (step,) = read_jsonl(out / "metrics.jsonl")
+    N = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    builder = PromptBuilder(tokenizer, PromptConfig(max_prompt_tokens=256))
+    by_id = {r["id"]: r for r in records}
+    (drawn,) = [line["drawn"] for line in read_jsonl(out / "batches.jsonl")]
+    prompts = 2 * sum(len(encode_prompt(tokenizer, builder.build(by_id[i]["context"]))) for i in drawn)  # G=2
+    generated = sum(len(ids) for call in test_rewards for ids in call["completion_ids"])
+    assert (step["prompt_tokens"], step["generated_tokens"], step["extra_forward_passes"]) == (prompts, generated, extra)
+    assert step["trained_tokens"] == prompts + generated
+    assert step["flops"] == pytest.approx(2 * N * (prompts + generated) * (1 + extra) + 6 * N * (prompts + generated))
+
+
 def test_dynamic_sampling_leaves_no_group_without_signal(tiny_model_dir, tmp_path, test_rewards, monkeypatch):
     from rpt_cli.training.trainer import RPTTrainer
 

@@ -108,8 +108,8 @@ class RunLog:
     zero_variance_share_before / _after (groups whose G rewards are all equal, as drawn and as
     trained on), no_prediction_share, completion_length_mean, truncated_share, learning_rate,
     loss, grad_norm, step_time_s, tokens_per_s (generated tokens per second of step time),
-    generated_tokens, trained_tokens, groups_generated, sampling_rounds, flops (cumulative
-    estimate: 6·N per trained token + 2·N per generated token), epoch (passes over the samples).
+    generated_tokens, prompt_tokens, trained_tokens, extra_forward_passes, groups_generated,
+    sampling_rounds, flops (cumulative estimate, `trainer.step_flops`), epoch (passes over the samples).
     """
 
     def __init__(self, folder: Path, max_steps: int, console, *, show_truncated: bool = True):

@@ -58,6 +58,7 @@ class StepRecord:
     truncated: int = 0
     completions: int = 0
     generated_tokens: int = 0
+    prompt_tokens: int = 0       # prompt tokens of every sequence generated (prefilled), all rounds
     trained_tokens: int = 0
     groups: int = 0
     zero_before: int = 0
@@ -73,6 +74,21 @@ class StepRecord:
             self.truncated += sum(round_.truncated[i] for i in rows)
             self.completions += G
             self.zero_after += round_.zero_variance[g]
+
+
+def step_flops(parameters: int, step: dict) -> float:
+    """Training compute of one step (the estimate `rpt scaling` fits against), with N parameters:
+
+        2N x (prompt + generated tokens)              generation: prefill and decoding
+      + 2N x (prompt + generated tokens) x extra      forward passes without gradients (old and
+                                                      reference log-probabilities), when TRL runs them
+      + 6N x trained tokens                           forward and backward of the update
+
+    Every sequence generated counts, those of refill rounds that dynamic sampling drops included;
+    trained tokens are the prompt and completion tokens of the batch the update used."""
+    sequence_tokens = step["prompt_tokens"] + step["generated_tokens"]
+    return (2.0 * parameters * sequence_tokens * (1 + step["extra_forward_passes"])
+            + 6.0 * parameters * step["trained_tokens"])
 
 
 class PolicyProbability:
@@ -124,6 +140,14 @@ class RPTTrainer(GRPOTrainer):
         from transformers.trainer_pt_utils import get_model_param_count
 
         self.rpt_parameters = get_model_param_count(self.model, trainable_only=False)
+        # forward passes TRL runs without gradients over every generated sequence, besides the
+        # training pass: the log-probabilities of the sampling policy (when generation and
+        # optimizer steps are not aligned, or for vLLM's importance-sampling correction) and the
+        # reference model's (when the KL coefficient is not 0); the same tests as TRL's own
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        old_logps = self.args.gradient_accumulation_steps % generate_every != 0 or (
+            self.use_vllm and getattr(self, "vllm_importance_sampling_correction", False))
+        self.rpt_extra_passes = int(bool(old_logps)) + int(self.beta != 0.0)
 
     # -- data order and prompts -------------------------------------------------------------
 
@@ -183,6 +207,7 @@ class RPTTrainer(GRPOTrainer):
         n = len(first.ids)
         record.drawn, record.groups, record.rounds = first.ids, n, 1
         record.generated_tokens += sum(first.lengths)
+        record.prompt_tokens += int(batch["prompt_mask"].sum())
         record.zero_before = sum(first.zero_variance)
         if not self.dynamic_sampling_active(record.step):
             record.train_on(first, list(range(n)), G)
@@ -232,6 +257,7 @@ class RPTTrainer(GRPOTrainer):
             record.rounds += 1
             record.groups += count
             record.generated_tokens += sum(round_.lengths)
+            record.prompt_tokens += int(out["prompt_mask"].sum())
             good = [g for g in range(count) if not round_.zero_variance[g]][:need]
             if good:
                 parts.append(select_rows(out, group_rows(good, G)))
@@ -256,9 +282,9 @@ class RPTTrainer(GRPOTrainer):
         scored = rewards[~torch.isnan(rewards)]
         sums = torch.tensor([[record.completions, scored.numel(), float(scored.sum()), float((scored ** 2).sum()),
                               record.no_prediction, record.lengths, record.truncated, record.generated_tokens,
-                              record.trained_tokens, record.groups, record.zero_before, record.zero_after,
-                              len(record.drawn)]], dtype=torch.float64, device=self.accelerator.device)
-        (completions, n_scored, total, squares, no_pred, lengths, truncated, generated, trained, groups,
+                              record.prompt_tokens, record.trained_tokens, record.groups, record.zero_before,
+                              record.zero_after, len(record.drawn)]], dtype=torch.float64, device=self.accelerator.device)
+        (completions, n_scored, total, squares, no_pred, lengths, truncated, generated, prompts, trained, groups,
          zero_before, zero_after, drawn_groups) = self.accelerator.gather(sums).sum(dim=0).tolist()
         from accelerate.utils import gather_object
 
@@ -275,7 +301,9 @@ class RPTTrainer(GRPOTrainer):
             "completion_length_mean": lengths / completions,
             "truncated_share": truncated / completions,
             "generated_tokens": int(generated),
+            "prompt_tokens": int(prompts),
             "trained_tokens": int(trained),
+            "extra_forward_passes": self.rpt_extra_passes,
             "groups_generated": int(groups),
             "sampling_rounds": record.rounds,
             "_started": record.started,
@@ -292,10 +320,7 @@ class RPTTrainer(GRPOTrainer):
         self._rpt_pending = None
         step_time = time.perf_counter() - pending.pop("_started")
         ids = pending.pop("_ids")
-        # compute estimate for scaling fits: 6N per trained token (forward and backward), 2N per
-        # generated token (forward only)
-        self.rpt_flops += 6 * self.rpt_parameters * pending["trained_tokens"] + \
-            2 * self.rpt_parameters * pending["generated_tokens"]
+        self.rpt_flops += step_flops(self.rpt_parameters, pending)
         metrics = {
             **pending,
             "learning_rate": logs.get("learning_rate"),
@@ -341,4 +366,4 @@ class RPTTrainer(GRPOTrainer):
         self.accelerator.wait_for_everyone()
 
 
-__all__ = ["PolicyProbability", "RPTTrainer", "Round", "StepRecord"]
+__all__ = ["PolicyProbability", "RPTTrainer", "Round", "StepRecord", "step_flops"]
