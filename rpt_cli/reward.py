@@ -41,14 +41,20 @@ def extract_prediction(completion: str, *, require_think: bool = True) -> str | 
 
     - With `require_think` (the paper's format) a completion without `</think>` has no prediction,
       and boxes inside the thinking never count. Without it, the last box anywhere counts.
-    - The last `\\boxed` decides: if it is not directly followed by `{`, its brace is never closed,
-      or it is empty (`\\boxed{}`), there is no prediction. An earlier box is not used instead,
-      since the model's final word was the malformed one.
-    - Braces nest; a backslash escapes the next character, so `\\{` and `\\}` do not nest.
+    - The last `\\boxed` decides: if it is not directly followed by `{`, no `}` follows it, or it
+      is empty (`\\boxed{}`), there is no prediction. An earlier box is not used instead, since
+      the model's final word was the malformed one.
+    - Where the box ends: braces nest and a backslash escapes the next character (`\\{`, `\\}`
+      and `\\\\` do not count), so `\\boxed{\\frac{1}{2}} and more` gives `\\frac{1}{2}`. But
+      a next token is a piece of text, not balanced LaTeX (`1}{2` after `\\frac{`, a lone `\\`):
+      when that nesting never closes the box, or a `}` follows its close that no group opened
+      before the box accounts for, the box runs to the last `}` of the completion. So
+      `\\boxed{\\}` gives `\\`, `\\boxed{1}{2}` gives `1}{2`, and `</think>\\boxed{P}` gives P
+      for any P without `\\boxed` or `</think>` in it; a box nested in a box still gives the
+      inner one (`\\boxed{a \\boxed{b} c}` gives `b`).
     - Nothing is stripped: `\\boxed{ para}` gives " para".
 
-    Never raises on any `str` (lone surrogates included); anything else gives None. Linear time:
-    two reverse searches from the end, then one regex-driven pass over the box's own text.
+    Never raises on any `str` (lone surrogates included); anything else gives None. Linear time.
     """
     if not isinstance(completion, str):
         return None
@@ -64,16 +70,41 @@ def extract_prediction(completion: str, *, require_think: bool = True) -> str | 
     open_brace = box + len(BOXED)
     if not completion.startswith("{", open_brace):
         return None
+    last = completion.rfind("}", open_brace + 1)
+    if last < 0:
+        return None  # the box was never closed
+    close = _nested_close(completion, open_brace)
+    if close is None:
+        close = last
+    elif close < last and completion.count("}", close + 1) > _open_groups(completion, start, box):
+        close = last  # (the common case, a box that ends the answer, needs neither scan)
+    return completion[open_brace + 1:close] or None
+
+
+def _nested_close(text: str, open_brace: int) -> int | None:
+    """Index of the `}` that closes the brace at `open_brace` by nesting and escapes, or None."""
     depth = 0
-    for token in _BOX_TOKEN.finditer(completion, open_brace):
-        text = token.group()
-        if text == "{":
+    for token in _BOX_TOKEN.finditer(text, open_brace):
+        value = token.group()
+        if value == "{":
             depth += 1
-        elif text == "}":
+        elif value == "}":
             depth -= 1
             if depth == 0:
-                return completion[open_brace + 1:token.start()] or None
-    return None  # the box was never closed
+                return token.start()
+    return None
+
+
+def _open_groups(text: str, start: int, end: int) -> int:
+    """Groups opened in text[start:end] and not closed there (an enclosing box, say)."""
+    depth = 0
+    for token in _BOX_TOKEN.finditer(text, start, end):
+        value = token.group()
+        if value == "{":
+            depth += 1
+        elif value == "}" and depth:
+            depth -= 1
+    return depth
 
 
 def completion_text(completion: Any) -> str:

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from rpt_cli.jsonl import RecordError
@@ -66,7 +66,11 @@ class TestExtraction:
         assert extract_prediction("<think> unfinished \\boxed{ 3}") is None
 
     def test_text_after_box_is_ignored(self):
-        assert extract_prediction(answer(" 3", after=". I am confident: 3 is } right {")) == " 3"
+        assert extract_prediction(answer(" 3", after=". I am confident: 3 is {right.")) == " 3"
+        # ... unless a `}` follows that no group opened before the box accounts for: then the box
+        # runs to the last `}`, since `\\boxed{ 3}. sure: }` is how " 3}. sure: " would be written
+        assert extract_prediction(answer(" 3", after=". I am confident: 3 is } right {")) == \
+            " 3}. I am confident: 3 is "
 
     def test_boxed_without_braces(self):
         assert extract_prediction("<think>x</think> \\boxed 3") is None
@@ -88,20 +92,31 @@ class TestExtraction:
         assert extract_prediction(answer("\\}")) == "\\}"
         assert extract_prediction(answer("\\{ x \\}")) == "\\{ x \\}"
         # `\\` is an escaped backslash, so the brace after it is a real one and closes the box
-        assert extract_prediction("<think>x</think>\\boxed{a\\\\}b}") == "a\\\\"
-        # an escaped closing brace leaves the box open
-        assert extract_prediction("<think>x</think>\\boxed{a\\}") is None
+        assert extract_prediction("<think>x</think>\\boxed{a\\\\} b.") == "a\\\\"
+        # a `}` after that close which nothing opened is the box's end instead
+        assert extract_prediction("<think>x</think>\\boxed{a\\\\}b}") == "a\\\\}b"
+
+    def test_lone_backslash_answers(self):
+        # an escaped closing brace that leaves the box open: the backslash is the answer
+        assert extract_prediction("<think>x</think>\\boxed{a\\}") == "a\\"
+        assert extract_prediction("<think>x</think> \\boxed{\\}") == "\\"
+        assert extract_prediction("<think>x</think> \\boxed{ \\}") == " \\"
+        assert prefix_match(extract_prediction("</think>\\boxed{ \\}"), " \\frac{1}{2}", [2, 6, 7]) == 1.0
 
     def test_unbalanced_braces(self):
-        assert extract_prediction("<think>x</think> \\boxed{ 3") is None
-        assert extract_prediction("<think>x</think> \\boxed{{ 3}") is None
-        assert extract_prediction("<think>x</think> \\boxed{ 3}}}") == " 3"
+        assert extract_prediction("<think>x</think> \\boxed{ 3") is None  # no closing brace at all
+        # a next token need not be balanced LaTeX: the box runs to the last `}`
+        assert extract_prediction("<think>x</think> \\boxed{{ 3}") == "{ 3"
+        assert extract_prediction("<think>x</think> \\boxed{ 3}}}") == " 3}}"
+        assert extract_prediction("<think>x</think> \\boxed{1}{2}") == "1}{2"
+        assert extract_prediction("<think>x</think> \\boxed{}}") == "}"
 
     def test_deep_nesting(self):
         depth = 50_000
         inner = "{" * depth + "x" + "}" * depth
         assert extract_prediction(answer(inner)) == inner
-        assert extract_prediction(answer(inner)[:-1]) is None  # one brace short
+        # one brace short: the nesting never closes, so the box runs to the last `}`
+        assert extract_prediction(answer(inner)[:-1]) == inner[:-1]
 
     def test_box_nested_in_box_opens_last(self):
         assert extract_prediction("<think>x</think>\\boxed{a \\boxed{b} c}") == "b"
@@ -135,7 +150,7 @@ class TestExtraction:
             "escapes": "<think>x</think>\\boxed{" + "\\{" * (mb // 2) + "}",
             "no-box": "</think>" * (mb // 8),
         }[shape]
-        expected = {"think": " 3", "escapes": "\\{" * (mb // 2)}.get(shape)
+        expected = {"think": " 3", "escapes": "\\{" * (mb // 2), "close-braces": "}" * (mb - 1)}.get(shape)
         started = time.perf_counter()
         assert extract_prediction(completion) == expected
         assert extract_prediction(completion, require_think=False) == expected
@@ -239,7 +254,7 @@ class TestProperties:
 
     @given(st.text(st.characters(exclude_characters="\\{}"), max_size=30),
            st.lists(st.sampled_from(["a", " ", "{", "}", "\\{", "\\}", "日", "\\frac"]), min_size=1, max_size=20),
-           st.text(st.characters(exclude_characters="\\"), max_size=20))
+           st.text(st.characters(exclude_characters="\\}"), max_size=20))
     @settings(max_examples=300, deadline=None)
     def test_extracts_the_last_balanced_box(self, thinking, pieces, tail):
         # build a box content with balanced unescaped braces, then check it comes back verbatim
@@ -256,6 +271,24 @@ class TestProperties:
         expected = content or None
         assert extract_prediction(completion) == expected
         assert extract_prediction(completion, require_think=False) == expected
+
+    @given(st.lists(st.sampled_from(["a", "x", "2", " ", "=", "$", "^", "_", "(", ")", "{", "}", "\\", "\\{",
+                                     "\\}", "\\\\", "\\frac", "\\sqrt", "é", "日", "😀", "\n"]),
+                    min_size=1, max_size=24),
+           st.data())
+    @settings(max_examples=500, deadline=None)
+    def test_any_true_prefix_in_a_box_scores_one(self, pieces, data):
+        """For any target and any of its boundaries, `</think>\\boxed{<that prefix>}` scores 1,
+        whatever the prefix holds: lone backslashes, unbalanced or escaped braces, LaTeX."""
+        target = "".join(pieces)
+        raw = target.encode("utf-8")
+        starts = [i for i in range(1, len(raw) + 1) if i == len(raw) or (raw[i] & 0xC0) != 0x80]
+        boundaries = sorted(data.draw(st.sets(st.sampled_from(starts), min_size=1)))
+        prefix = raw[:data.draw(st.sampled_from(boundaries))].decode("utf-8")
+        assume("\\boxed" not in prefix and "</think>" not in prefix)  # the markers the rule looks for
+        for completion in (f"</think>\\boxed{{{prefix}}}", f"<think>maybe {{x}}</think> so \\boxed{{{prefix}}}"):
+            assert extract_prediction(completion) == prefix
+            assert prefix_reward([completion], target=[target], boundaries=[boundaries]) == [1.0]
 
     @given(sample_and_prediction())
     @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
