@@ -106,7 +106,8 @@ def table_rows(curve: Curve, window: int, max_rows: int = 25) -> list[tuple[str,
     """Rows for people: every step of a short run, evenly spaced steps (first and last included)
     of a long one."""
     points = curve.points
-    smooth = dict(zip([s for s, _ in curve.rewards()], running_mean([r for _, r in curve.rewards()], window)))
+    rewards = curve.rewards()
+    smooth = dict(zip([s for s, _ in rewards], running_mean([r for _, r in rewards], window)))
     if len(points) > max_rows:
         keep = {round(i * (len(points) - 1) / (max_rows - 1)) for i in range(max_rows)}
         points = [p for i, p in enumerate(points) if i in keep]
@@ -133,8 +134,9 @@ def plot_curves(curves: Sequence[Curve], path: str, *, window: int, title: str |
     try:
         top = 1.0
         for index, curve in enumerate(curves):
-            steps = [s for s, _ in curve.rewards()]
-            values = [r for _, r in curve.rewards()]
+            rewards = curve.rewards()
+            steps = [s for s, _ in rewards]
+            values = [r for _, r in rewards]
             color = f"C{index % 10}"
             ax.plot(steps, values, "o", color=color, alpha=0.35, markersize=4)
             ax.plot(steps, running_mean(values, window), "-", color=color, linewidth=2,
