@@ -43,6 +43,9 @@ DtypeOpt = Annotated[str, typer.Option(
     help="auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16 or float16.")]
 SkipBadOpt = Annotated[bool, typer.Option(
     "--skip-bad", help="Skip malformed records (counted on standard error) instead of stopping.")]
+SkipBadScoredOpt = Annotated[bool, typer.Option(
+    "--skip-bad", help="Skip malformed records, and samples whose boundaries cannot be re-derived in the model's "
+                       "tokens, (counted on standard error) instead of stopping.")]
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", help="Allow model code from the hub to run (off unless asked).")]
 TextFieldOpt = Annotated[str, typer.Option(help="Field that holds the document text.")]
@@ -111,7 +114,7 @@ def entropy(
     """Score every position of a corpus with a proxy model's top-k entropy.
 
     Adds [bold]offsets[/] (UTF-8 byte offsets of the model's tokens), [bold]entropy[/] (nats, null
-    where the model had no context), [bold]entropy_model[/] and [bold]entropy_top_k[/] to each document.
+    where the model had no context), [bold]entropy_model[/], [bold]entropy_top_k[/] and [bold]tokenizer[/] (name and fingerprint of the tokenizer the offsets come from) to each document.
     """
     with cli_errors():
         from rpt_cli.entropy import EntropyScorer, corpus_validator
@@ -246,7 +249,7 @@ def reward(
     batch_size: Annotated[int, typer.Option(help="dense variants: contexts per forward pass.")] = 8,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    skip_bad: SkipBadOpt = False,
+    skip_bad: SkipBadScoredOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Score rollouts: extract each completion's answer and reward it against the ground truth.
@@ -298,10 +301,20 @@ def reward(
         reward_fn = get_reward_function(fn, **options)
         read_stats, stats = ReadStats(), RewardStats()
         started = time.perf_counter()
-        records = answer_checked(read_records(input, validate, skip_bad=skip_bad, stats=read_stats, with_lines=True),
-                                 reward_fn, given=answer, source=source_name(input))
+        numbered = read_records(input, validate, skip_bad=skip_bad, stats=read_stats, with_lines=True)
+        alignment = None
+        if uses_model:  # judge the model's own tokens: boundaries made with another tokenizer are re-derived
+            from rpt_cli.boundaries import Alignment, PolicyTokenizer, aligned_records
+
+            policy = PolicyTokenizer(options["tokenizer"], notes["model"], model)
+            alignment = Alignment(policy.identity)
+            numbered = aligned_records(numbered, policy, source_name(input), alignment=alignment,
+                                       stats=read_stats if skip_bad else None)
+        records = answer_checked(numbered, reward_fn, given=answer, source=source_name(input))
         with RecordWriter(output) as out:
             out.write_all(score_rollouts(records, reward_fn, stats=stats, notes=notes))
+        for note in alignment.notes() if alignment else ():
+            stderr.print(f"reward: note: {note}", markup=False)
         seconds = time.perf_counter() - started
         stderr.print(f"reward ({fn}, {reward_fn.answer} answers): {stats.groups:,} records, {stats.completions:,} completions: "
                      f"mean reward {stats.mean_reward:.4f}, no prediction {stats.no_prediction_share:.1%}, "
@@ -577,6 +590,9 @@ def train(
         "Also log to tensorboard or wandb (when installed) (default: none)."))] = None,
     trust_remote_code: Annotated[Optional[bool], _opt("--trust-remote-code", help=(
         "Allow model code from the hub to run (off unless asked)."))] = None,
+    skip_bad: Annotated[Optional[bool], _opt("--skip-bad", help=(
+        "Skip malformed samples, and samples whose boundaries cannot be re-derived in the policy's tokens, "
+        "(counted on standard error) instead of stopping."))] = None,
 ) -> None:
     """Reinforcement pre-training: GRPO on TRL with the RPT reward, from samples to a trained model.
 
@@ -667,7 +683,7 @@ def eval_(
     enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="reasoning, vllm: skip graph capture (starts faster, samples slower).")] = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    skip_bad: SkipBadOpt = False,
+    skip_bad: SkipBadScoredOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
     """Next-token accuracy per entropy split (the paper's Table 1), in standard and reasoning modes.
@@ -704,7 +720,7 @@ def eval_(
         source = source_name(input)
         read_stats = ReadStats()
         records = numbered_samples(read_records(input, eval_sample_validator, skip_bad=skip_bad, stats=read_stats,
-                                                with_lines=True), source=source)
+                                                with_lines=True), source=source, with_lines=True)
         samples = select_samples(records, split, limit)  # all read and checked before any model loads
         if not samples:
             stderr.print(f"eval: no samples{'' if split == 'all' else f' in split {split}'}: nothing to evaluate")
@@ -714,10 +730,12 @@ def eval_(
                     disable=not stderr.is_terminal) as bar:
             task = bar.add_task("eval: reading")
             show = Progress(on_start=lambda text: bar.update(task, description=f"eval: {text}"),
-                            on_count=lambda text: bar.update(task, description=f"eval: {text}"))
+                            on_count=lambda text: bar.update(task, description=f"eval: {text}"),
+                            on_note=lambda text: stderr.print(f"eval: note: {text}", markup=False))
             for ref in refs:
                 reports += evaluate_model(ref, samples, config, source=None if input == STDIO else input,
-                                          on_details=detail_out.write if detail_out else None, progress=show)
+                                          on_details=detail_out.write if detail_out else None, progress=show,
+                                          skipped=read_stats if skip_bad else None)
         with RecordWriter(output) as out:
             out.write_all(reports)
         stderr.print(report_table(reports))
@@ -886,6 +904,15 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _note_once(text: str, noted: set[str]) -> None:
+    """Print a note about the samples for the first checkpoint only: the notes of the others say
+    the same of another checkpoint (same tokenizer)."""
+    key = text.split(": ", 2)[-1].split(" the policy")[0]
+    if key not in noted:
+        noted.add(key)
+        stderr.print(text, markup=False)
+
+
 def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples, max_new_tokens, temperature, fn,
                   backend, seed, batch_tokens, device, dtype, trust_remote_code) -> list[dict]:
     """rpt scaling on a run folder: its checkpoints' reports, with progress on standard error."""
@@ -902,16 +929,18 @@ def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples
                         num_samples=num_samples, fn=fn, temperature=temperature, max_new_tokens=max_new_tokens)
     config.check()
     chosen = select_samples(numbered_samples(read_records(samples, eval_sample_validator, with_lines=True),
-                                             source=samples), split, limit)
+                                             source=samples, with_lines=True), split, limit)
     if not chosen:
         raise UsageError(f"{samples}: no samples{'' if split == 'all' else f' in split {split}'} to evaluate")
     if own:
         stderr.print(f"scaling: evaluating on the run's training samples {samples} (--samples FILE for held-out ones)")
+    noted: set[str] = set()  # a note about the samples, once, not once per checkpoint
     with Bar(SpinnerColumn(), TextColumn("{task.description}"), console=stderr, transient=True,
               disable=not stderr.is_terminal) as bar:
         task = bar.add_task("scaling: starting")
         show = Progress(on_start=lambda text: bar.update(task, description=f"scaling: {text}"),
-                        on_count=lambda text: bar.update(task, description=f"scaling: {text}"))
+                        on_count=lambda text: bar.update(task, description=f"scaling: {text}"),
+                        on_note=lambda text: _note_once(f"scaling: note: {text}", noted))
         reports = evaluate_run(run, chosen, config, source=samples, progress=show)
     if reports_path is not None:
         with RecordWriter(reports_path) as writer:

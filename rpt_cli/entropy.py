@@ -278,7 +278,11 @@ class EntropyScorer:
 
     def score(self, docs: Iterable[dict], text_field: str = "text", *,
               model_name: str = "", on_chunk: Callable[[ScoreStats], None] | None = None) -> Iterator[dict]:
-        """Add offsets, entropy, entropy_model and entropy_top_k to each document, in input order."""
+        """Add offsets, entropy, entropy_model, entropy_top_k and tokenizer (the identity of the
+        tokenizer the offsets come from, boundaries.py) to each document, in input order."""
+        from rpt_cli.boundaries import identity_of
+
+        made_with = identity_of(self.doc_tokenizer.tokenizer, model_name).as_field()
         chunk: list[dict] = []
         chunk_bytes = 0
         # about 4 bytes per token: a chunk holds roughly chunk_tokens tokens
@@ -287,22 +291,23 @@ class EntropyScorer:
             chunk.append(doc)
             chunk_bytes += len(doc[text_field])
             if chunk_bytes >= limit or len(chunk) >= 4096:
-                yield from self._score_chunk(chunk, text_field, model_name)
+                yield from self._score_chunk(chunk, text_field, model_name, made_with)
                 if on_chunk:
                     on_chunk(self.stats)
                 chunk, chunk_bytes = [], 0
         if chunk:
-            yield from self._score_chunk(chunk, text_field, model_name)
+            yield from self._score_chunk(chunk, text_field, model_name, made_with)
             if on_chunk:
                 on_chunk(self.stats)
 
-    def _score_chunk(self, chunk: list[dict], text_field: str, model_name: str) -> Iterator[dict]:
+    def _score_chunk(self, chunk: list[dict], text_field: str, model_name: str, made_with: dict) -> Iterator[dict]:
         scored = self.score_texts([doc[text_field] for doc in chunk])
         for doc, (offsets, entropy) in zip(chunk, scored):
             doc["offsets"] = offsets
             doc["entropy"] = entropy
             doc["entropy_model"] = model_name
             doc["entropy_top_k"] = self.top_k
+            doc["tokenizer"] = dict(made_with)
             yield doc
 
 

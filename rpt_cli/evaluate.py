@@ -27,12 +27,13 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rpt_cli.answers import DEFAULT_ANSWER, DIRECT, check_answer, prompt_defaults
 from rpt_cli.filter import SPLIT_NAMES, in_split, split_label
-from rpt_cli.jsonl import RecordError, UsageError
+from rpt_cli.boundaries import check_identity_field
+from rpt_cli.jsonl import ReadStats, RecordError, UsageError
 from rpt_cli.reward import REWARD_FUNCTIONS, Group, Sample, make_sample, prefix_match, sample_of
 from rpt_cli.rollout import sample_validator as context_validator
 
@@ -68,6 +69,7 @@ def eval_sample_validator(record: dict) -> None:
             raise RecordError('missing field "entropy" (the splits are by entropy; is this the output of rpt filter?)')
     elif type(entropy) not in (int, float) or entropy != entropy:
         raise RecordError(f'field "entropy" must be a number, got {entropy!r}')
+    check_identity_field(record)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +79,7 @@ class EvalSample:
     record: dict
     truth: Sample
     label: str  # easy, medium, hard or none: the hardest split it belongs to
+    line: int | None = None  # in the samples file, for errors
 
     @property
     def context(self) -> str:
@@ -95,18 +98,40 @@ def sample_label(record: dict) -> str:
     return split_label(entropy) if entropy is not None else record["split"]
 
 
-def select_samples(records: Iterable[dict], split: str = "all", limit: int | None = None) -> list[EvalSample]:
-    """The samples of `split` (nested: `medium` holds the hard ones too), the first `limit` of them."""
+def select_samples(records: Iterable[dict | tuple[int, dict]], split: str = "all",
+                   limit: int | None = None) -> list[EvalSample]:
+    """The samples of `split` (nested: `medium` holds the hard ones too), the first `limit` of
+    them, from records or (line, record) pairs."""
     if split not in SPLIT_CHOICES:
         raise ValueError(f"--split {split}: choose one of {', '.join(SPLIT_CHOICES)}")
     selected: list[EvalSample] = []
-    for record in records:
+    for item in records:
         if limit is not None and len(selected) >= limit:
             break
+        line, record = item if isinstance(item, tuple) else (None, item)
         label = sample_label(record)
         if in_split(label, split):
-            selected.append(EvalSample(record, sample_of(record, need_context=True), label))
+            selected.append(EvalSample(record, sample_of(record, need_context=True), label, line))
     return selected
+
+
+def in_policy_tokens(samples: Sequence[EvalSample], tokenizer, ref: ModelRef, source: str, *,
+                     skipped: ReadStats | None = None):
+    """The samples with boundaries in the tokens of the model evaluated (boundaries.py): re-derived
+    where they were made with another tokenizer. Returns (samples, Alignment); a sample that
+    cannot be re-derived is an InputError, or with `skipped` (--skip-bad) left out and counted."""
+    from rpt_cli.boundaries import PolicyTokenizer, align
+
+    found, alignment = align([(s.line, s.record) for s in samples], PolicyTokenizer(tokenizer, ref.name, ref.spec), source,
+                             stats=skipped)
+    out = []
+    for index, boundaries in zip(alignment.kept, found):
+        sample = samples[index]
+        if boundaries is not None:
+            sample = replace(sample, truth=make_sample(sample.record["target"], list(boundaries),
+                                                       sample.record["context"], need_context=True))
+        out.append(sample)
+    return out, alignment
 
 
 def report_splits(split: str) -> tuple[str, ...]:
@@ -677,6 +702,7 @@ class Progress:
 
     on_start: Callable[[str], None] | None = None
     on_count: Callable[[str], None] | None = None
+    on_note: Callable[[str], None] | None = None
 
 
 def _report(ref: ModelRef, mode: str, samples: Sequence[EvalSample], outcomes: Sequence[Outcome],
@@ -695,16 +721,20 @@ def _detail_rows(ref: ModelRef, mode: str, samples: Sequence[EvalSample], detail
         record = sample.record
         yield {"id": record.get("id"), "doc_id": record.get("doc_id"), "position": record.get("position"),
                "model": ref.name, "mode": mode, "split": sample.label, "entropy": record.get("entropy"),
-               "context": record["context"], "target": record["target"], "boundaries": record["boundaries"],
+               "context": record["context"], "target": record["target"], "boundaries": list(sample.truth.boundaries),
                **detail}
 
 
 def evaluate_model(ref: ModelRef, samples: Sequence[EvalSample], config: EvalConfig, *, source: str | None = None,
-                   on_details: Callable[[dict], None] | None = None, progress: Progress | None = None) -> list[dict]:
-    """Reports (records.md §6) of one model in each of `config.modes`, on the same samples; the
-    per-sample details go to `on_details` as they are ready."""
+                   on_details: Callable[[dict], None] | None = None, progress: Progress | None = None,
+                   skipped: ReadStats | None = None) -> list[dict]:
+    """Reports (records.md §6) of one model in each of `config.modes`, on the same samples (their
+    boundaries in the model's tokens: `in_policy_tokens`); the per-sample details go to
+    `on_details` as they are ready. With `skipped` (--skip-bad), samples whose boundaries cannot
+    be re-derived for this model are left out and recorded there."""
     from rpt_cli.generation import resolve_backend_name
-    from rpt_cli.models import load_model
+    from rpt_cli.jsonl import source_name
+    from rpt_cli.models import load_model, load_tokenizer
 
     progress = progress or Progress()
     reasoning = "reasoning" in config.modes
@@ -717,6 +747,14 @@ def evaluate_model(ref: ModelRef, samples: Sequence[EvalSample], config: EvalCon
             progress.on_start(f"loading {ref.name}")
         model, tokenizer, device = load_model(ref.source, device=config.device, dtype=config.dtype,
                                               trust_remote_code=config.trust_remote_code)
+    alignment = None
+    if samples:
+        policy_tokenizer = tokenizer or load_tokenizer(ref.source, trust_remote_code=config.trust_remote_code)
+        samples, alignment = in_policy_tokens(samples, policy_tokenizer, ref, source_name(source),
+                                              skipped=skipped)
+        if progress.on_note:
+            for note in alignment.notes():
+                progress.on_note(f"{ref.name}: {note}")
     reports = []
     for mode in config.modes:
         started = time.perf_counter()
@@ -729,6 +767,8 @@ def evaluate_model(ref: ModelRef, samples: Sequence[EvalSample], config: EvalCon
                                                          device, progress)
         seconds = time.perf_counter() - started
         reports.append(_report(ref, mode, samples, outcomes, config, source, seconds, settings))
+        if alignment is not None:
+            reports[-1]["tokenizer"] = alignment.as_fields()
         if on_details is not None:
             for row in _detail_rows(ref, mode, samples, details):
                 on_details(row)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from rpt_cli.boundaries import check_identity_field
 from rpt_cli.jsonl import RecordError
 
 # The paper's nested difficulty splits (Section 4.1): a position belongs to every split whose
@@ -119,6 +120,7 @@ def scored_doc_validator(text_field: str = "text", id_field: str = "id"):
                               f'{size}, got {offsets[0]}..{offsets[-1]}')
         if any(b <= a for a, b in zip(offsets, offsets[1:])):
             raise RecordError('"offsets" must be strictly increasing')
+        check_identity_field(doc)
         for value in entropy:
             if value is not None and (type(value) not in (float, int) or value != value or value < 0):
                 raise RecordError('"entropy" must hold non-negative numbers or null')

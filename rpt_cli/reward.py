@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 from rpt_cli.answers import ANSWER_FORMATS, DEFAULT_ANSWER, DIRECT, recorded_answer
+from rpt_cli.boundaries import check_identity_field
 from rpt_cli.jsonl import RecordError
 
 THINK_END = "</think>"
@@ -263,6 +264,7 @@ def rollout_validator(reward_fn: RewardFunction | type[RewardFunction]) -> Calla
             raise RecordError('missing field "completions" (is this the output of rpt rollout?)')
         check_completions(record["completions"])
         sample_of(record, need_context=need_context)
+        check_identity_field(record)
     return validate
 
 

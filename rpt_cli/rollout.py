@@ -112,10 +112,11 @@ def _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, s
 
 
 def numbered_samples(numbered: Iterable[tuple[int, dict]], *, source: str, unique: bool = False,
-                     limit: int | None = None) -> Iterator[dict]:
+                     limit: int | None = None, with_lines: bool = False) -> Iterator:
     """Samples from (line number, record) pairs, each with an `id` (its line number when it has
     none), the first `limit` of them. With `unique`, a repeated id is an input error: resuming
-    tells done samples from the rest by id, so ids must tell samples apart."""
+    tells done samples from the rest by id, so ids must tell samples apart. With `with_lines`,
+    (line number, sample) pairs."""
     from rpt_cli.jsonl import InputError
     from rpt_cli.resume import id_key
 
@@ -130,4 +131,4 @@ def numbered_samples(numbered: Iterable[tuple[int, dict]], *, source: str, uniqu
             if key in seen:
                 raise InputError(source, lineno, f"duplicate id {sample['id']!r}: --resume needs a distinct id per sample")
             seen.add(key)
-        yield sample
+        yield (lineno, sample) if with_lines else sample

@@ -78,6 +78,9 @@ class TokenizedDoc:
     # bytes of the text the tokenizer dropped because its vocabulary has no token for them (e.g.
     # SmolLM2 has no token for the byte 0xf1). They stay in the text, inside the next token's span.
     dropped: int = 0
+    # the pre-tokenizer's word of each token (None for special tokens), when asked for and known:
+    # tokens never cross a word, so a word's tokens do not depend on the text after it.
+    words: list[int | None] | None = None
 
 
 def _char_to_byte_offsets(text: str) -> list[int]:
@@ -188,18 +191,23 @@ class DocTokenizer:
                 return list(with_special[:start])
         return []
 
-    def __call__(self, texts: list[str]) -> list[TokenizedDoc]:
-        need_spans = self.table is None or not getattr(self.tokenizer, "is_fast", False)
-        enc = self.tokenizer(texts, add_special_tokens=False,
-                             return_offsets_mapping=bool(getattr(self.tokenizer, "is_fast", False)))
+    def __call__(self, texts: list[str], *, words: bool = False) -> list[TokenizedDoc]:
+        """The documents' tokens and byte offsets; with `words`, each token's pre-tokenizer word
+        too (fast tokenizers only; left None otherwise)."""
+        is_fast = bool(getattr(self.tokenizer, "is_fast", False))
+        need_spans = self.table is None or not is_fast
+        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=is_fast)
         docs = []
         for k, text in enumerate(texts):
             ids = list(enc["input_ids"][k])
             spans = enc["offset_mapping"][k] if "offset_mapping" in enc else None
             try:
-                docs.append(tokenize_exact(text, ids, self.table, spans, self.missing))
+                doc = tokenize_exact(text, ids, self.table, spans, self.missing)
             except RecordError:
                 if need_spans:
                     raise
-                docs.append(tokenize_exact(text, ids, None, spans))
+                doc = tokenize_exact(text, ids, None, spans)
+            if words and is_fast and len(ids) == len(doc.lead) + len(doc.ids):
+                doc.words = list(enc.word_ids(k))[len(doc.lead):]
+            docs.append(doc)
         return docs

@@ -97,6 +97,8 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     report_to: str = "none"
     trust_remote_code: bool = False
+    # skip malformed samples, and samples whose boundaries cannot be re-derived in the policy's tokens
+    skip_bad: bool = False
 
     @property
     def micro_batch(self) -> int:

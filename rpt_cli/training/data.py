@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from rpt_cli.boundaries import Alignment, PolicyTokenizer, align, check_identity_field
 from rpt_cli.generation.base import derive_seed
-from rpt_cli.jsonl import InputError, RecordError, read_records
+from rpt_cli.jsonl import InputError, ReadStats, RecordError, read_records
 from rpt_cli.reward import sample_of
 from rpt_cli.rollout import sample_validator as context_validator
 
@@ -30,6 +31,9 @@ class Samples:
     rows: list[dict]   # id, context, target, boundaries
     sha256: str        # of the file's bytes: a resumed run must read the same file
     path: str
+    lines: list[int] = field(default_factory=list)            # each row's line in the file
+    made_with: list[dict | None] = field(default_factory=list)  # each row's `tokenizer` field
+    stats: ReadStats = field(default_factory=ReadStats)     # what --skip-bad skipped
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -40,21 +44,42 @@ def validate_sample(record: dict) -> None:
     sample_of(record)  # target and boundaries, as the reward will read them
     if "id" in record and not isinstance(record["id"], (str, int)):
         raise RecordError('field "id" must be a string or an integer')
+    check_identity_field(record)
 
 
-def read_samples(path: str) -> Samples:
-    """Every sample of `path` (records.md §3), checked; errors name the file and line."""
-    rows = []
-    for lineno, record in read_records(path, validate_sample, with_lines=True):
+def read_samples(path: str, *, skip_bad: bool = False) -> Samples:
+    """Every sample of `path` (records.md §3), checked; errors name the file and line (with
+    `skip_bad`, malformed samples are skipped and counted instead)."""
+    rows, lines, made_with, stats = [], [], [], ReadStats()
+    for lineno, record in read_records(path, validate_sample, skip_bad=skip_bad, stats=stats, with_lines=True):
         rows.append({"id": str(record.get("id", lineno)), "context": record["context"],
                      "target": record["target"], "boundaries": list(record["boundaries"])})
+        lines.append(lineno)
+        made_with.append(record.get("tokenizer"))
     if not rows:
-        raise InputError(path, None, "no samples (the file is empty); make some with rpt filter")
+        raise InputError(path, None, "no samples (the file is empty); make some with rpt filter" if not stats.skipped
+                         else f"no samples left: all {len(stats.skipped):,} were skipped as bad")
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
-    return Samples(rows, digest.hexdigest(), path)
+    return Samples(rows, digest.hexdigest(), path, lines, made_with, stats)
+
+
+def align_samples(samples: Samples, policy: PolicyTokenizer, *, skip_bad: bool = False) -> tuple[Samples, Alignment]:
+    """The samples with boundaries in the policy's tokens (boundaries.py): as they are when they
+    were made with its tokenizer (or say nothing), re-derived when made with another; one that
+    cannot be re-derived stops the run (or, with `skip_bad`, is left out and counted)."""
+    entries = [(line, {**row, "tokenizer": made}) for line, row, made in
+               zip(samples.lines, samples.rows, samples.made_with)]
+    found, alignment = align(entries, policy, samples.path, stats=samples.stats if skip_bad else None)
+    rows = [samples.rows[i] if boundaries is None else {**samples.rows[i], "boundaries": list(boundaries)}
+            for i, boundaries in zip(alignment.kept, found)]
+    if not rows:
+        raise InputError(samples.path, None, f"no samples left: none can be re-derived with the policy's tokenizer "
+                                             f"{policy.identity}")
+    return replace(samples, rows=rows, lines=[samples.lines[i] for i in alignment.kept],
+                   made_with=[samples.made_with[i] for i in alignment.kept]), alignment
 
 
 def build_rows(samples: Samples, builder) -> list[dict]:
@@ -139,4 +164,5 @@ class StepSampler:
         return self.steps * self.repeat_count * self.order.contexts_per_step * self.num_generations
 
 
-__all__ = ["COLUMNS", "DataOrder", "Samples", "StepSampler", "build_rows", "read_samples", "validate_sample"]
+__all__ = ["COLUMNS", "DataOrder", "Samples", "StepSampler", "align_samples", "build_rows", "read_samples",
+           "validate_sample"]

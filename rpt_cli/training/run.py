@@ -26,7 +26,7 @@ from rpt_cli.training.checkpoints import (FINAL, completed_step, latest_checkpoi
                                           replace_folder, write_atomic)
 from rpt_cli.training.config import (BatchPlan, TrainConfig, batch_plan, check_config, dump_config,
                                      load_saved_config, resume_conflicts, world_size)
-from rpt_cli.training.data import DataOrder, Samples, build_rows, read_samples
+from rpt_cli.training.data import DataOrder, Samples, align_samples, build_rows, read_samples
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -244,7 +244,7 @@ def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, O
         raise UsageError(f"--reward {config.reward} scores with the policy itself, which is supported on one process "
                          "only; use prefix or first-token with several processes")
     plan = batch_plan(config, processes)
-    samples = read_samples(config.samples)
+    samples = read_samples(config.samples, skip_bad=config.skip_bad)
     return plan, samples, plan_output(config, samples, resume=resume)
 
 
@@ -285,13 +285,17 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
                       f"(--max-steps {config.max_steps}); nothing to do", markup=False)
         return None
     _quiet_libraries(config.vllm is not None)
-    from rpt_cli.models import load_tokenizer, resolve
+    from rpt_cli.boundaries import PolicyTokenizer
+    from rpt_cli.models import display_name, load_tokenizer, resolve
     from rpt_cli.prompts import PromptBuilder, PromptConfig
 
     started = time.perf_counter()
     source = resolve(config.model)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code, source=source)
     tokenizer.padding_side = "left"
+    # Eq. 3 judges the policy's own tokens: boundaries made with another tokenizer are re-derived
+    samples, alignment = align_samples(samples, PolicyTokenizer(tokenizer, display_name(config.model), config.model),
+                                       skip_bad=config.skip_bad)
     try:
         builder = PromptBuilder(tokenizer, PromptConfig(template=config.template, chat=config.chat,
                                                         think_prefix=config.think_prefix,
@@ -307,7 +311,10 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     log = None
     if state.is_main_process:
         log = RunLog(folder, config.max_steps, console, show_truncated=config.answer != "direct")
-        _prepare_folder(config, plan, samples, output, source, log, console)
+        for note in alignment.notes():
+            console.print(f"train: note: {note}", markup=False)
+        samples.stats.report(console)
+        _prepare_folder(config, plan, samples, output, source, log, console, alignment)
     state.wait_for_everyone()
     reward_fn, probability = build_reward(config, tokenizer)
     from transformers import PrinterCallback, ProgressCallback
@@ -330,7 +337,7 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     return Job(trainer, output, started)
 
 
-def _prepare_folder(config, plan, samples, output, source, log: RunLog, console) -> None:
+def _prepare_folder(config, plan, samples, output, source, log: RunLog, console, alignment) -> None:
     """Main process: clear what an interrupted run left half done, record a new run's settings."""
     folder = output.folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -350,6 +357,7 @@ def _prepare_folder(config, plan, samples, output, source, log: RunLog, console)
     dump_config(config, folder / CONFIG_FILE, header="# rpt train settings (reads back with --config)")
     write_atomic(folder / RUN_FILE, json.dumps({
         "samples": os.path.abspath(samples.path), "samples_sha256": samples.sha256, "samples_count": len(samples),
+        "tokenizer": alignment.as_fields(),
         "model": display_name(config.model), "model_source": source, "processes": plan.processes,
         "micro_batch": plan.micro_batch, "gradient_accumulation_steps": plan.gradient_accumulation_steps,
         "completions_per_step": plan.completions,
