@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rpt_cli.console import cli_errors, stderr
+from rpt_cli.console import cli_errors, handle_sigterm, stderr
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, UsageError, read_records
 from rpt_cli.models import BUILTIN_NAME
 
@@ -58,13 +58,101 @@ AnswerOpt = Annotated[Optional[str], typer.Option(
 
 
 def main() -> None:
-    app()
+    handle_sigterm()
+    stdout_before = _stdout_identity()
+    try:
+        app()
+    except SystemExit as exit:
+        # Rich ends help output with 1 when standard output's reader went away (`rpt filter
+        # --help | head -1`), after pointing stdout at /dev/null; the reader had all it wanted,
+        # which is success, as for data (console.cli_errors)
+        if exit.code == 1 and stdout_before != _stdout_identity() == _devnull_identity():
+            raise SystemExit(0) from None
+        raise
+
+
+def _stdout_identity() -> tuple[int, int] | None:
+    try:
+        st = os.fstat(sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _devnull_identity() -> tuple[int, int]:
+    st = os.stat(os.devnull)
+    return st.st_dev, st.st_ino
 
 
 def check_input(path: str) -> None:
-    """Refuse to wait forever on a terminal when no input was given."""
-    if path == STDIO and sys.stdin.isatty():
-        raise UsageError("no input: give a JSONL file, or pipe records into standard input")
+    """Refuse, before any work, an input file that cannot be read, and waiting forever on a
+    terminal when no input was given."""
+    if path == STDIO:
+        if sys.stdin.isatty():
+            raise UsageError("no input: give a JSONL file, or pipe records into standard input")
+        return
+    from rpt_cli.jsonl import InputError
+
+    # checked without opening: opening a FIFO would take its data from the run that reads it
+    if not os.path.exists(path):
+        raise InputError(path, None, "no such file")
+    if os.path.isdir(path):
+        raise InputError(path, None, "is a directory, not a JSONL file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, None, "permission denied")
+
+
+SEED_LIMIT = 2**32  # numpy, which transformers seeds too, takes seeds below 2**32
+
+
+def check_numbers(params: dict) -> None:
+    """Refuse, before any work, numbers no setting means: NaN or infinity in any option, and seeds
+    outside 0 … 2**32 − 1."""
+    import math
+
+    for name, value in params.items():
+        option = "--" + name.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{option} {value}: must be a finite number")
+        if name == "seed" and isinstance(value, int) and not 0 <= value < SEED_LIMIT:
+            raise UsageError(f"{option} {value}: must be between 0 and {SEED_LIMIT - 1}")
+
+
+# bytes one sampled token may take while a chunk's completions are held: its id in the engine's
+# output, its text, and the Python objects around them (a generous figure: the check is a cap
+# against runaway settings such as -n 1000000, not a prediction)
+BYTES_PER_HELD_TOKEN = 16
+
+
+def check_memory(contexts: int, completions: int, tokens: int, *, names: str, override: bool) -> None:
+    """Refuse settings whose completions of one chunk (contexts × completions × tokens) could not
+    fit in half of this machine's memory, before the model loads; `override` (--no-memory-check)
+    lets them through."""
+    if override:
+        return
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    need = contexts * completions * tokens * BYTES_PER_HELD_TOKEN
+    if need > memory / 2:
+        raise UsageError(f"{names} = {contexts:,} × {completions:,} × {tokens:,} tokens could take about "
+                         f"{need / 2**30:,.0f} GiB of memory at once, more than half of this machine's "
+                         f"{memory / 2**30:,.0f} GiB; lower them, or pass --no-memory-check")
+
+
+NoMemoryCheckOpt = Annotated[bool, typer.Option(
+    "--no-memory-check", help="Skip the check that one chunk's completions (contexts × completions × max new tokens) "
+                              "fit in half of this machine's memory.")]
+
+
+def check_outputs(inputs: str | list[str] | None, *outputs: tuple[str, str | None]) -> None:
+    """Refuse, before any work, an output that cannot be written, that is an input, or that
+    another output of the command also writes (outputs.py); (option, path) pairs, path None for
+    standard output."""
+    from rpt_cli.outputs import check_outputs as check
+
+    check(outputs, inputs if isinstance(inputs, list) else [inputs])
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -117,6 +205,7 @@ def entropy(
     where the model had no context), [bold]entropy_model[/], [bold]entropy_top_k[/] and [bold]tokenizer[/] (name and fingerprint of the tokenizer the offsets come from) to each document.
     """
     with cli_errors():
+        check_numbers(locals())
         from rpt_cli.entropy import EntropyScorer, corpus_validator
         from rpt_cli.jsonl import read_dataset
         from rpt_cli.models import display_name, load_model
@@ -135,6 +224,8 @@ def entropy(
                                    skip_bad=skip_bad, stats=stats, shard=shard_slice)
         else:
             check_input(input)
+        check_outputs(dataset or input, ("-o", output))
+        if dataset is None:
             if not skip_bad:
                 prevalidate(input, validate, shard_slice)
             records = read_records(input, validate, skip_bad=skip_bad, stats=stats,
@@ -159,7 +250,7 @@ def entropy(
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=stderr,
-                      transient=True) as progress, RecordWriter(output) as out:
+                      transient=True, disable=not stderr.is_terminal) as progress, RecordWriter(output) as out:
             task = progress.add_task("entropy: starting")
 
             def show(s):
@@ -195,29 +286,36 @@ def filter_(
     per_doc: Annotated[Optional[int], typer.Option(help="Keep at most N positions per document, at random.", metavar="N")] = None,
     fraction: Annotated[Optional[float], typer.Option(help="Keep each position with probability F.", metavar="F")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --per-doc and --fraction (recorded as filter_seed).")] = 0,
+    keep_fields: Annotated[Optional[list[str]], typer.Option(
+        "--keep-fields", metavar="NAME",
+        help="Copy this document field into each of its samples even when it is over 64 KiB (repeat for several); "
+             "larger fields are otherwise left out of documents with more than one sample, with a note.")] = None,
     text_field: TextFieldOpt = "text",
     id_field: IdFieldOpt = "id",
     skip_bad: SkipBadOpt = False,
 ) -> None:
     """Select positions of scored documents and write them as samples (context, target, boundaries, split)."""
     with cli_errors():
+        check_numbers(locals())
         from rpt_cli.filter import FilterOptions, FilterStats, filter_documents, scored_doc_validator
+        from rpt_cli.jsonl import source_name
 
         opts = FilterOptions(min_entropy=min, max_entropy=max, split=split,
                              min_context_tokens=min_context_tokens, target_tokens=target_tokens,
                              max_context_tokens=max_context_tokens, per_doc=per_doc, fraction=fraction,
-                             seed=seed, text_field=text_field, id_field=id_field)
+                             seed=seed, text_field=text_field, id_field=id_field, keep_fields=tuple(keep_fields or ()))
         try:
             opts.check()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         check_input(input)
+        check_outputs(input, ("-o", output))
         read_stats, stats = ReadStats(), FilterStats()
         started = time.perf_counter()
         docs = read_records(input, scored_doc_validator(text_field, id_field), skip_bad=skip_bad,
                             stats=read_stats, with_lines=True)
         with RecordWriter(output) as out:
-            out.write_all(filter_documents(docs, opts, stats))
+            out.write_all(filter_documents(docs, opts, stats, source=source_name(input)))
         seconds = time.perf_counter() - started
         per_split = ", ".join(f"{name} {stats.samples[name]:,}" for name in ("easy", "medium", "hard", "none")
                               if stats.samples[name] or name != "none")
@@ -225,6 +323,10 @@ def filter_(
                      f"{sum(stats.samples.values()):,} samples ({per_split}) in {seconds:.1f} s")
         if stats.mid_character:
             stderr.print(f"filter: skipped {stats.mid_character:,} positions that start inside a UTF-8 character")
+        for name, documents in stats.uncopied_fields.items():
+            stderr.print(f"filter: note: field {name!r} is over 64 KiB in {documents:,} document(s) and was not copied "
+                         f"into each of their samples (it would repeat once per sample); --keep-fields {name} copies it",
+                         markup=False)
         read_stats.report(stderr)
 
 
@@ -259,6 +361,7 @@ def reward(
     A summary (mean reward, share without a prediction, pass@G) goes to standard error.
     """
     with cli_errors():
+        check_numbers(locals())
         from rpt_cli.answers import check_answer
         from rpt_cli.jsonl import source_name
         from rpt_cli.reward import (CORRECTNESS_RULES, NEEDS_MODEL, NEEDS_TOKENIZER, REWARD_FUNCTIONS,
@@ -280,6 +383,7 @@ def reward(
         if model is not None and not uses_model:
             stderr.print(f"reward: note: --fn {fn} does not use --model; ignoring it")
         check_input(input)
+        check_outputs(input, ("-o", output))
         validate = rollout_validator(REWARD_FUNCTIONS[fn])
         options: dict = {"require_think": not no_think}
         notes: dict = {}
@@ -359,6 +463,7 @@ def rollout(
     gpu_memory_utilization: Annotated[float, typer.Option(help="vllm: share of GPU memory for weights and KV cache.")] = 0.9,
     max_model_len: Annotated[Optional[int], typer.Option(help="vllm: longest prompt + completion (default: the model's).")] = None,
     enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="vllm: skip graph capture and compilation (starts faster, samples slower).")] = False,
+    no_memory_check: NoMemoryCheckOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampling (recorded in rollout.seed): same seed, same completions.")] = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -374,6 +479,7 @@ def rollout(
     settings, seed, backend) to each sample, in input order.
     """
     with cli_errors():
+        check_numbers(locals())
         from rpt_cli.prompts import TemplateError, load_template
 
         if list_templates:
@@ -400,6 +506,8 @@ def rollout(
             raise UsageError("--top-p must be in (0, 1]")
         if top_k < 0:
             raise UsageError("--top-k must be 0 (off) or positive")
+        check_memory(batch_size, num_rollouts, max_new_tokens, names="--batch-size × -n × --max-new-tokens",
+                     override=no_memory_check)
         try:
             prompt_template = load_template(template)
         except TemplateError as exc:
@@ -412,11 +520,12 @@ def rollout(
         sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                   top_k=top_k, seed=seed)
         check_input(input)
+        check_outputs(input, ("-o", output))
         source = source_name(input)
 
         def samples(stats: ReadStats | None = None):
             return numbered_samples(read_records(input, sample_validator, skip_bad=skip_bad, stats=stats,
-                                                 with_lines=True), source=source, unique=resume, limit=limit)
+                                                 with_lines=True), source=source, unique=True, limit=limit)
 
         if not skip_bad and input != STDIO and os.path.isfile(input):
             for _ in samples():  # a bad line stops the run before the model loads
@@ -424,6 +533,11 @@ def rollout(
         read_stats, stats = ReadStats(), RolloutStats()
         with open_chunk_output(output, resume=resume) as out:
             if resume:
+                # what can be compared before the model loads; the rest once it has
+                out.check_settings({"answer": answer, "template": prompt_template.name, "think_prefix": think_prefix,
+                                    "n": num_rollouts, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+                                    "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
+                                    "seed": seed})
                 if out.dropped_partial:
                     stderr.print(f"rollout: dropped an incomplete last line of {output} (an interrupted write)")
                 stderr.print(f"rollout: resuming: {len(out.done):,} samples already in {output}")
@@ -451,11 +565,13 @@ def rollout(
                             "chat": builder.chat, "think_prefix": think_prefix, "n": num_rollouts,
                             "temperature": temperature, "top_p": top_p, "top_k": top_k,
                             "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens, "seed": seed}
+                if resume:
+                    out.check_settings(metadata)
                 done = out.done if resume else None
                 from rich.progress import Progress, SpinnerColumn, TextColumn
 
                 with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=stderr,
-                              transient=True) as progress:
+                              transient=True, disable=not stderr.is_terminal) as progress:
                     task = progress.add_task("rollout: loading done, sampling the first chunk")
                     for records in rollout_chunks(samples(read_stats), engine, builder, n=num_rollouts, sampling=sampling,
                                                   chunk_contexts=batch_size, metadata=metadata, stats=stats,
@@ -602,6 +718,7 @@ def train(
     """
     options = {key: value for key, value in locals().items() if key not in ("config", "resume")}
     with cli_errors():
+        check_numbers(locals())
         from rpt_cli.training.config import resolve_config
         from rpt_cli.training.run import end_processes, train as run_training
 
@@ -681,6 +798,7 @@ def eval_(
     gpu_memory_utilization: Annotated[float, typer.Option(help="reasoning, vllm: share of GPU memory for weights and KV cache.")] = 0.9,
     max_model_len: Annotated[Optional[int], typer.Option(help="reasoning, vllm: longest prompt + completion (default: the model's).")] = None,
     enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="reasoning, vllm: skip graph capture (starts faster, samples slower).")] = False,
+    no_memory_check: NoMemoryCheckOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     skip_bad: SkipBadScoredOpt = False,
@@ -693,6 +811,7 @@ def eval_(
     ntp scores the model's most likely next token with Eq. 3 (as rpt reward does); reasoning samples k chains of thought with rpt rollout's prompts and scores them with the reward registry.
     """
     with cli_errors():
+        check_numbers(locals())
         from contextlib import nullcontext
 
         from rich.progress import Progress as Bar
@@ -714,13 +833,17 @@ def eval_(
             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, enforce_eager=enforce_eager)
         config.check()
         check_input(input)
+        check_outputs(input, ("-o", output), *([("--details", details)] if details else []))
         refs = [locate_model(spec) for spec in (model or [BUILTIN_NAME])]
         for ref in refs:
             config.check_model(ref)
+            if "reasoning" in config.modes:
+                check_memory(config.batch_size, config.num_samples, config.prompt_settings(ref)["max_new_tokens"],
+                             names="--batch-size × -n × --max-new-tokens", override=no_memory_check)
         source = source_name(input)
         read_stats = ReadStats()
         records = numbered_samples(read_records(input, eval_sample_validator, skip_bad=skip_bad, stats=read_stats,
-                                                with_lines=True), source=source, with_lines=True)
+                                                with_lines=True), source=source, unique=True, with_lines=True)
         samples = select_samples(records, split, limit)  # all read and checked before any model loads
         if not samples:
             stderr.print(f"eval: no samples{'' if split == 'all' else f' in split {split}'}: nothing to evaluate")
@@ -802,6 +925,7 @@ def scaling(
     Writes the points and the fits ([bold]A[/], [bold]alpha[/], [bold]p_star[/], [bold]r2[/]) as one JSON object to standard output, a table to standard error, and with -o a plot in the style of Figure 5. Fewer than three points, non-positive compute or a fit that fails stop with a one-line error (exit 2).
     """
     with cli_errors():
+        check_numbers(locals())
         from pathlib import Path
 
         from rpt_cli.jsonl import dumps, source_name
@@ -812,6 +936,8 @@ def scaling(
             raise UsageError(f"--mode {mode}: choose ntp or reasoning")
         if output is not None:
             check_plot_path(output)
+        check_outputs([input, metrics, samples], *([("-o", output)] if output is not None else []),
+                      *([("--reports", reports)] if reports is not None else []))
         flops_by_step = None
         if metrics is not None:
             from rpt_cli.evaluate import read_flops
@@ -871,6 +997,7 @@ def curves(
     Writes one JSON line per run to standard output ([bold]run[/], [bold]steps[/], [bold]reward_start[/] and [bold]reward_end[/] (the mean of the first and last --window steps), [bold]reward_change[/], and [bold]reward[/]: [step, mean] pairs), a table to standard error, and with -o a PNG. Reads the logs only, so it works while a run trains.
     """
     with cli_errors():
+        check_numbers(locals())
         from rich.table import Table
 
         from rpt_cli.curves import plot_curves, read_curve, summary, table_rows
@@ -882,6 +1009,8 @@ def curves(
             from rpt_cli.scaling import check_plot_path
 
             check_plot_path(output)
+            check_outputs([os.path.join(spec, "metrics.jsonl") if os.path.isdir(spec) else spec for spec in runs],
+                          ("-o", output))
         read = [read_curve(spec) for spec in runs]
         for curve in read:
             result = summary(curve, window)
@@ -929,7 +1058,7 @@ def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples
                         num_samples=num_samples, fn=fn, temperature=temperature, max_new_tokens=max_new_tokens)
     config.check()
     chosen = select_samples(numbered_samples(read_records(samples, eval_sample_validator, with_lines=True),
-                                             source=samples, with_lines=True), split, limit)
+                                             source=samples, unique=True, with_lines=True), split, limit)
     if not chosen:
         raise UsageError(f"{samples}: no samples{'' if split == 'all' else f' in split {split}'} to evaluate")
     if own:

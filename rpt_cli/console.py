@@ -19,12 +19,38 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_RUNTIME = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler (`handle_sigterm`): a BaseException, like KeyboardInterrupt,
+    so that library code catching Exception lets it through and every `with` block unwinds (no
+    temporary output file survives)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def handle_sigterm() -> None:
+    """End on SIGTERM by unwinding, as on Ctrl-C, instead of dying where the process stands."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def error_exit(message: str, status: int) -> None:
     # one line, no markup interpretation: messages quote user text
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(status)
+
+
+def end_quietly_on_closed_pipe() -> None:
+    """Exit 0 when standard output's reader has gone (`rpt ... | head`). Python would complain
+    again when flushing stdout at exit: point it at /dev/null first."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(0) from None
 
 
 @contextmanager
@@ -38,13 +64,13 @@ def cli_errors():
     except RuntimeFailure as exc:
         error_exit(str(exc), EXIT_RUNTIME)
     except BrokenPipeError:
-        # Python would complain again when flushing stdout at exit: point it at /dev/null first
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise SystemExit(0) from None
+        end_quietly_on_closed_pipe()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
+    except Terminated:
+        print("terminated", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_TERMINATED) from None
     except (SystemExit, GeneratorExit):
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a clean message

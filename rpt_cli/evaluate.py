@@ -319,7 +319,8 @@ class NextTokenPredictor:
 
     # -- tokens --------------------------------------------------------------------------------
     def context_ids(self, contexts: Sequence[str]) -> list[list[int]]:
-        encoded = self.tokenizer(list(contexts), add_special_tokens=False)["input_ids"] if contexts else []
+        encoded = self.tokenizer(list(contexts), add_special_tokens=False,
+                                 split_special_tokens=True)["input_ids"] if contexts else []
         out = []
         for ids in encoded:
             ids = self.prefix + list(ids)

@@ -13,10 +13,13 @@ lengths as `boundaries` (the set L_gt of Eq. 3), taken from the document's own t
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+import orjson
 
 from rpt_cli.boundaries import check_identity_field
 from rpt_cli.jsonl import RecordError
@@ -59,6 +62,8 @@ class FilterOptions:
     seed: int = 0
     text_field: str = "text"
     id_field: str = "id"
+    # document fields copied into every sample even when larger than FIELD_COPY_LIMIT
+    keep_fields: tuple[str, ...] = ()
 
     def check(self) -> None:
         if self.split is not None and self.split not in SPLIT_NAMES:
@@ -73,6 +78,9 @@ class FilterOptions:
             raise ValueError("--per-doc must be at least 1")
         if self.fraction is not None and not 0 < self.fraction <= 1:
             raise ValueError("--fraction must be in (0, 1]")
+        for name, value in (("--min", self.min_entropy), ("--max", self.max_entropy)):
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} {value}: must be a finite number")
         if (self.min_entropy is not None and self.max_entropy is not None
                 and self.max_entropy < self.min_entropy):
             raise ValueError("--max must not be below --min")
@@ -88,6 +96,21 @@ class FilterStats:
     positions: int = 0
     mid_character: int = 0
     samples: Counter = field(default_factory=Counter)
+    # field name -> documents whose copy of it was too large to repeat in each of their samples
+    uncopied_fields: Counter = field(default_factory=Counter)
+
+
+# A document field larger than this (as JSON) is not repeated in each of the document's samples
+# (a 50 MB field copied into 160 samples is an 8 GB output) unless --keep-fields names it.
+FIELD_COPY_LIMIT = 64 * 1024
+
+
+def _json_size(value) -> int:
+    if isinstance(value, str):
+        return len(value) + 2  # a lower bound is enough to tell small fields from huge ones
+    if isinstance(value, (int, float, bool)) or value is None:
+        return 8
+    return len(orjson.dumps(value))
 
 
 def scored_doc_validator(text_field: str = "text", id_field: str = "id"):
@@ -177,6 +200,10 @@ def make_samples(doc: dict, doc_id, opts: FilterOptions, stats: FilterStats) -> 
             positions = sorted(rng.sample(positions, opts.per_doc))
     extra = {k: v for k, v in doc.items() if k not in DOC_ONLY_FIELDS and k not in
              (opts.text_field, opts.id_field)}
+    if len(positions) > 1:
+        for name in [k for k, v in extra.items() if k not in opts.keep_fields and _json_size(v) > FIELD_COPY_LIMIT]:
+            del extra[name]
+            stats.uncopied_fields[name] += 1
     for i in positions:
         start_token = 0
         if opts.max_context_tokens is not None:
@@ -210,12 +237,23 @@ def make_samples(doc: dict, doc_id, opts: FilterOptions, stats: FilterStats) -> 
 
 
 def filter_documents(docs: Iterable[tuple[int, dict]], opts: FilterOptions,
-                     stats: FilterStats | None = None) -> Iterator[dict]:
-    """Samples from (line number, scored document) pairs; the line number is the default id."""
+                     stats: FilterStats | None = None, *, source: str = "<input>") -> Iterator[dict]:
+    """Samples from (line number, scored document) pairs; the line number is the default id. Two
+    documents with one id would give samples with one id: an InputError naming both lines."""
+    from rpt_cli.jsonl import InputError
+    from rpt_cli.resume import id_key
+    from rpt_cli.rollout import duplicate_id_message
+
     opts.check()
     stats = stats if stats is not None else FilterStats()
+    seen: dict[bytes, int] = {}
     for lineno, doc in docs:
         stats.documents += 1
         stats.positions += len(doc["entropy"])
         doc_id = doc.get(opts.id_field)
-        yield from make_samples(doc, lineno if doc_id is None else doc_id, opts, stats)
+        doc_id = lineno if doc_id is None else doc_id
+        key = id_key(doc_id)
+        if key in seen:
+            raise InputError(source, lineno, duplicate_id_message(doc_id, seen[key]).replace("samples", "documents"))
+        seen[key] = lineno
+        yield from make_samples(doc, doc_id, opts, stats)

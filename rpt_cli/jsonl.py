@@ -7,9 +7,9 @@ pipes) lives in one place.
 
 from __future__ import annotations
 
-import os
+import json
+import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -73,11 +73,24 @@ def _open_binary(path: str | None) -> IO[bytes]:
         raise InputError(str(path), None, "permission denied") from None
 
 
+# 19 digits in a row may be an integer beyond 64 bits, which orjson would read as a float
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_line(raw: bytes, source: str, lineno: int) -> dict:
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InputError(source, lineno, f"invalid JSON ({exc.args[0].split(':')[0]})") from None
+        if _LONG_DIGITS.search(raw):
+            # rare: the standard library keeps big integers exact (ids, hashes) where orjson cannot
+            obj = json.loads(raw, parse_constant=_reject_constant)
+        else:
+            obj = orjson.loads(raw)
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        reason = exc.args[0].split(':')[0] if isinstance(exc, orjson.JSONDecodeError) else str(exc).split(':')[0]
+        raise InputError(source, lineno, f"invalid JSON ({reason})") from None
     if not isinstance(obj, dict):
         raise InputError(source, lineno, f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -152,40 +165,39 @@ def read_log(path: str) -> list[tuple[int, dict]]:
 
 
 def dumps(record: Any) -> bytes:
-    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+    except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        # an integer beyond 64 bits that a user gave: written back exactly, as read
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
 
 
 class RecordWriter:
-    """Write records to stdout (path None or "-") or atomically to a file.
-
-    A file is written under a temporary name in the same folder and renamed into place only when
-    the `with` block ends without an exception, so a failed or interrupted run never leaves a
-    partial output file (and never clobbers an earlier complete one).
+    """Write records to an output (`outputs.py`): standard output (path None or "-"), a stream
+    such as /dev/null or a FIFO in place, or a file atomically: under a temporary name beside it,
+    renamed into place only when the `with` block ends without an exception, so a failed or
+    interrupted run never leaves a partial output file (and never clobbers an earlier complete one).
     """
 
-    def __init__(self, path: str | None):
+    def __init__(self, path: str | None, option: str = "-o"):
         self.path = None if path in (None, STDIO) else str(path)
+        self.option = option
         self.count = 0
-        self._tmp: str | None = None
-        self._stream: IO[bytes] | None = None
+        self._out = None
 
     def __enter__(self) -> RecordWriter:
-        if self.path is None:
-            self._stream = sys.stdout.buffer
-            return self
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise UsageError(f"cannot write {self.path}: folder {folder} does not exist")
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".tmp",
-                                         dir=folder)
-        self._stream = os.fdopen(fd, "wb")
+        from rpt_cli.outputs import OutputStream, plan_output
+
+        self._out = OutputStream(plan_output(self.path, self.option)).__enter__()
         return self
 
     def write(self, record: Any) -> None:
-        self._stream.write(dumps(record))
+        self._out.write(dumps(record))
         self.count += 1
         if self.path is None and self.count % 64 == 0:
-            self._stream.flush()
+            self._out.flush()
 
     def write_all(self, records: Iterable[Any]) -> int:
         for record in records:
@@ -193,15 +205,7 @@ class RecordWriter:
         return self.count
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.path is None:
-            if exc_type is None:
-                self._stream.flush()
-            return
-        self._stream.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            os.unlink(self._tmp)
+        self._out.__exit__(exc_type, exc, tb)
 
 
 _DATASET_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv",

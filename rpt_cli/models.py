@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rpt_cli.jsonl import UsageError
+from rpt_cli.jsonl import RuntimeFailure, UsageError
 
 BUILTIN_NAME = "smollm2-135m"
 BUILTIN_ALIASES = {BUILTIN_NAME, "smollm2-135m-instruct", "builtin", "default"}
@@ -75,15 +75,23 @@ def convert_gguf(gguf: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
+        # half-written folders of conversions killed outright (SIGKILL, power loss): nobody else
+        # converts this file while we hold the lock, so they are garbage
+        for stale in target.parent.glob(f".{target.name}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16,
-                quantization_config=GgufConfig(dequantize=True))
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                model = AutoModelForCausalLM.from_pretrained(
+                    gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16,
+                    quantization_config=GgufConfig(dequantize=True))
+            except (ValueError, KeyError, OSError, EOFError) as exc:  # not GGUF, or a model transformers cannot read
+                raise UsageError(f"model file {gguf}: cannot be read as a GGUF model ({_first_line(exc)})") from None
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             os.replace(tmp, target)
@@ -91,6 +99,11 @@ def convert_gguf(gguf: Path) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def resolve(spec: str) -> str:
@@ -112,7 +125,41 @@ def resolve(spec: str) -> str:
     looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1
     if looks_local:
         raise UsageError(f"model folder {spec} not found")
-    return spec  # a hub id; from_pretrained reports whether it can be fetched
+    return resolve_hub_id(spec)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all: one DNS lookup and TCP connection, so an
+    offline machine is told at once instead of after the hub client's minute of retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def resolve_hub_id(spec: str) -> str:
+    """A hub id as is when the hub can be reached (from_pretrained downloads or reuses its cache);
+    offline, the cached snapshot's folder, or at once a one-line error when it is not cached."""
+    if hub_reachable():
+        return spec
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(spec, local_files_only=True)
+    except Exception:  # noqa: BLE001 - any failure here means: not in the local cache
+        raise UsageError(f"model {spec!r} is not in the local Hugging Face cache and the hub cannot be reached "
+                         "(offline, or HF_HUB_OFFLINE is set): check the name, or download it once on a machine "
+                         "online (e.g. hf download " + spec + ")") from None
 
 
 def resolve_device(device: str) -> str:
@@ -138,8 +185,19 @@ def resolve_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
-def _hub_error(spec: str, exc: Exception) -> UsageError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+# what from_pretrained raises for a folder or file that is not a usable model (not memory errors)
+_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError)
+
+
+def _load_error(spec: str, source: str, exc: Exception) -> Exception:
+    """One line for a model that cannot be loaded: a corrupt cached conversion (with the command
+    that clears it), a folder that is not a usable model, or a hub id the hub cannot provide."""
+    first = _first_line(exc)
+    if Path(source).is_dir():
+        if Path(source).resolve().is_relative_to(cache_root().resolve()):
+            return RuntimeFailure(f"the cached conversion {source} of model {spec!r} cannot be loaded ({first}); "
+                                  f"clear it with: rm -rf {source} (the next run converts the model again)")
+        return UsageError(f"model folder {source} cannot be loaded ({first})")
     return UsageError(f"model {spec!r} could not be loaded: not a local folder or .gguf file, and the "
                       f"Hugging Face hub could not provide it ({first})")
 
@@ -159,12 +217,13 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False, source: str | 
     source = source or resolve(spec)
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise _hub_error(spec, exc) from None
+    except _LOAD_ERRORS as exc:
+        raise _load_error(spec, source, exc) from None
 
 
 def load_model(spec: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
     """Load (model, tokenizer, device) ready for inference: eval mode, on the chosen device."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(device)
@@ -174,7 +233,7 @@ def load_model(spec: str, *, device: str = "auto", dtype: str = "auto", trust_re
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype,
                                                      trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise _hub_error(spec, exc) from None
+    except _LOAD_ERRORS + (SafetensorError,) as exc:  # a broken weights file, config or hub answer: one line
+        raise _load_error(spec, source, exc) from None
     model.to(device).eval()
     return model, tokenizer, device

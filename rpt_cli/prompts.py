@@ -3,6 +3,10 @@
 `build_prompt` is the one place that turns a sample's context into the text a policy model sees;
 rollout, training and evaluation all call it, so the three see identical prompts.
 
+Text is text: a context holding a special token's string (`<|im_end|>`, `<|endoftext|>`) is
+encoded as ordinary tokens, never as that control token, so document text cannot forge chat turns
+or end a prompt; only the chat template's own markers are special (`PromptBuilder.encode`).
+
 Templates mark the context with the literal placeholder `{context}`. Substitution is a plain string
 replacement of that placeholder only: templates quote LaTeX such as `\\boxed{}`, and contexts are
 math text full of braces, so `str.format` (which interprets every brace) must never touch them.
@@ -152,16 +156,41 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """The token ids a backend feeds the model for a prompt built here.
-
-    A chat template writes its own begin-of-sequence token into the text, so special tokens are
-    added only when the text does not already start with it; both backends use this, so their
-    prompts, and the length limit checked here, agree token for token.
-    """
+def _adds_special_tokens(tokenizer, prompt: str) -> bool:
+    # a chat template writes its own begin-of-sequence token into the text
     bos = getattr(tokenizer, "bos_token", None)
-    add_special = not (bos and prompt.startswith(bos))
-    return tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+    return not (bos and prompt.startswith(bos))
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """The token ids of a prompt text taken as written: every special token's string in it is
+    that special token. For prompts a `PromptBuilder` made, use its `encode`, which keeps special
+    strings inside the context plain text.
+
+    Special tokens (BOS) are added only when the text does not already start with the
+    begin-of-sequence token."""
+    return tokenizer(prompt, add_special_tokens=_adds_special_tokens(tokenizer, prompt))["input_ids"]
+
+
+def plain_token_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` as plain text: special tokens' strings are split into ordinary tokens."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
+
+
+def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens (e.g. BOS, some tokenizers' EOS) the tokenizer puts before and after a
+    text when asked to add special tokens."""
+    probe = "a"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain):])
+    return [], []
+
+
+# stands for the context while the prompt's frame (template, chat markup) is laid out
+_CONTEXT_SLOT = "\ue000rpt-context-slot\ue000"
 
 
 class PromptBuilder:
@@ -175,8 +204,12 @@ class PromptBuilder:
         if self.config.max_prompt_tokens < 1:
             raise ValueError("max_prompt_tokens must be at least 1")
         self.chat = self.config.chat and has_chat_template(tokenizer)
+        # the prompt around the context: where its special markers may be
+        head, slot, tail = self._assemble(_CONTEXT_SLOT).partition(_CONTEXT_SLOT)
+        self._frame = (head, tail) if slot and _CONTEXT_SLOT not in tail else None
+        self._affixes = special_affixes(tokenizer)
         # tokens the prompt takes besides the context (instructions, chat markup, think prefix)
-        self.overhead_tokens = len(encode_prompt(tokenizer, self._assemble("")))
+        self.overhead_tokens = len(self.encode(self._assemble("")))
         if self.overhead_tokens >= self.config.max_prompt_tokens:
             raise ValueError(f"the template {self.template.name} alone takes {self.overhead_tokens} tokens, "
                              f"which leaves no room for a context within max_prompt_tokens="
@@ -196,25 +229,68 @@ class PromptBuilder:
         """The prompt for `context`, cut from the left if the whole prompt would exceed the limit."""
         return self.build_with_length(context)[0]
 
+    def encode(self, prompt: str) -> list[int]:
+        """The token ids a backend feeds the model for a prompt built here: the special markers
+        of the template and the chat template are their tokens; the context is plain text, so
+        special tokens' strings in it (`<|im_end|>` in a web page) are split into ordinary tokens.
+        Text runs between markers are tokenized whole, as the tokenizer itself does, so a context
+        free of such strings encodes exactly as `encode_prompt` encodes the prompt."""
+        context_span = self._context_span(prompt)
+        encoded = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+        markers = []  # (start, end, id) of the special tokens outside the context
+        special = self.tokenizer.added_tokens_decoder
+        for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            token = special.get(token_id)
+            if token is None or not token.special:
+                continue
+            if context_span is not None and start < context_span[1] and end > context_span[0]:
+                continue  # inside the context: plain text
+            markers.append((_stripped_start(prompt, start, token), _stripped_end(prompt, end, token), token_id))
+        ids, position = [], 0
+        for start, end, token_id in markers:
+            ids += plain_token_ids(self.tokenizer, prompt[position:start])
+            ids.append(token_id)
+            position = end
+        ids += plain_token_ids(self.tokenizer, prompt[position:])
+        if _adds_special_tokens(self.tokenizer, prompt):
+            before, after = self._affixes
+            ids = before + ids + after
+        return ids
+
+    def _context_span(self, prompt: str) -> tuple[int, int] | None:
+        """Where the context lies in a prompt built here (None for a prompt made elsewhere, whose
+        special strings are then taken as written)."""
+        if self._frame is None:
+            return None
+        head, tail = self._frame
+        if len(prompt) < len(head) + len(tail) or not prompt.startswith(head) or not prompt.endswith(tail):
+            return None
+        return len(head), len(prompt) - len(tail)
+
     def build_with_length(self, context: str) -> tuple[str, int]:
-        """(prompt, its length in tokens as `encode_prompt` counts them)."""
+        """(prompt, its length in tokens as `encode` counts them)."""
+        prompt, ids = self.build_with_ids(context)
+        return prompt, len(ids)
+
+    def build_with_ids(self, context: str) -> tuple[str, list[int]]:
+        """(prompt, its token ids as `encode` makes them), cut from the left if too long."""
         limit = self.config.max_prompt_tokens
         prompt = self._assemble(context)
-        length = len(encode_prompt(self.tokenizer, prompt))
-        if length <= limit:
-            return prompt, length
+        ids = self.encode(prompt)
+        if len(ids) <= limit:
+            return prompt, ids
         # Tokens can merge across the seam between template and context, so the context's own
         # token count is only an estimate of its share of the prompt: cut, measure, cut further.
         starts = context_token_starts(self.tokenizer, context)
         keep = min(len(starts), limit - self.overhead_tokens)
         while keep > 0:
             prompt = self._assemble(context[starts[len(starts) - keep]:])
-            length = len(encode_prompt(self.tokenizer, prompt))
-            if length <= limit:
-                return prompt, length
-            keep -= max(1, length - limit)
+            ids = self.encode(prompt)
+            if len(ids) <= limit:
+                return prompt, ids
+            keep -= max(1, len(ids) - limit)
         prompt = self._assemble("")
-        return prompt, len(encode_prompt(self.tokenizer, prompt))
+        return prompt, self.encode(prompt)
 
 
 def context_token_starts(tokenizer, context: str) -> list[int]:
@@ -223,7 +299,7 @@ def context_token_starts(tokenizer, context: str) -> list[int]:
     Byte-level tokenizers may split one character over several tokens; those tokens share the
     character's offset, and a cut can only fall before the whole character, so they count once.
     """
-    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)
+    encoded = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
     starts: list[int] = []
     for start, end in encoded["offset_mapping"]:
         if end <= start and start != 0:  # zero-width pieces carry no text to cut before
@@ -231,6 +307,21 @@ def context_token_starts(tokenizer, context: str) -> list[int]:
         if not starts or start > starts[-1]:
             starts.append(start)
     return starts or [0]
+
+
+def _stripped_start(text: str, start: int, token) -> int:
+    """Where a special token's match begins once its `lstrip` has taken the whitespace before it."""
+    if getattr(token, "lstrip", False):
+        while start > 0 and text[start - 1].isspace():
+            start -= 1
+    return start
+
+
+def _stripped_end(text: str, end: int, token) -> int:
+    if getattr(token, "rstrip", False):
+        while end < len(text) and text[end].isspace():
+            end += 1
+    return end
 
 
 def build_prompt(

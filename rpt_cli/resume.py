@@ -65,19 +65,22 @@ class ResumableFile:
     whether an incomplete last line (the trace of a crash mid-write) was cut off.
     """
 
-    def __init__(self, path: str, id_field: str = "id"):
+    def __init__(self, path: str, id_field: str = "id", settings_field: str = "rollout"):
         self.path = str(path)
         self.id_field = id_field
+        self.settings_field = settings_field
         self.done: set[bytes] = set()
         self.dropped_partial = False
+        # the distinct settings records of the file say they were made with: (first line, settings)
+        self.settings: list[tuple[int, dict]] = []
         self._stream = None
 
     def __enter__(self) -> ResumableFile:
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise UsageError(f"cannot write {self.path}: folder {folder} does not exist")
-        if os.path.isdir(self.path):
-            raise UsageError(f"cannot write {self.path}: it is a directory")
+        from rpt_cli.outputs import plan_output
+
+        if plan_output(self.path).kind != "file":
+            raise UsageError(f"-o {self.path}: --resume reads back and appends to a regular file, not a device, "
+                             "pipe or standard stream")
         if os.path.exists(self.path):
             self._recover()
         return self
@@ -103,6 +106,9 @@ class ResumableFile:
                     raise InputError(self.path, lineno, f'record has no "{self.id_field}"; cannot tell '
                                                         "which samples it holds, so it cannot be resumed")
                 self.done.add(id_key(record[self.id_field]))
+                made_with = record.get(self.settings_field)
+                if isinstance(made_with, dict) and all(made_with != seen for _, seen in self.settings):
+                    self.settings.append((lineno, made_with))
             good_bytes += len(raw) + 1
         if tail.strip():
             self.dropped_partial = True
@@ -110,6 +116,18 @@ class ResumableFile:
                 stream.truncate(good_bytes)
                 stream.flush()
                 os.fsync(stream.fileno())
+
+    def check_settings(self, settings: dict) -> None:
+        """Refuse to add records made with other settings than those already in the file: one
+        file would mix two experiments without a word. Settings a record does not carry (files of
+        an older rpt) are not compared."""
+        for lineno, recorded in self.settings:
+            differences = [f"{key} {recorded[key]!r} there, {value!r} now" for key, value in settings.items()
+                           if key in recorded and recorded[key] != value]
+            if differences:
+                raise InputError(self.path, lineno, "--resume: the file holds records made with other settings ("
+                                 + "; ".join(differences) + "); resume with the same settings, or write to "
+                                 "another file")
 
     @staticmethod
     def _parse(raw: bytes):

@@ -88,13 +88,14 @@ def _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, s
     stats.skipped_done += len(chunk) - len(todo)
     if not todo:
         return
-    built = [builder.build_with_length(sample["context"]) for sample in todo]
+    built = [builder.build_with_ids(sample["context"]) for sample in todo]
     seed = None if sampling.seed is None else derive_seed(sampling.seed, "chunk", index)
     started = time.perf_counter()
-    results = backend.generate([prompt for prompt, _ in built], n, replace(sampling, seed=seed))
+    # the builder's token ids: special strings inside contexts stay plain text
+    results = backend.generate([ids for _, ids in built], n, replace(sampling, seed=seed))
     stats.generate_seconds += time.perf_counter() - started
     records = []
-    for sample, (prompt, prompt_tokens), completions in zip(todo, built, results):
+    for sample, (prompt, prompt_ids), completions in zip(todo, built, results):
         stats.contexts += 1
         stats.completions += len(completions)
         stats.truncated += sum(c.finish_reason == FINISH_LENGTH for c in completions)
@@ -102,7 +103,7 @@ def _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, s
         records.append({
             **sample,
             "prompt": prompt,
-            "prompt_tokens": prompt_tokens,
+            "prompt_tokens": len(prompt_ids),
             "completions": [c.text for c in completions],
             "finish_reasons": [c.finish_reason for c in completions],
             "completion_tokens": [c.tokens for c in completions],
@@ -114,13 +115,13 @@ def _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, s
 def numbered_samples(numbered: Iterable[tuple[int, dict]], *, source: str, unique: bool = False,
                      limit: int | None = None, with_lines: bool = False) -> Iterator:
     """Samples from (line number, record) pairs, each with an `id` (its line number when it has
-    none), the first `limit` of them. With `unique`, a repeated id is an input error: resuming
-    tells done samples from the rest by id, so ids must tell samples apart. With `with_lines`,
-    (line number, sample) pairs."""
+    none), the first `limit` of them. With `unique`, a repeated id is an input error naming both
+    lines (records.md: ids tell samples apart wherever a command keys on them). With
+    `with_lines`, (line number, sample) pairs."""
     from rpt_cli.jsonl import InputError
     from rpt_cli.resume import id_key
 
-    seen: set[bytes] = set()
+    seen: dict[bytes, int] = {}
     for count, (lineno, sample) in enumerate(numbered):
         if limit is not None and count >= limit:
             return
@@ -129,6 +130,11 @@ def numbered_samples(numbered: Iterable[tuple[int, dict]], *, source: str, uniqu
         if unique:
             key = id_key(sample["id"])
             if key in seen:
-                raise InputError(source, lineno, f"duplicate id {sample['id']!r}: --resume needs a distinct id per sample")
-            seen.add(key)
+                raise InputError(source, lineno, duplicate_id_message(sample["id"], seen[key]))
+            seen[key] = lineno
         yield (lineno, sample) if with_lines else sample
+
+
+def duplicate_id_message(value, first_line: int) -> str:
+    return (f"duplicate id {value!r} (first on line {first_line}): ids must tell samples apart (results, "
+            f"logs and --resume are keyed on them); give each sample its own id")

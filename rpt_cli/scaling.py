@@ -19,8 +19,6 @@ problem in (B, P*) for each, then trust-region least squares (scipy) refines all
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +160,8 @@ def report_validator(report: dict) -> None:
     for name, entry in report["splits"].items():
         if not isinstance(entry, dict) or not (entry.get("accuracy") is None or _number(entry.get("accuracy"))):
             raise RecordError(f'"splits.{name}.accuracy" must be a number or null')
+        if entry["accuracy"] is not None and not 0 <= entry["accuracy"] <= 1:
+            raise RecordError(f'"splits.{name}.accuracy" is {entry["accuracy"]}: an accuracy lies between 0 and 1')
 
 
 def points_from_reports(numbered: Iterable[tuple[int, dict]], source: str, *, mode: str | None = None,
@@ -265,9 +265,12 @@ def evaluate_run(run: Path, samples, config, *, source: str | None = None, progr
 # --------------------------------------------------------------------------------------------
 
 def check_plot_path(path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"cannot write {path}: folder {folder} does not exist")
+    """Refuse a plot path that cannot be written, before any work (outputs.py)."""
+    from rpt_cli.outputs import plan_output
+
+    if path == "-":
+        raise UsageError("-o -: the plot is a PNG file; give a file name (the numbers go to standard output)")
+    plan_output(path, "-o")
 
 
 def plot_scaling(points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit], path: str, *, mode: str,
@@ -307,16 +310,16 @@ def plot_scaling(points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit], p
 
 
 def save_png(fig, path: str) -> None:
-    """Write a matplotlib figure as PNG atomically: beside its place, then moved in whole."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            fig.savefig(stream, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a matplotlib figure as PNG to `path` as outputs.py writes every output: atomically
+    for a file (beside its place, then moved in whole), in place for a device or FIFO."""
+    import io
+
+    from rpt_cli.outputs import OutputStream, plan_output
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    with OutputStream(plan_output(path, "-o")) as out:
+        out.write(buffer.getvalue())
 
 
 def scaling_result(mode: str, points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit],

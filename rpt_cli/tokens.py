@@ -196,7 +196,8 @@ class DocTokenizer:
         too (fast tokenizers only; left None otherwise)."""
         is_fast = bool(getattr(self.tokenizer, "is_fast", False))
         need_spans = self.table is None or not is_fast
-        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=is_fast)
+        # text is text: a special token's string in a document is ordinary tokens, not the control token
+        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=is_fast, split_special_tokens=True)
         docs = []
         for k, text in enumerate(texts):
             ids = list(enc["input_ids"][k])

@@ -72,7 +72,7 @@ def test_a_metrics_file_a_torn_last_line_and_two_runs(tmp_path):
      "error: {path}/metrics.jsonl:1: \"reward_mean\" must be a number, got 'high'"),
     (b"", [], "error: {path}/metrics.jsonl: no steps logged yet"),
     (b'{"step": 1, "reward_mean": 0.5}\n', ["--window", "0"], "error: --window must be at least 1"),
-    (b'{"step": 1, "reward_mean": 0.5}\n', ["-o", "/no/such/folder/x.png"], "error: cannot write /no/such/folder/x.png"),
+    (b'{"step": 1, "reward_mean": 0.5}\n', ["-o", "/no/such/folder/x.png"], "error: -o /no/such/folder/x.png: folder /no/such/folder does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, content, args, message):
     path = tmp_path / "run"

@@ -51,7 +51,7 @@ def test_unreachable_hub_id_is_one_line(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-org/no-such-model-xyz" in lines[0]
-    assert "could not be loaded: not a local folder or .gguf file" in lines[0]
+    assert "is not in the local Hugging Face cache and the hub cannot be reached" in lines[0]
 
 
 def test_device_and_dtype_choices():

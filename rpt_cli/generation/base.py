@@ -64,8 +64,10 @@ class GenerationBackend(Protocol):
     model_name: str  # what records carry as the model
     tokenizer: object
 
-    def generate(self, prompts: list[str], n: int, params: SamplingConfig) -> list[list[Completion]]:
-        """n completions for each prompt, in prompt order (`result[i][j]` is prompt i's j-th)."""
+    def generate(self, prompts: list[str] | list[list[int]], n: int, params: SamplingConfig) -> list[list[Completion]]:
+        """n completions for each prompt, in prompt order (`result[i][j]` is prompt i's j-th).
+        A prompt is token ids (as `PromptBuilder.encode` makes them) or a text, encoded by
+        `encode_prompt` (its special strings taken as written)."""
         ...
 
     def close(self) -> None:

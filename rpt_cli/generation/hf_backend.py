@@ -107,13 +107,14 @@ class HFBackend:
             kwargs["min_new_tokens"] = params.max_new_tokens
         return kwargs
 
-    def generate(self, prompts: list[str], n: int, params: SamplingConfig) -> list[list[Completion]]:
+    def generate(self, prompts: list[str] | list[list[int]], n: int, params: SamplingConfig) -> list[list[Completion]]:
         import torch
 
         params.check()
         if n < 1:
             raise ValueError("n must be at least 1")
-        encoded = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
+        encoded = [list(prompt) if isinstance(prompt, list) else encode_prompt(self.tokenizer, prompt)
+                   for prompt in prompts]
         # one row per completion; sorting by length (stable, so a prompt's rows stay together)
         # keeps padding low, and each prompt's completions keep their order j = 0..n-1
         rows = sorted((len(encoded[i]), i) for i in range(len(prompts)) for _ in range(n))

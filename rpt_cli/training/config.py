@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import importlib.util
 import os
 import types
@@ -321,6 +322,11 @@ def check_config(config: TrainConfig) -> None:
         raise UsageError("rpt train reads its samples from a file (it draws contexts at random), not standard input")
     if not config.output:
         raise UsageError("no output folder: pass -o FOLDER (checkpoints, the final model, metrics.jsonl)")
+    for key, value in config.as_dict().items():  # from a YAML file as much as from the command line
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{option_name(key)} {value}: must be a finite number")
+    if not 0 <= config.seed < 2**32:
+        raise UsageError(f"--seed {config.seed}: must be between 0 and {2**32 - 1}")
     at_least = {"num_generations": 2, "contexts_per_step": 1, "max_steps": 1, "save_steps": 1,
                 "max_prompt_tokens": 1, "max_completion_tokens": 1, "dynamic_sampling_max_rounds": 1,
                 "vllm_tensor_parallel_size": 1}

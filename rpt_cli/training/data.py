@@ -19,6 +19,7 @@ from rpt_cli.boundaries import Alignment, PolicyTokenizer, align, check_identity
 from rpt_cli.generation.base import derive_seed
 from rpt_cli.jsonl import InputError, ReadStats, RecordError, read_records
 from rpt_cli.reward import sample_of
+from rpt_cli.rollout import duplicate_id_message
 from rpt_cli.rollout import sample_validator as context_validator
 
 # The dataset columns: the prompt for TRL, the reward's inputs, and the id for the data-order log.
@@ -51,8 +52,13 @@ def read_samples(path: str, *, skip_bad: bool = False) -> Samples:
     """Every sample of `path` (records.md §3), checked; errors name the file and line (with
     `skip_bad`, malformed samples are skipped and counted instead)."""
     rows, lines, made_with, stats = [], [], [], ReadStats()
+    seen: dict[str, int] = {}  # batches.jsonl and the logs name samples by id
     for lineno, record in read_records(path, validate_sample, skip_bad=skip_bad, stats=stats, with_lines=True):
-        rows.append({"id": str(record.get("id", lineno)), "context": record["context"],
+        sample_id = str(record.get("id", lineno))
+        if sample_id in seen:
+            raise InputError(path, lineno, duplicate_id_message(record.get("id", lineno), seen[sample_id]))
+        seen[sample_id] = lineno
+        rows.append({"id": sample_id, "context": record["context"],
                      "target": record["target"], "boundaries": list(record["boundaries"])})
         lines.append(lineno)
         made_with.append(record.get("tokenizer"))

@@ -327,7 +327,7 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
         dynamic_sampling_from_step=config.dynamic_sampling_from_step,
         dynamic_sampling_max_rounds=config.dynamic_sampling_max_rounds,
         extract=getattr(reward_fn, "extract", None), run_log=log, flops_start=flops_at(output.resume_from),
-        save_total_limit=config.save_total_limit)
+        save_total_limit=config.save_total_limit, prompt_encoder=builder.encode)
     for callback in (PrinterCallback, ProgressCallback):  # stdout is for data; RunLog reports progress
         trainer.remove_callback(callback)
     if probability is not None:

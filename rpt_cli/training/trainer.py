@@ -118,8 +118,9 @@ class PolicyProbability:
 class RPTTrainer(GRPOTrainer):
     def __init__(self, *args, data_order: DataOrder, dynamic_sampling_from_step: int = 0,
                  dynamic_sampling_max_rounds: int = 10, extract=None, run_log=None, flops_start: float = 0.0,
-                 save_total_limit: int | None = None, **kwargs):
+                 save_total_limit: int | None = None, prompt_encoder=None, **kwargs):
         self.rpt_order = data_order
+        self.rpt_encode = prompt_encoder  # PromptBuilder.encode: contexts stay plain text
         self.rpt_dynamic_from = dynamic_sampling_from_step
         self.rpt_dynamic_rounds = dynamic_sampling_max_rounds
         self.rpt_extract = extract
@@ -160,7 +161,8 @@ class RPTTrainer(GRPOTrainer):
         if not prompts or not isinstance(prompts[0], str):
             return super()._tokenize_prompts(prompts)
         # each prompt comes G times in a row: tokenize it once
-        ids = {prompt: encode_prompt(self._tokenizer, prompt) for prompt in dict.fromkeys(prompts)}
+        encode = self.rpt_encode or (lambda prompt: encode_prompt(self._tokenizer, prompt))
+        ids = {prompt: encode(prompt) for prompt in dict.fromkeys(prompts)}
         return [ids[prompt] for prompt in prompts], None, {}
 
     # -- scoring and dynamic sampling --------------------------------------------------------
