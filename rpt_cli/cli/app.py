@@ -1,0 +1,174 @@
+"""The `rpt` Typer app, the options several commands share, and the checks every command makes
+before any work (input, outputs, numbers, memory)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from rpt_cli.console import handle_sigterm
+from rpt_cli.jsonl import STDIO, UsageError, read_records
+from rpt_cli.models import BUILTIN_NAME
+
+app = typer.Typer(
+    name="rpt",
+    help="Reinforcement Pre-Training (arXiv 2506.08007) as JSON Lines stages.\n\n"
+         "Every command reads JSONL (a file, or standard input) and writes JSONL to standard output "
+         "or -o FILE, so stages run alone or piped:\n\n"
+         "  rpt entropy corpus.jsonl | rpt filter --min 1.0 > samples.jsonl",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+# Options shared by several commands: same names, same help, everywhere.
+InputArg = Annotated[str, typer.Argument(metavar="INPUT", show_default=False,
+                                         help="JSONL input file; '-' or nothing reads standard input.")]
+OutputOpt = Annotated[Optional[str], typer.Option(
+    "--output", "-o", metavar="FILE",
+    help="Write to FILE instead of standard output (atomically: no partial file on failure).")]
+ModelOpt = Annotated[str, typer.Option(
+    "--model", "-m",
+    help=f"'{BUILTIN_NAME}' (built in), a Hugging Face folder (e.g. an rpt train checkpoint), "
+         "a .gguf file, or a hub id.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option(
+    help="auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16 or float16.")]
+SkipBadOpt = Annotated[bool, typer.Option(
+    "--skip-bad", help="Skip malformed records (counted on standard error) instead of stopping.")]
+SkipBadScoredOpt = Annotated[bool, typer.Option(
+    "--skip-bad", help="Skip malformed records, and samples whose boundaries cannot be re-derived in the model's "
+                       "tokens, (counted on standard error) instead of stopping.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="Allow model code from the hub to run (off unless asked).")]
+TextFieldOpt = Annotated[str, typer.Option(help="Field that holds the document text.")]
+IdFieldOpt = Annotated[str, typer.Option(help="Field that holds the document id (default: the line number).")]
+ANSWER_HELP = ("Answer format: boxed (the paper's: think, then the guess in \\boxed{}) or direct (the prompt is "
+               "the context alone and the completion is the guess: RPT without reasoning, an ablation).")
+AnswerOpt = Annotated[Optional[str], typer.Option(
+    "--answer", metavar="boxed|direct", show_default=False,
+    help=ANSWER_HELP + " Default: what the rollouts say (rollout.answer), else boxed.")]
+
+
+def main() -> None:
+    handle_sigterm()
+    stdout_before = _stdout_identity()
+    try:
+        app()
+    except SystemExit as exit:
+        # Rich ends help output with 1 when standard output's reader went away (`rpt filter
+        # --help | head -1`), after pointing stdout at /dev/null; the reader had all it wanted,
+        # which is success, as for data (console.cli_errors)
+        if exit.code == 1 and stdout_before != _stdout_identity() == _devnull_identity():
+            raise SystemExit(0) from None
+        raise
+
+
+def _stdout_identity() -> tuple[int, int] | None:
+    try:
+        st = os.fstat(sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _devnull_identity() -> tuple[int, int]:
+    st = os.stat(os.devnull)
+    return st.st_dev, st.st_ino
+
+
+def check_input(path: str) -> None:
+    """Refuse, before any work, an input file that cannot be read, and waiting forever on a
+    terminal when no input was given."""
+    if path == STDIO:
+        if sys.stdin.isatty():
+            raise UsageError("no input: give a JSONL file, or pipe records into standard input")
+        return
+    from rpt_cli.jsonl import InputError
+
+    # checked without opening: opening a FIFO would take its data from the run that reads it
+    if not os.path.exists(path):
+        raise InputError(path, None, "no such file")
+    if os.path.isdir(path):
+        raise InputError(path, None, "is a directory, not a JSONL file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, None, "permission denied")
+
+
+SEED_LIMIT = 2**32  # numpy, which transformers seeds too, takes seeds below 2**32
+
+
+def check_numbers(params: dict) -> None:
+    """Refuse, before any work, numbers no setting means: NaN or infinity in any option, and seeds
+    outside 0 … 2**32 − 1."""
+    import math
+
+    for name, value in params.items():
+        option = "--" + name.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{option} {value}: must be a finite number")
+        if name == "seed" and isinstance(value, int) and not 0 <= value < SEED_LIMIT:
+            raise UsageError(f"{option} {value}: must be between 0 and {SEED_LIMIT - 1}")
+
+
+# bytes one sampled token may take while a chunk's completions are held: its id in the engine's
+# output, its text, and the Python objects around them (a generous figure: the check is a cap
+# against runaway settings such as -n 1000000, not a prediction)
+BYTES_PER_HELD_TOKEN = 16
+
+
+def check_memory(contexts: int, completions: int, tokens: int, *, names: str, override: bool) -> None:
+    """Refuse settings whose completions of one chunk (contexts × completions × tokens) could not
+    fit in half of this machine's memory, before the model loads; `override` (--no-memory-check)
+    lets them through."""
+    if override:
+        return
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    need = contexts * completions * tokens * BYTES_PER_HELD_TOKEN
+    if need > memory / 2:
+        raise UsageError(f"{names} = {contexts:,} × {completions:,} × {tokens:,} tokens could take about "
+                         f"{need / 2**30:,.0f} GiB of memory at once, more than half of this machine's "
+                         f"{memory / 2**30:,.0f} GiB; lower them, or pass --no-memory-check")
+
+
+NoMemoryCheckOpt = Annotated[bool, typer.Option(
+    "--no-memory-check", help="Skip the check that one chunk's completions (contexts × completions × max new tokens) "
+                              "fit in half of this machine's memory.")]
+
+
+def check_outputs(inputs: str | list[str] | None, *outputs: tuple[str, str | None]) -> None:
+    """Refuse, before any work, an output that cannot be written, that is an input, or that
+    another output of the command also writes (outputs.py); (option, path) pairs, path None for
+    standard output."""
+    from rpt_cli.outputs import check_outputs as check
+
+    check(outputs, inputs if isinstance(inputs, list) else [inputs])
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {value}: expected i/n, e.g. 3/8") from None
+    if n < 1 or not 1 <= i <= n:
+        raise UsageError(f"--shard {value}: i must be between 1 and n")
+    return i, n
+
+
+def prevalidate(path: str, validate, shard) -> None:
+    """Read a whole input file once before loading a model, so a bad line 9,000 stops the run
+    before minutes of model work (standard input cannot be read twice and is checked as read)."""
+    if path == STDIO or not os.path.isfile(path):
+        return
+    for _ in read_records(path, validate, shard=shard):
+        pass

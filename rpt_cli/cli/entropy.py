@@ -1,0 +1,106 @@
+"""`rpt entropy`: top-k entropy of every position of a corpus. The command only: the work is in the core modules."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from rpt_cli.cli.app import (
+    DeviceOpt, DtypeOpt, IdFieldOpt, InputArg, ModelOpt, OutputOpt, SkipBadOpt, TextFieldOpt, TrustOpt, app,
+    check_input, check_numbers, check_outputs, parse_shard, prevalidate)
+from rpt_cli.console import cli_errors, stderr
+from rpt_cli.jsonl import ReadStats, RecordWriter, STDIO, UsageError, read_records
+from rpt_cli.models import BUILTIN_NAME
+
+
+@app.command(epilog="Example:  rpt entropy examples/data/corpus.jsonl | rpt filter --min 1.0 > samples.jsonl")
+def entropy(
+    input: InputArg = STDIO,
+    output: OutputOpt = None,
+    model: ModelOpt = BUILTIN_NAME,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    top_k: Annotated[int, typer.Option("--top-k", help="Entropy over the k most likely next tokens, renormalized (paper: 16).")] = 16,
+    text_field: TextFieldOpt = "text",
+    id_field: IdFieldOpt = "id",
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Read the corpus through `datasets` instead: a parquet/JSON/CSV file or a hub name.")] = None,
+    dataset_split: Annotated[str, typer.Option(help="Split of --dataset.")] = "train",
+    dataset_config: Annotated[Optional[str], typer.Option(help="Configuration name of --dataset.")] = None,
+    window: Annotated[int, typer.Option(help="Tokens per forward pass at most (capped by the model's maximum).")] = 4096,
+    overlap: Annotated[Optional[int], typer.Option(
+        help="Context tokens carried into the next window of a long document (default: a quarter of the window).")] = None,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (rows × longest row).")] = 8192,
+    shard: Annotated[Optional[str], typer.Option(
+        metavar="I/N", help="Score only the I-th of N disjoint slices of the input (1-based), e.g. 3/8.")] = None,
+    skip_bad: SkipBadOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Score every position of a corpus with a proxy model's top-k entropy.
+
+    Adds [bold]offsets[/] (UTF-8 byte offsets of the model's tokens), [bold]entropy[/] (nats, null
+    where the model had no context), [bold]entropy_model[/], [bold]entropy_top_k[/] and [bold]tokenizer[/] (name and fingerprint of the tokenizer the offsets come from) to each document.
+    """
+    with cli_errors():
+        check_numbers(locals())
+        from rpt_cli.entropy import EntropyScorer, corpus_validator
+        from rpt_cli.jsonl import read_dataset
+        from rpt_cli.models import display_name, load_model
+
+        shard_slice = parse_shard(shard)
+        if top_k < 1:
+            raise UsageError("--top-k must be at least 1")
+        if batch_tokens < 1 or window < 2:
+            raise UsageError("--batch-tokens must be positive and --window at least 2")
+        validate = corpus_validator(text_field, id_field)
+        stats = ReadStats()
+        if dataset is not None:
+            if input != STDIO:
+                raise UsageError("give either an INPUT file or --dataset, not both")
+            records = read_dataset(dataset, validate, split=dataset_split, config=dataset_config,
+                                   skip_bad=skip_bad, stats=stats, shard=shard_slice)
+        else:
+            check_input(input)
+        check_outputs(dataset or input, ("-o", output))
+        if dataset is None:
+            if not skip_bad:
+                prevalidate(input, validate, shard_slice)
+            records = read_records(input, validate, skip_bad=skip_bad, stats=stats,
+                                   shard=shard_slice, with_lines=True)
+
+        def with_ids():
+            for lineno, doc in records:
+                if doc.get(id_field) is None:
+                    doc[id_field] = lineno
+                yield doc
+
+        lm, tokenizer, resolved_device = load_model(model, device=device, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code)
+        try:
+            scorer = EntropyScorer(lm, tokenizer, device=resolved_device, top_k=top_k, window=window,
+                                   overlap=overlap, batch_tokens=batch_tokens)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if not scorer.uses_head and lm.base_model is not lm:
+            stderr.print("entropy: note: the model's logits are not its output layer on its hidden states (an "
+                         "unknown post-processing); scoring from its full logits (slower)")
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=stderr,
+                      transient=True, disable=not stderr.is_terminal) as progress, RecordWriter(output) as out:
+            task = progress.add_task("entropy: starting")
+
+            def show(s):
+                progress.update(task, description=f"entropy: {s.documents:,} documents, "
+                                                  f"{s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s")
+            out.write_all(scorer.score(with_ids(), text_field, model_name=display_name(model),
+                                       on_chunk=show))
+        s = scorer.stats
+        stderr.print(f"entropy: {s.documents:,} documents, {s.tokens:,} tokens in {s.seconds:.1f} s "
+                     f"({s.tokens_per_second:,.0f} tokens/s, {resolved_device})")
+        if s.dropped_bytes:
+            stderr.print(f"warning: {s.dropped_documents:,} document(s) hold {s.dropped_bytes:,} byte(s) the "
+                         f"tokenizer has no token for: they stay in the text, inside the span of the "
+                         f"token after them, but the model does not see them")
+        stats.report(stderr)

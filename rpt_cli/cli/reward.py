@@ -1,0 +1,112 @@
+"""`rpt reward`: score rollouts with the verifiable reward. The command only: the work is in the core modules."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from rpt_cli.cli.app import (
+    AnswerOpt, DeviceOpt, DtypeOpt, InputArg, OutputOpt, SkipBadScoredOpt, TrustOpt, app, check_input, check_numbers,
+    check_outputs, prevalidate)
+from rpt_cli.console import cli_errors, stderr
+from rpt_cli.jsonl import ReadStats, RecordWriter, STDIO, UsageError, read_records
+from rpt_cli.models import BUILTIN_NAME
+
+
+@app.command(epilog="Examples:  rpt rollout samples.jsonl | rpt reward | jq -c .rewards\n\n"
+                    "rpt reward rollouts.jsonl --fn dense --model smollm2-135m -o scored.jsonl")
+def reward(
+    input: InputArg = STDIO,
+    output: OutputOpt = None,
+    fn: Annotated[str, typer.Option(
+        "--fn", help="Reward function: prefix (Eq. 3), first-token, dense or conditional-dense (paper, Appendix A).")] = "prefix",
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m",
+        help=f"Needed by first-token (its tokenizer) and the dense variants (its probabilities): '{BUILTIN_NAME}', "
+             "a Hugging Face folder, a .gguf file or a hub id.")] = None,
+    answer: AnswerOpt = None,
+    no_think: Annotated[bool, typer.Option(
+        "--no-think", help="For answers without thinking: take the last \\boxed{} anywhere, not only after </think>.")] = False,
+    correct: Annotated[str, typer.Option(
+        help="dense variants: what counts as correct (reward 1): first-token (the paper's definition) or prefix (Eq. 3).")] = "first-token",
+    unsolved_reward: Annotated[float, typer.Option(
+        help="conditional-dense: the reward of every completion in a group without a correct one.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="dense variants: contexts per forward pass.")] = 8,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    skip_bad: SkipBadScoredOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Score rollouts: extract each completion's answer and reward it against the ground truth.
+
+    Adds [bold]predictions[/] (the text in the last \\boxed{} after </think>, or in the direct answer format the whole completion; null when none), [bold]rewards[/] and [bold]reward_fn[/] to each rollout.
+
+    A summary (mean reward, share without a prediction, pass@G) goes to standard error.
+    """
+    with cli_errors():
+        check_numbers(locals())
+        from rpt_cli.answers import check_answer
+        from rpt_cli.jsonl import source_name
+        from rpt_cli.reward import (CORRECTNESS_RULES, NEEDS_MODEL, NEEDS_TOKENIZER, REWARD_FUNCTIONS,
+                                    RewardStats, answer_checked, get_reward_function, rollout_validator,
+                                    score_rollouts)
+
+        if fn not in REWARD_FUNCTIONS:
+            raise UsageError(f"--fn {fn}: choose one of {', '.join(REWARD_FUNCTIONS)}")
+        if answer is not None:
+            check_answer(answer)
+        if correct not in CORRECTNESS_RULES:
+            raise UsageError(f"--correct {correct}: choose one of {', '.join(CORRECTNESS_RULES)}")
+        if batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        uses_model = fn in NEEDS_MODEL or fn in NEEDS_TOKENIZER
+        if uses_model and model is None:
+            raise UsageError(f"--fn {fn} needs --model (the policy whose tokenizer"
+                             f"{' and probabilities' if fn in NEEDS_MODEL else ''} it uses), e.g. --model {BUILTIN_NAME}")
+        if model is not None and not uses_model:
+            stderr.print(f"reward: note: --fn {fn} does not use --model; ignoring it")
+        check_input(input)
+        check_outputs(input, ("-o", output))
+        validate = rollout_validator(REWARD_FUNCTIONS[fn])
+        options: dict = {"require_think": not no_think}
+        notes: dict = {}
+        if uses_model:
+            from rpt_cli.models import display_name, load_model, load_tokenizer
+
+            if not skip_bad:
+                prevalidate(input, validate, None)  # before minutes of model loading
+            notes["model"] = display_name(model)
+            if fn in NEEDS_TOKENIZER:
+                options["tokenizer"] = load_tokenizer(model, trust_remote_code=trust_remote_code)
+            else:
+                lm, tokenizer, resolved_device = load_model(model, device=device, dtype=dtype,
+                                                            trust_remote_code=trust_remote_code)
+                options.update(model=lm, tokenizer=tokenizer, device=resolved_device, correct=correct,
+                               batch_size=batch_size)
+                if fn == "conditional-dense":
+                    options["unsolved_reward"] = unsolved_reward
+        reward_fn = get_reward_function(fn, **options)
+        read_stats, stats = ReadStats(), RewardStats()
+        started = time.perf_counter()
+        numbered = read_records(input, validate, skip_bad=skip_bad, stats=read_stats, with_lines=True)
+        alignment = None
+        if uses_model:  # judge the model's own tokens: boundaries made with another tokenizer are re-derived
+            from rpt_cli.boundaries import Alignment, PolicyTokenizer, aligned_records
+
+            policy = PolicyTokenizer(options["tokenizer"], notes["model"], model)
+            alignment = Alignment(policy.identity)
+            numbered = aligned_records(numbered, policy, source_name(input), alignment=alignment,
+                                       stats=read_stats if skip_bad else None)
+        records = answer_checked(numbered, reward_fn, given=answer, source=source_name(input))
+        with RecordWriter(output) as out:
+            out.write_all(score_rollouts(records, reward_fn, stats=stats, notes=notes))
+        for note in alignment.notes() if alignment else ():
+            stderr.print(f"reward: note: {note}", markup=False)
+        seconds = time.perf_counter() - started
+        stderr.print(f"reward ({fn}, {reward_fn.answer} answers): {stats.groups:,} records, {stats.completions:,} completions: "
+                     f"mean reward {stats.mean_reward:.4f}, no prediction {stats.no_prediction_share:.1%}, "
+                     f"{stats.g_label} {stats.pass_at_g:.1%}, accuracy {stats.accuracy:.1%}, "
+                     f"{stats.tied_groups:,} groups with all rewards equal, in {seconds:.1f} s")
+        read_stats.report(stderr)

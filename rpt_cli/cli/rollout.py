@@ -1,0 +1,180 @@
+"""`rpt rollout`: G sampled completions per context. The command only: the work is in the core modules."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from rpt_cli.cli.app import (
+    ANSWER_HELP, DeviceOpt, DtypeOpt, InputArg, ModelOpt, NoMemoryCheckOpt, OutputOpt, SkipBadOpt, TrustOpt, app,
+    check_input, check_memory, check_numbers, check_outputs)
+from rpt_cli.console import cli_errors, stderr
+from rpt_cli.jsonl import ReadStats, STDIO, UsageError, read_records
+from rpt_cli.models import BUILTIN_NAME
+
+
+ROLLOUT_EXAMPLE = ("rpt rollout samples.jsonl -n 8 --max-new-tokens 1024 -o rollouts.jsonl --resume\n\n"
+                   "  rpt filter scored.jsonl --min 1.0 | rpt rollout -n 4 --max-new-tokens 256 | rpt reward > scored.jsonl")
+
+
+@app.command(epilog=f"Examples:  {ROLLOUT_EXAMPLE}")
+def rollout(
+    input: InputArg = STDIO,
+    output: OutputOpt = None,
+    model: ModelOpt = BUILTIN_NAME,
+    num_rollouts: Annotated[int, typer.Option("--num-rollouts", "-n", help="Completions sampled per context (G; paper: 8).")] = 8,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (paper: 0.8; 0 is greedy).")] = 0.8,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability (1.0: off).")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sample only among the K most likely tokens (0: off).", metavar="K")] = 0,
+    answer: Annotated[str, typer.Option(
+        "--answer", metavar="boxed|direct", help=ANSWER_HELP + " Recorded in rollout.answer.")] = "boxed",
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        help="Longest completion in tokens (default: 8192 as in the paper; 1 with --answer direct); longer ones end "
+             "with finish reason 'length'.", show_default=False)] = None,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt in tokens (paper: 4096); longer contexts are cut from the left at a token boundary.")] = 4096,
+    template: Annotated[Optional[str], typer.Option(
+        help="Prompt template: v0 (the paper's, the default), v5, v6, fewshot, direct (the default with --answer "
+             "direct), or a text file with a {context} placeholder.", show_default=False)] = None,
+    list_templates: Annotated[bool, typer.Option("--list-templates", help="Print the built-in templates in full and exit.")] = False,
+    chat: Annotated[Optional[bool], typer.Option(
+        "--chat/--no-chat", help="Wrap the prompt in the model's chat template, when it has one (default: chat; "
+                                 "no chat with --answer direct).", show_default=False)] = None,
+    think_prefix: Annotated[Optional[str], typer.Option(
+        help="Text that opens the model's answer, e.g. '<think>' plus a newline for thinking models (none by default).")] = None,
+    backend: Annotated[str, typer.Option(help="auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Contexts per chunk: sampled in one backend call, then written and flushed.")] = 32,
+    max_batch_sequences: Annotated[Optional[int], typer.Option(
+        help="hf: sequences per generate call at most (default: as many as a quarter of memory holds).")] = None,
+    tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs to split the model over.")] = 1,
+    gpu_memory_utilization: Annotated[float, typer.Option(help="vllm: share of GPU memory for weights and KV cache.")] = 0.9,
+    max_model_len: Annotated[Optional[int], typer.Option(help="vllm: longest prompt + completion (default: the model's).")] = None,
+    enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="vllm: skip graph capture and compilation (starts faster, samples slower).")] = False,
+    no_memory_check: NoMemoryCheckOpt = False,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling (recorded in rollout.seed): same seed, same completions.")] = 0,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="With -o: keep the records already in FILE, skip their ids, append the rest chunk by chunk.")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N samples (smoke runs).", metavar="N")] = None,
+    skip_bad: SkipBadOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Sample G chains of thought per context: the rollouts of next-token reasoning.
+
+    Adds [bold]prompt[/], [bold]prompt_tokens[/], [bold]completions[/], [bold]finish_reasons[/]
+    (stop or length), [bold]completion_tokens[/] and [bold]rollout[/] (model, template, sampling
+    settings, seed, backend) to each sample, in input order.
+    """
+    with cli_errors():
+        check_numbers(locals())
+        from rpt_cli.prompts import TemplateError, load_template
+
+        if list_templates:
+            from rpt_cli.prompts import list_templates as builtin_templates
+
+            for item in builtin_templates():
+                sys.stdout.write(f"== {item.name}: {item.description}\n{item.text}\n\n")
+            return
+        from rpt_cli.answers import check_answer, prompt_defaults
+
+        defaults = prompt_defaults(check_answer(answer))
+        template = defaults["template"] if template is None else template
+        chat = defaults["chat"] if chat is None else chat
+        max_new_tokens = defaults["max_new_tokens"] if max_new_tokens is None else max_new_tokens
+        for name, value in (("--num-rollouts", num_rollouts), ("--batch-size", batch_size),
+                            ("--max-new-tokens", max_new_tokens), ("--max-prompt-tokens", max_prompt_tokens),
+                            ("--limit", limit), ("--max-batch-sequences", max_batch_sequences),
+                            ("--tensor-parallel-size", tensor_parallel_size)):
+            if value is not None and value < 1:
+                raise UsageError(f"{name} must be at least 1")
+        if temperature < 0:
+            raise UsageError("--temperature must not be negative")
+        if not 0 < top_p <= 1:
+            raise UsageError("--top-p must be in (0, 1]")
+        if top_k < 0:
+            raise UsageError("--top-k must be 0 (off) or positive")
+        check_memory(batch_size, num_rollouts, max_new_tokens, names="--batch-size × -n × --max-new-tokens",
+                     override=no_memory_check)
+        try:
+            prompt_template = load_template(template)
+        except TemplateError as exc:
+            raise UsageError(str(exc)) from None
+        from rpt_cli.generation.base import SamplingConfig
+        from rpt_cli.jsonl import source_name
+        from rpt_cli.resume import id_key, open_chunk_output
+        from rpt_cli.rollout import RolloutStats, numbered_samples, rollout_chunks, sample_validator
+
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                  top_k=top_k, seed=seed)
+        check_input(input)
+        check_outputs(input, ("-o", output))
+        source = source_name(input)
+
+        def samples(stats: ReadStats | None = None):
+            return numbered_samples(read_records(input, sample_validator, skip_bad=skip_bad, stats=stats,
+                                                 with_lines=True), source=source, unique=True, limit=limit)
+
+        if not skip_bad and input != STDIO and os.path.isfile(input):
+            for _ in samples():  # a bad line stops the run before the model loads
+                pass
+        read_stats, stats = ReadStats(), RolloutStats()
+        with open_chunk_output(output, resume=resume) as out:
+            if resume:
+                # what can be compared before the model loads; the rest once it has
+                out.check_settings({"answer": answer, "template": prompt_template.name, "think_prefix": think_prefix,
+                                    "n": num_rollouts, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+                                    "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
+                                    "seed": seed})
+                if out.dropped_partial:
+                    stderr.print(f"rollout: dropped an incomplete last line of {output} (an interrupted write)")
+                stderr.print(f"rollout: resuming: {len(out.done):,} samples already in {output}")
+            from rpt_cli.generation import get_backend
+            from rpt_cli.prompts import PromptBuilder, PromptConfig
+
+            engine = get_backend(backend, model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                 seed=seed, max_batch_sequences=max_batch_sequences,
+                                 tensor_parallel_size=tensor_parallel_size,
+                                 gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                                 enforce_eager=enforce_eager)
+            try:
+                length_limit = getattr(engine, "max_model_len", None)
+                if length_limit is not None and max_prompt_tokens >= length_limit:
+                    raise UsageError(f"--max-prompt-tokens {max_prompt_tokens} leaves no room for a completion "
+                                     f"within the model length {length_limit}; lower it or raise --max-model-len")
+                try:
+                    builder = PromptBuilder(engine.tokenizer, PromptConfig(
+                        template=prompt_template, chat=chat, think_prefix=think_prefix,
+                        max_prompt_tokens=max_prompt_tokens))
+                except ValueError as exc:
+                    raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
+                metadata = {"model": engine.model_name, "backend": engine.name, "answer": answer,
+                            "template": prompt_template.name,
+                            "chat": builder.chat, "think_prefix": think_prefix, "n": num_rollouts,
+                            "temperature": temperature, "top_p": top_p, "top_k": top_k,
+                            "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens, "seed": seed}
+                if resume:
+                    out.check_settings(metadata)
+                done = out.done if resume else None
+                from rich.progress import Progress, SpinnerColumn, TextColumn
+
+                with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=stderr,
+                              transient=True, disable=not stderr.is_terminal) as progress:
+                    task = progress.add_task("rollout: loading done, sampling the first chunk")
+                    for records in rollout_chunks(samples(read_stats), engine, builder, n=num_rollouts, sampling=sampling,
+                                                  chunk_contexts=batch_size, metadata=metadata, stats=stats,
+                                                  is_done=(lambda sample: id_key(sample["id"]) in done) if resume else None):
+                        out.write_chunk(records)
+                        progress.update(task, description=f"rollout: {stats.contexts:,} contexts, "
+                                                          f"{stats.new_tokens:,} new tokens, "
+                                                          f"{stats.tokens_per_second:,.0f} tokens/s")
+            finally:
+                engine.close()
+        stderr.print(f"rollout: {stats.contexts:,} contexts x {num_rollouts} = {stats.completions:,} completions, "
+                     f"{stats.new_tokens:,} new tokens in {stats.generate_seconds:.1f} s "
+                     f"({stats.tokens_per_second:,.0f} tokens/s, {engine.name}); "
+                     f"{stats.truncated:,} cut at --max-new-tokens")
+        if stats.skipped_done:
+            stderr.print(f"rollout: skipped {stats.skipped_done:,} samples already in {output}")
+        read_stats.report(stderr)
