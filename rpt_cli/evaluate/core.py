@@ -1,0 +1,304 @@
+"""`rpt eval` settings and the evaluation of one model in each mode, on the same samples."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from rpt_cli.answers import DEFAULT_ANSWER, check_answer, prompt_defaults
+from rpt_cli.evaluate.ntp import (
+    DEFAULT_BATCH_TOKENS,
+    NextTokenPredictor,
+    PredictorStats,
+    evaluate_ntp,
+)
+from rpt_cli.evaluate.reasoning import evaluate_reasoning
+from rpt_cli.evaluate.runs import ModelRef
+from rpt_cli.evaluate.samples import (
+    INTERVAL,
+    MODES,
+    SPLIT_CHOICES,
+    EvalSample,
+    Outcome,
+    in_policy_tokens,
+    split_report,
+)
+from rpt_cli.jsonl import ReadStats, UsageError
+from rpt_cli.reward import REWARD_FUNCTIONS
+
+# --------------------------------------------------------------------------------------------
+# One evaluation: settings, models, reports
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class EvalConfig:
+    """Every setting of `rpt eval`. Prompt settings left None come from the training run of the
+    model being evaluated when there is one (config.yaml), else from rpt rollout's defaults."""
+
+    modes: tuple[str, ...] = ("ntp",)
+    split: str = "all"
+    limit: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    # ntp
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    max_context_tokens: int | None = None
+    share_passes: bool = True
+    # reasoning (sampled completions, in either answer format)
+    answer: str | None = None
+    backend: str = "auto"
+    num_samples: int = 1
+    fn: str = "prefix"
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int | None = None
+    template: str | None = None
+    chat: bool | None = None
+    think_prefix: str | None = None
+    max_prompt_tokens: int | None = None
+    no_think: bool | None = None
+    batch_size: int = 32
+    max_batch_sequences: int | None = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+
+    def check(self) -> None:
+        """Refuse bad settings before any model loads (UsageError, exit 2)."""
+        if not self.modes:
+            raise UsageError("--mode: give ntp, reasoning or both")
+        for mode in self.modes:
+            if mode not in MODES:
+                raise UsageError(f"--mode {mode}: choose ntp or reasoning")
+        if self.split not in SPLIT_CHOICES:
+            raise UsageError(f"--split {self.split}: choose one of {', '.join(SPLIT_CHOICES)}")
+        for name, value in (("--limit", self.limit), ("--batch-tokens", self.batch_tokens),
+                            ("--max-context-tokens", self.max_context_tokens), ("--num-samples", self.num_samples),
+                            ("--max-new-tokens", self.max_new_tokens), ("--max-prompt-tokens", self.max_prompt_tokens),
+                            ("--batch-size", self.batch_size), ("--max-batch-sequences", self.max_batch_sequences),
+                            ("--tensor-parallel-size", self.tensor_parallel_size)):
+            if value is not None and value < 1:
+                raise UsageError(f"{name} must be at least 1")
+        if self.fn not in REWARD_FUNCTIONS:
+            raise UsageError(f"--fn {self.fn}: choose one of {', '.join(REWARD_FUNCTIONS)}")
+        if self.answer is not None:
+            check_answer(self.answer)
+        if self.temperature < 0:
+            raise UsageError("--temperature must not be negative")
+        if not 0 < self.top_p <= 1:
+            raise UsageError("--top-p must be in (0, 1]")
+        if self.top_k < 0:
+            raise UsageError("--top-k must be 0 (off) or positive")
+        if self.template is not None:
+            from rpt_cli.prompts import TemplateError, load_template
+
+            try:
+                load_template(self.template)
+            except TemplateError as exc:
+                raise UsageError(str(exc)) from None
+
+    def check_model(self, ref: ModelRef) -> None:
+        """Refuse, before any work, a prompt template that a model's training run names but
+        that cannot be loaded here."""
+        if "reasoning" in self.modes:
+            from rpt_cli.prompts import TemplateError, load_template
+
+            try:
+                load_template(self.prompt_settings(ref)["template"])
+            except TemplateError as exc:
+                raise UsageError(f"--model {ref.spec}: {exc}") from None
+
+    def prompt_settings(self, ref: ModelRef) -> dict:
+        """answer, template, chat, think_prefix, max_prompt_tokens, no_think and max_new_tokens for
+        one model: given options first, then the model's training run, then the answer format's
+        defaults. The run's prompt settings apply only when it was trained in the answer format
+        evaluated here (a run trained in the direct format says nothing about boxed prompts)."""
+        run_answer = ref.run_settings.get("answer") or DEFAULT_ANSWER
+        answer = self.answer or run_answer
+        run = ref.run_settings if answer == run_answer else {}
+        defaults = prompt_defaults(answer)
+
+        def pick(given, key, default):
+            if given is not None:
+                return given
+            value = run.get(key)
+            return value if value is not None else default
+        return {"answer": answer, "template": pick(self.template, "template", defaults["template"]),
+                "chat": bool(pick(self.chat, "chat", defaults["chat"])),
+                "think_prefix": self.think_prefix if self.think_prefix is not None else run.get("think_prefix"),
+                "max_prompt_tokens": int(pick(self.max_prompt_tokens, "max_prompt_tokens", 4096)),
+                "no_think": bool(pick(self.no_think, "no_think", False)),
+                "max_new_tokens": int(pick(self.max_new_tokens, "max_completion_tokens", defaults["max_new_tokens"]))}
+
+
+@dataclass
+class Progress:
+    """Callbacks to show progress; all optional."""
+
+    on_start: Callable[[str], None] | None = None
+    on_count: Callable[[str], None] | None = None
+    on_note: Callable[[str], None] | None = None
+
+
+def _report(ref: ModelRef, mode: str, samples: Sequence[EvalSample], outcomes: Sequence[Outcome],
+            config: EvalConfig, source: str | None, seconds: float, settings: dict) -> dict:
+    # the answer format of the sampled completions (reasoning mode); ntp reads no answer
+    answer = config.prompt_settings(ref)["answer"] if mode == "reasoning" else None
+    report = {**ref.as_fields(), "mode": mode, "answer": answer}
+    report.update(split_report(samples, outcomes, config.split, reasoning=mode == "reasoning"))
+    report.update({"interval": INTERVAL, "split": config.split, "limit": config.limit, "seed": config.seed,
+                   "samples": source, "settings": settings, "seconds": round(seconds, 3)})
+    return report
+
+
+def _detail_rows(ref: ModelRef, mode: str, samples: Sequence[EvalSample], details: Sequence[dict]) -> Iterator[dict]:
+    for sample, detail in zip(samples, details):
+        record = sample.record
+        yield {"id": record.get("id"), "doc_id": record.get("doc_id"), "position": record.get("position"),
+               "model": ref.name, "mode": mode, "split": sample.label, "entropy": record.get("entropy"),
+               "context": record["context"], "target": record["target"], "boundaries": list(sample.truth.boundaries),
+               **detail}
+
+
+def evaluate_model(ref: ModelRef, samples: Sequence[EvalSample], config: EvalConfig, *, source: str | None = None,
+                   on_details: Callable[[dict], None] | None = None, progress: Progress | None = None,
+                   skipped: ReadStats | None = None) -> list[dict]:
+    """Reports (records.md §6) of one model in each of `config.modes`, on the same samples (their
+    boundaries in the model's tokens: `in_policy_tokens`); the per-sample details go to
+    `on_details` as they are ready. With `skipped` (--skip-bad), samples whose boundaries cannot
+    be re-derived for this model are left out and recorded there."""
+    from rpt_cli.generation import resolve_backend_name
+    from rpt_cli.jsonl import source_name
+    from rpt_cli.models import load_model, load_tokenizer
+
+    progress = progress or Progress()
+    reasoning = "reasoning" in config.modes
+    backend_name = resolve_backend_name(config.backend) if reasoning else None
+    needs_loaded_model = "ntp" in config.modes or backend_name == "hf" or \
+        (reasoning and config.fn in ("dense", "conditional-dense"))
+    model = tokenizer = device = None
+    if needs_loaded_model and samples:
+        if progress.on_start:
+            progress.on_start(f"loading {ref.name}")
+        model, tokenizer, device = load_model(ref.source, device=config.device, dtype=config.dtype,
+                                              trust_remote_code=config.trust_remote_code)
+    alignment = None
+    if samples:
+        policy_tokenizer = tokenizer or load_tokenizer(ref.source, trust_remote_code=config.trust_remote_code)
+        samples, alignment = in_policy_tokens(samples, policy_tokenizer, ref, source_name(source),
+                                              skipped=skipped)
+        if progress.on_note:
+            for note in alignment.notes():
+                progress.on_note(f"{ref.name}: {note}")
+    reports = []
+    for mode in config.modes:
+        started = time.perf_counter()
+        if not samples:
+            outcomes, details, settings = [], [], {}
+        elif mode == "ntp":
+            outcomes, details, settings = _run_ntp(ref, samples, config, model, tokenizer, device, progress)
+        else:
+            outcomes, details, settings = _run_reasoning(ref, samples, config, backend_name, model, tokenizer,
+                                                         device, progress)
+        seconds = time.perf_counter() - started
+        reports.append(_report(ref, mode, samples, outcomes, config, source, seconds, settings))
+        if alignment is not None:
+            reports[-1]["tokenizer"] = alignment.as_fields()
+        if on_details is not None:
+            for row in _detail_rows(ref, mode, samples, details):
+                on_details(row)
+    return reports
+
+
+def _run_ntp(ref, samples, config, model, tokenizer, device, progress):
+    try:
+        predictor = NextTokenPredictor(model, tokenizer, device, batch_tokens=config.batch_tokens,
+                                       max_context_tokens=config.max_context_tokens,
+                                       share_passes=config.share_passes)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("max_context_tokens", "--max-context-tokens")) from None
+    if progress.on_start:
+        progress.on_start(f"{ref.name} (ntp)")
+
+    def show(stats: PredictorStats) -> None:
+        if progress.on_count:
+            progress.on_count(f"{ref.name} (ntp): {stats.contexts:,}/{len(samples):,} contexts, "
+                              f"{stats.positions_per_second:,.0f} positions/s")
+    outcomes, details = evaluate_ntp(samples, predictor, on_batch=show)
+    stats = predictor.stats
+    settings = {"max_context_tokens": predictor.max_context_tokens, "batch_tokens": config.batch_tokens,
+                "shared_passes": config.share_passes, "forward_rows": stats.rows,
+                "positions_per_second": round(stats.positions_per_second, 2)}
+    return outcomes, details, settings
+
+
+def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device, progress):
+    from rpt_cli.generation import SamplingConfig, get_backend
+    from rpt_cli.prompts import (
+        PromptBuilder,
+        PromptConfig,
+        TemplateError,
+        load_template,
+    )
+    from rpt_cli.reward import NEEDS_MODEL, NEEDS_TOKENIZER, get_reward_function
+
+    prompt = config.prompt_settings(ref)
+    try:
+        template = load_template(prompt["template"])
+    except TemplateError as exc:
+        raise UsageError(str(exc)) from None
+    if backend_name == "hf":
+        from rpt_cli.generation.hf_backend import HFBackend
+
+        engine = HFBackend(model, tokenizer, model_name=ref.name, max_batch_sequences=config.max_batch_sequences)
+    else:
+        if progress.on_start:
+            progress.on_start(f"starting vLLM for {ref.name}")
+        engine = get_backend(backend_name, ref.source, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                             seed=config.seed, tensor_parallel_size=config.tensor_parallel_size,
+                             gpu_memory_utilization=config.gpu_memory_utilization,
+                             max_model_len=config.max_model_len, enforce_eager=config.enforce_eager)
+    try:
+        length_limit = getattr(engine, "max_model_len", None)
+        if length_limit is not None and prompt["max_prompt_tokens"] >= length_limit:
+            raise UsageError(f"--max-prompt-tokens {prompt['max_prompt_tokens']} leaves no room for a completion "
+                             f"within the model length {length_limit}; lower it or raise --max-model-len")
+        try:
+            builder = PromptBuilder(engine.tokenizer, PromptConfig(
+                template=template, chat=prompt["chat"], think_prefix=prompt["think_prefix"],
+                max_prompt_tokens=prompt["max_prompt_tokens"]))
+        except ValueError as exc:
+            raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
+        options: dict = {"require_think": not prompt["no_think"], "answer": prompt["answer"]}
+        if config.fn in NEEDS_TOKENIZER:
+            options["tokenizer"] = engine.tokenizer
+        if config.fn in NEEDS_MODEL:
+            options.update(model=model, tokenizer=tokenizer, device=device)
+        reward_fn = get_reward_function(config.fn, **options)
+        sampling = SamplingConfig(max_new_tokens=prompt["max_new_tokens"], temperature=config.temperature,
+                                  top_p=config.top_p, top_k=config.top_k, seed=config.seed)
+        settings = {"backend": engine.name, "answer": prompt["answer"], "fn": config.fn, "k": config.num_samples,
+                    "template": template.name,
+                    "chat": builder.chat, "think_prefix": prompt["think_prefix"], "no_think": prompt["no_think"],
+                    "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
+                    "max_new_tokens": prompt["max_new_tokens"], "max_prompt_tokens": prompt["max_prompt_tokens"]}
+        if progress.on_start:
+            progress.on_start(f"{ref.name} (reasoning)")
+
+        def show(done: int) -> None:
+            if progress.on_count:
+                progress.on_count(f"{ref.name} (reasoning): {done:,}/{len(samples):,} contexts")
+        metadata = {"model": ref.name, **settings, "n": config.num_samples, "seed": config.seed}
+        outcomes, details = evaluate_reasoning(samples, engine, builder, reward_fn, k=config.num_samples,
+                                               sampling=sampling, chunk_contexts=config.batch_size,
+                                               metadata=metadata, on_chunk=show)
+    finally:
+        if backend_name != "hf":
+            engine.close()
+    settings["truncated_share"] = sum(o.truncated for o in outcomes) / len(outcomes)
+    return outcomes, details, settings

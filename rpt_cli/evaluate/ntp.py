@@ -1,0 +1,258 @@
+"""Standard next-token prediction (`--mode ntp`): the model's most likely next token after each context, scored by its bytes with Eq. 3."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from rpt_cli.evaluate.samples import EvalSample, Outcome
+from rpt_cli.reward import prefix_match
+
+DEFAULT_BATCH_TOKENS = 8192
+DEFAULT_MAX_CONTEXT_TOKENS = 4096   # the paper's prompt limit; capped by the model's own maximum
+# --------------------------------------------------------------------------------------------
+# ntp mode: the most likely next token, batched, sharing forward passes where exact
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One sequence of one forward pass, and the contexts whose next-token logits it yields:
+    (sample index, context length in tokens). Logits at position p depend only on tokens ≤ p
+    (causal attention), so a context whose token ids are a prefix of the row's gets exactly the
+    logits its own pass would give, at position length - 1."""
+
+    ids: list[int]
+    members: list[tuple[int, int]] = field(default_factory=list)
+
+
+def plan_rows(contexts_ids: Sequence[list[int]], doc_ids: Sequence | None = None, *, share: bool = True) -> list[Row]:
+    """Forward-pass rows for the contexts, longest first. With `share`, a context whose ids are a
+    prefix of a longer context of the same document (compared token by token, so a tokenization
+    that differs at the seam, or a context cut from the left, gets its own row) rides along in
+    that context's row instead of running on its own."""
+    order = sorted(range(len(contexts_ids)), key=lambda i: -len(contexts_ids[i]))
+    rows: list[Row] = []
+    by_doc: dict = {}
+    for i in order:
+        ids = contexts_ids[i]
+        doc = doc_ids[i] if doc_ids is not None else None
+        candidates = by_doc.get(doc, []) if share and doc is not None else []
+        for row in candidates:
+            if row.ids[:len(ids)] == ids:
+                row.members.append((i, len(ids)))
+                break
+        else:
+            row = Row(list(ids), [(i, len(ids))])
+            rows.append(row)
+            if share and doc is not None:
+                by_doc.setdefault(doc, []).append(row)
+    return rows
+
+
+def batch_rows(rows: Sequence[Row], batch_tokens: int) -> Iterator[list[Row]]:
+    """Consecutive rows (longest first) whose padded size, rows × longest, fits `batch_tokens`
+    (always at least one row)."""
+    start = 0
+    while start < len(rows):
+        width = max(1, len(rows[start].ids))
+        count = max(1, batch_tokens // width)
+        yield list(rows[start:start + count])
+        start += count
+
+
+@dataclass(frozen=True)
+class TokenPrediction:
+    token_id: int
+    data: bytes | None  # the token's exact bytes (maybe part of a character); None for a special token
+    text: str | None    # those bytes as text; None for a special token or part of a character
+    shared: bool        # the logits came from a longer context's forward pass
+
+
+@dataclass
+class PredictorStats:
+    contexts: int = 0
+    rows: int = 0        # forward-pass rows: fewer than contexts when passes are shared
+    tokens: int = 0      # tokens run through the model (without padding)
+    seconds: float = 0.0
+
+    @property
+    def positions_per_second(self) -> float:
+        return self.contexts / self.seconds if self.seconds else 0.0
+
+
+def model_max_positions(model) -> int | None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    value = getattr(text, "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+class NextTokenPredictor:
+    """The argmax next token after each context, from batched forward passes.
+
+    Contexts are tokenized on their own like documents (the tokenizer's special prefix such as
+    BOS, then the context's tokens) and cut from the left to `max_context_tokens`, keeping the
+    prefix. Rows are right padded, so every real position sees exactly its own prefix. Only the
+    hidden states at the wanted positions go through the output layer: a whole sequence's
+    vocabulary-sized logits are the largest tensor a forward pass makes and are not needed.
+    """
+
+    def __init__(self, model, tokenizer, device=None, *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                 max_context_tokens: int | None = None, share_passes: bool = True):
+        from rpt_cli.tokens import DocTokenizer
+
+        if batch_tokens < 1:
+            raise ValueError("batch_tokens must be at least 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device if device is not None else next(model.parameters()).device
+        self.batch_tokens = batch_tokens
+        self.share_passes = share_passes
+        doc_tokenizer = DocTokenizer(tokenizer)
+        self.prefix = list(doc_tokenizer.prefix)
+        self.token_bytes = doc_tokenizer.table  # None when the pieces do not map to bytes
+        limit = model_max_positions(model)
+        wanted = max_context_tokens or DEFAULT_MAX_CONTEXT_TOKENS
+        self.max_context_tokens = min(wanted, limit) if limit else wanted
+        if self.max_context_tokens <= len(self.prefix):
+            raise ValueError(f"max_context_tokens={self.max_context_tokens} leaves no room for a context "
+                             f"after the tokenizer's {len(self.prefix)} special prefix token(s)")
+        self.pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+        self._special_ids = frozenset(tokenizer.all_special_ids)
+        self.stats = PredictorStats()
+        self._split = self._decoder_and_head()
+
+    # -- tokens --------------------------------------------------------------------------------
+    def context_ids(self, contexts: Sequence[str]) -> list[list[int]]:
+        encoded = self.tokenizer(list(contexts), add_special_tokens=False,
+                                 split_special_tokens=True)["input_ids"] if contexts else []
+        out = []
+        for ids in encoded:
+            ids = self.prefix + list(ids)
+            if not ids:  # no context and no BOS: start from whatever begins a text
+                start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None \
+                    else self.tokenizer.eos_token_id
+                ids = [start] if start is not None else [self.pad_id]
+            if len(ids) > self.max_context_tokens:
+                ids = self.prefix + ids[len(ids) - (self.max_context_tokens - len(self.prefix)):]
+            out.append(ids)
+        return out
+
+    def token_bytes_and_text(self, token_id: int) -> tuple[bytes | None, str | None]:
+        """The token's exact bytes and those bytes as text. Bytes that are only part of a UTF-8
+        character have no text but still score by Eq. 3, which compares bytes: the true next token
+        can be part of a character too. Special tokens have neither."""
+        if self.token_bytes is not None:
+            data = self.token_bytes[token_id] if 0 <= token_id < len(self.token_bytes) else None
+            if not data:
+                return None, None
+            try:
+                return data, data.decode("utf-8")
+            except UnicodeDecodeError:
+                return data, None
+        if token_id in self._special_ids:
+            return None, None
+        text = self.tokenizer.decode([token_id])  # tokenizers whose pieces do not map to bytes
+        if not text or "\ufffd" in text:
+            return None, None
+        return text.encode("utf-8"), text
+
+    # -- forward passes ------------------------------------------------------------------------
+    def _decoder_and_head(self):
+        """(decoder, output layer) when the model's logits are its output layer applied to its
+        decoder's last hidden states, up to an order-preserving transform (scaling, soft-capping),
+        so the argmax of the output layer at a few positions is the model's argmax. Checked once
+        on a probe; any other architecture uses the model's own logits."""
+        import torch
+
+        decoder = getattr(self.model, "base_model", None)
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        if decoder is None or decoder is self.model or head is None:
+            return None
+        probe = self.context_ids(["Let $x$ be a real number such that x = 3. Hence"])[0]
+        probe_ids = torch.tensor([probe], dtype=torch.long, device=self.device)
+        try:
+            with torch.inference_mode():
+                expected = self.model(input_ids=probe_ids, use_cache=False).logits[0].argmax(-1)
+                hidden = decoder(input_ids=probe_ids, use_cache=False).last_hidden_state
+                got = head(hidden[0]).argmax(-1)
+        except Exception:  # noqa: BLE001 - an unusual model: fall back to its own logits
+            return None
+        return (decoder, head) if torch.equal(expected, got) else None
+
+    def _argmax(self, rows: Sequence[Row]) -> list[list[int]]:
+        """The argmax token of every member of every row of one batch."""
+        import torch
+
+        width = max(len(row.ids) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            input_ids[r, :len(row.ids)] = torch.tensor(row.ids, dtype=torch.long)
+            mask[r, :len(row.ids)] = 1
+        row_index = torch.tensor([r for r, row in enumerate(rows) for _ in row.members], dtype=torch.long)
+        positions = torch.tensor([length - 1 for row in rows for _, length in row.members], dtype=torch.long)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            if self._split is not None:
+                decoder, head = self._split
+                hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+                logits = head(hidden[row_index.to(self.device), positions.to(self.device)])
+                best = logits.argmax(-1).tolist()
+            else:
+                wanted = sorted(set(positions.tolist()))
+                column = {p: c for c, p in enumerate(wanted)}
+                try:
+                    out = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False,
+                                     logits_to_keep=torch.tensor(wanted, device=self.device))
+                    logits = out.logits
+                except TypeError:
+                    logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+                    column = {p: p for p in wanted}
+                cols = torch.tensor([column[p] for p in positions.tolist()], dtype=torch.long)
+                best = logits[row_index.to(self.device), cols.to(self.device)].argmax(-1).tolist()
+        out: list[list[int]] = []
+        k = 0
+        for row in rows:
+            out.append(best[k:k + len(row.members)])
+            k += len(row.members)
+        return out
+
+    def predict(self, contexts: Sequence[str], doc_ids: Sequence | None = None, *,
+                on_batch: Callable[[PredictorStats], None] | None = None) -> list[TokenPrediction]:
+        """The most likely next token after each context, in input order. `doc_ids` (one per
+        context) names the documents whose contexts may share forward passes."""
+        started = time.perf_counter()
+        ids = self.context_ids(contexts)
+        rows = plan_rows(ids, doc_ids, share=self.share_passes)
+        predictions: list[TokenPrediction | None] = [None] * len(contexts)
+        for batch in batch_rows(rows, self.batch_tokens):
+            for row, tokens in zip(batch, self._argmax(batch)):
+                owner = row.members[0][0]  # the context the row was made for; the others ride along
+                for (i, _), token in zip(row.members, tokens):
+                    predictions[i] = TokenPrediction(token, *self.token_bytes_and_text(token), shared=i != owner)
+            self.stats.rows += len(batch)
+            self.stats.tokens += sum(len(row.ids) for row in batch)
+            self.stats.contexts += sum(len(row.members) for row in batch)
+            self.stats.seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            if on_batch is not None:
+                on_batch(self.stats)
+        return predictions  # type: ignore[return-value]
+
+
+def evaluate_ntp(samples: Sequence[EvalSample], predictor: NextTokenPredictor, *,
+                 on_batch: Callable[[PredictorStats], None] | None = None) -> tuple[list[Outcome], list[dict]]:
+    """Outcomes and per-sample details of standard next-token prediction."""
+    predictions = predictor.predict([s.context for s in samples], [s.doc_id for s in samples], on_batch=on_batch)
+    outcomes, details = [], []
+    for sample, prediction in zip(samples, predictions):
+        reward = prefix_match(prediction.data, sample.truth.target, sample.truth.boundaries)
+        outcomes.append(Outcome(accuracy=reward, solved=reward == 1.0, reward=reward,
+                                no_prediction=float(prediction.data is None)))
+        details.append({"prediction": prediction.text, "token_id": prediction.token_id, "correct": reward == 1.0,
+                        "reward": reward, "shared_pass": prediction.shared})
+    return outcomes, details

@@ -1,0 +1,170 @@
+"""Evaluation samples: reading and selecting them, their splits, and the statistics of a split (accuracy, Wilson interval)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from rpt_cli.boundaries import check_identity_field
+from rpt_cli.evaluate.runs import ModelRef
+from rpt_cli.filter import SPLIT_NAMES, in_split, split_label
+from rpt_cli.jsonl import ReadStats, RecordError
+from rpt_cli.reward import Sample, make_sample, sample_of
+from rpt_cli.rollout import sample_validator as context_validator
+
+MODES = ("ntp", "reasoning")
+SPLIT_CHOICES = (*SPLIT_NAMES, "all")
+# 97.5th percentile of the standard normal: the z of a two-sided 95 % interval
+Z95 = 1.959963984540054
+INTERVAL = "wilson"
+# --------------------------------------------------------------------------------------------
+# Samples
+# --------------------------------------------------------------------------------------------
+
+def eval_sample_validator(record: dict) -> None:
+    """A sample (records.md §3) as evaluation needs it: `context`, `target`, `boundaries`, and
+    `entropy` (or, without it, a `split` label) to place it in the splits."""
+    context_validator(record)
+    for name in ("target", "boundaries"):
+        if name not in record:
+            raise RecordError(f'missing field "{name}" (is this the output of rpt filter?)')
+    make_sample(record["target"], record["boundaries"], record["context"], need_context=True)
+    entropy = record.get("entropy")
+    if entropy is None:
+        if record.get("split") not in (*SPLIT_NAMES, "none"):
+            raise RecordError('missing field "entropy" (the splits are by entropy; is this the output of rpt filter?)')
+    elif type(entropy) not in (int, float) or entropy != entropy:
+        raise RecordError(f'field "entropy" must be a number, got {entropy!r}')
+    check_identity_field(record)
+
+
+@dataclass(frozen=True, eq=False)
+class EvalSample:
+    """One sample to evaluate: the record as read, its checked ground truth, and its split label."""
+
+    record: dict
+    truth: Sample
+    label: str  # easy, medium, hard or none: the hardest split it belongs to
+    line: int | None = None  # in the samples file, for errors
+
+    @property
+    def context(self) -> str:
+        return self.record["context"]
+
+    @property
+    def doc_id(self):
+        return self.record.get("doc_id")
+
+
+def sample_label(record: dict) -> str:
+    """Split label from the entropy with the paper's thresholds (as `rpt filter` labels), so a
+    hand-edited or stale `split` field cannot disagree with the numbers; the label only when
+    there is no entropy."""
+    entropy = record.get("entropy")
+    return split_label(entropy) if entropy is not None else record["split"]
+
+
+def select_samples(records: Iterable[dict | tuple[int, dict]], split: str = "all",
+                   limit: int | None = None) -> list[EvalSample]:
+    """The samples of `split` (nested: `medium` holds the hard ones too), the first `limit` of
+    them, from records or (line, record) pairs."""
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"--split {split}: choose one of {', '.join(SPLIT_CHOICES)}")
+    selected: list[EvalSample] = []
+    for item in records:
+        if limit is not None and len(selected) >= limit:
+            break
+        line, record = item if isinstance(item, tuple) else (None, item)
+        label = sample_label(record)
+        if in_split(label, split):
+            selected.append(EvalSample(record, sample_of(record, need_context=True), label, line))
+    return selected
+
+
+def in_policy_tokens(samples: Sequence[EvalSample], tokenizer, ref: ModelRef, source: str, *,
+                     skipped: ReadStats | None = None):
+    """The samples with boundaries in the tokens of the model evaluated (boundaries.py): re-derived
+    where they were made with another tokenizer. Returns (samples, Alignment); a sample that
+    cannot be re-derived is an InputError, or with `skipped` (--skip-bad) left out and counted."""
+    from rpt_cli.boundaries import PolicyTokenizer, align
+
+    found, alignment = align([(s.line, s.record) for s in samples], PolicyTokenizer(tokenizer, ref.name, ref.spec), source,
+                             stats=skipped)
+    out = []
+    for index, boundaries in zip(alignment.kept, found):
+        sample = samples[index]
+        if boundaries is not None:
+            sample = replace(sample, truth=make_sample(sample.record["target"], list(boundaries),
+                                                       sample.record["context"], need_context=True))
+        out.append(sample)
+    return out, alignment
+
+
+def report_splits(split: str) -> tuple[str, ...]:
+    """The splits a report lists: all three, or the chosen one and those nested inside it."""
+    return SPLIT_NAMES if split == "all" else SPLIT_NAMES[SPLIT_NAMES.index(split):]
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy and intervals
+# --------------------------------------------------------------------------------------------
+
+def wilson_interval(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `accuracy` observed over `n` trials.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 % or 100 %, which
+    small, hard splits hit often. With k completions per context the proportion is the mean of the
+    contexts' per-context accuracies over n contexts; a mean of values in [0, 1] varies no more
+    than a proportion of n independent trials, so the interval is then conservative.
+    """
+    if n <= 0:
+        raise ValueError("an interval needs at least one trial")
+    z2 = z * z
+    denominator = 1 + z2 / n
+    centre = (accuracy + z2 / (2 * n)) / denominator
+    half = z * math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n + z2 / (4 * n * n)) / denominator
+    # at 0 % (100 %) the bound is exactly 0 (1): say so rather than leave rounding residue
+    low = 0.0 if accuracy <= 0 else max(0.0, centre - half)
+    high = 1.0 if accuracy >= 1 else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one model did on one sample. ntp: accuracy 0 or 1. reasoning: the share of the k
+    completions that are correct (by the reward function's rule), `solved` when any is."""
+
+    accuracy: float
+    solved: bool
+    reward: float = 0.0
+    no_prediction: float = 0.0
+    truncated: float = 0.0
+
+
+def summarize(outcomes: Sequence[Outcome], *, reasoning: bool) -> dict:
+    """One split's entry of the report: n, accuracy, ci95 (and pass@k figures in reasoning mode)."""
+    n = len(outcomes)
+    if n == 0:
+        entry: dict = {"n": 0, "accuracy": None, "ci95": None}
+        if reasoning:
+            entry.update(pass_at_k=None, pass_at_k_ci95=None, mean_reward=None, no_prediction_share=None)
+        return entry
+    accuracy = sum(o.accuracy for o in outcomes) / n
+    entry = {"n": n, "accuracy": accuracy, "ci95": list(wilson_interval(accuracy, n))}
+    if reasoning:
+        solved = sum(o.solved for o in outcomes) / n
+        entry.update(pass_at_k=solved, pass_at_k_ci95=list(wilson_interval(solved, n)),
+                     mean_reward=sum(o.reward for o in outcomes) / n,
+                     no_prediction_share=sum(o.no_prediction for o in outcomes) / n)
+    return entry
+
+
+def split_report(samples: Sequence[EvalSample], outcomes: Sequence[Outcome], split: str, *,
+                 reasoning: bool) -> dict:
+    """The `n`, overall accuracy and per-split entries of a report (records.md §6)."""
+    report = {"n": len(samples), **{k: v for k, v in summarize(outcomes, reasoning=reasoning).items() if k != "n"}}
+    report["splits"] = {name: summarize([o for s, o in zip(samples, outcomes) if in_split(s.label, name)],
+                                        reasoning=reasoning)
+                        for name in report_splits(split)}
+    return report

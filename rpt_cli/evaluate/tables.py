@@ -1,0 +1,51 @@
+"""The table for people (standard error)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rpt_cli.answers import DIRECT
+
+# --------------------------------------------------------------------------------------------
+# The table for people (standard error)
+# --------------------------------------------------------------------------------------------
+
+def _percent_cell(entry: dict, *, k: int | None) -> str:
+    if entry.get("accuracy") is None:
+        return "-"
+    low, high = entry["ci95"]
+    cell = f"{100 * entry['accuracy']:.1f}\n[dim]{100 * low:.1f}–{100 * high:.1f}[/]"
+    if k is not None and k > 1 and entry.get("pass_at_k") is not None:
+        cell += f"\npass@{k} {100 * entry['pass_at_k']:.1f}"
+    return cell
+
+
+def mode_label(report: dict) -> str:
+    """ntp, reasoning (the boxed format) or direct (sampled guesses without reasoning)."""
+    if report["mode"] == "reasoning" and report.get("answer") == DIRECT:
+        return DIRECT
+    return report["mode"]
+
+
+def report_table(reports: Sequence[dict]):
+    """One rich table for all reports: a row per model and mode, a column per split (accuracy in
+    %, its 95 % Wilson interval below it, and pass@k in reasoning mode with k > 1)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    splits: list[str] = []
+    for report in reports:
+        splits += [name for name in report["splits"] if name not in splits]
+    first = reports[0] if reports else {"splits": {}, "n": 0}
+    table = Table(title="Next-token accuracy (%) per entropy split, 95 % Wilson interval", title_justify="left")
+    table.add_column("model")
+    table.add_column("mode")
+    for name in splits:
+        table.add_column(f"{name}\nn={first['splits'].get(name, {}).get('n', 0):,}", justify="right")
+    table.add_column(f"all\nn={first['n']:,}", justify="right")
+    for report in reports:
+        k = report.get("settings", {}).get("k") if report["mode"] == "reasoning" else None
+        mode = mode_label(report) + (f"\nk={k}" if k and k > 1 else "")
+        cells = [_percent_cell(report["splits"].get(name, {}), k=k) for name in splits]
+        table.add_row(escape(str(report["model"])), mode, *cells, _percent_cell(report, k=k))
+    return table
