@@ -14,7 +14,7 @@ where their outputs say how they were made (rollout metadata, a run's config.yam
 
 from __future__ import annotations
 
-from rpt_cli.jsonl import UsageError
+from rpt_cli.errors import UsageError
 
 BOXED = "boxed"
 DIRECT = "direct"

@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rpt_cli.jsonl import InputError, ReadStats, RecordError
+from rpt_cli.errors import InputError, RecordError
+from rpt_cli.jsonl import ReadStats
 from rpt_cli.tokens import DocTokenizer, TokenizedDoc
 
 FIELD = "tokenizer"

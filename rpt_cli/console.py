@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-from rpt_cli.jsonl import InputError, RuntimeFailure, UsageError
+from rpt_cli.errors import InputError, RuntimeFailure, UsageError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -2,7 +2,7 @@
 as numbers (a table, and JSON with the start and end of each curve) and as a plot.
 
 Nothing here imports torch: it reads logs, so it runs while a run is still training. A run's
-metrics.jsonl is read as `rpt train` writes it (`jsonl.read_log`: a torn last line of a run
+metrics.jsonl is read as `rpt train` writes it (`files.read_log`: a torn last line of a run
 killed mid-write is left out); a resumed run has each step once (`RunLog.keep_until`).
 """
 
@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpt_cli.jsonl import InputError, UsageError, read_log
+from rpt_cli.errors import InputError, UsageError
+from rpt_cli.files import read_log
 
 METRICS_FILE = "metrics.jsonl"
 DEFAULT_WINDOW = 5

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from rpt_cli.jsonl import RecordError
+from rpt_cli.errors import RecordError
 from rpt_cli.tokens import DocTokenizer, TokenizedDoc
 
 DEFAULT_TOP_K = 16

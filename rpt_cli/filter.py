@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from rpt_cli.boundaries import check_identity_field
-from rpt_cli.jsonl import RecordError
+from rpt_cli.errors import RecordError
 
 # The paper's nested difficulty splits (Section 4.1): a position belongs to every split whose
 # threshold its entropy exceeds; its label is the hardest of them.
@@ -240,7 +240,7 @@ def filter_documents(docs: Iterable[tuple[int, dict]], opts: FilterOptions,
                      stats: FilterStats | None = None, *, source: str = "<input>") -> Iterator[dict]:
     """Samples from (line number, scored document) pairs; the line number is the default id. Two
     documents with one id would give samples with one id: an InputError naming both lines."""
-    from rpt_cli.jsonl import InputError
+    from rpt_cli.errors import InputError
     from rpt_cli.resume import id_key
     from rpt_cli.rollout import duplicate_id_message
 

@@ -16,29 +16,9 @@ from typing import IO, Any
 
 import orjson
 
+from rpt_cli.errors import InputError, RecordError, UsageError
+
 STDIO = "-"
-
-
-class InputError(Exception):
-    """Bad input from the user: reported as `error: SOURCE:LINE: reason`, exit status 2."""
-
-    def __init__(self, source: str, line: int | None, reason: str):
-        self.source, self.line, self.reason = source, line, reason
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {reason}")
-
-
-class UsageError(Exception):
-    """A bad option or setting, found before any work starts: exit status 2."""
-
-
-class RuntimeFailure(Exception):
-    """Something failed while running (not the user's input): exit status 1."""
-
-
-class RecordError(ValueError):
-    """Raised by a validator: the record at hand is malformed. The reader adds file and line."""
-
 
 Validator = Callable[[dict], None]
 
@@ -147,23 +127,6 @@ def read_records(
         yield (lineno, record) if with_lines else record
 
 
-def read_log(path: str) -> list[tuple[int, dict]]:
-    """(line number, record) of an append-only log such as a run's metrics.jsonl. Its last line
-    may be torn by a run killed mid-write, and is then left out; any other bad line is an input
-    error naming the file and line."""
-    source = source_name(path)
-    lines = list(read_lines(path))
-    out = []
-    for index, (lineno, raw) in enumerate(lines):
-        try:
-            out.append((lineno, parse_line(raw, source, lineno)))
-        except InputError:
-            if index == len(lines) - 1:
-                break
-            raise
-    return out
-
-
 def dumps(record: Any) -> bytes:
     try:
         return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
@@ -188,7 +151,7 @@ class RecordWriter:
         self._out = None
 
     def __enter__(self) -> RecordWriter:
-        from rpt_cli.outputs import OutputStream, plan_output
+        from rpt_cli.files import OutputStream, plan_output
 
         self._out = OutputStream(plan_output(self.path, self.option)).__enter__()
         return self

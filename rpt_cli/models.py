@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rpt_cli.jsonl import RuntimeFailure, UsageError
+from rpt_cli.errors import RuntimeFailure, UsageError
 
 BUILTIN_NAME = "smollm2-135m"
 BUILTIN_ALIASES = {BUILTIN_NAME, "smollm2-135m-instruct", "builtin", "default"}

@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from rpt_cli.jsonl import InputError, RecordWriter, UsageError, dumps
+from rpt_cli.errors import InputError, UsageError
+from rpt_cli.jsonl import RecordWriter, dumps
 
 
 def id_key(value: Any) -> bytes:
@@ -76,7 +77,7 @@ class ResumableFile:
         self._stream = None
 
     def __enter__(self) -> ResumableFile:
-        from rpt_cli.outputs import plan_output
+        from rpt_cli.files import plan_output
 
         if plan_output(self.path).kind != "file":
             raise UsageError(f"-o {self.path}: --resume reads back and appends to a regular file, not a device, "

@@ -16,8 +16,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from rpt_cli.generation.base import FINISH_LENGTH, GenerationBackend, SamplingConfig, derive_seed
-from rpt_cli.jsonl import RecordError
+from rpt_cli.errors import RecordError
+from rpt_cli.generation.base import (
+    FINISH_LENGTH,
+    GenerationBackend,
+    SamplingConfig,
+    derive_seed,
+)
 from rpt_cli.prompts import PromptBuilder
 
 DEFAULT_ROLLOUTS = 8        # G in the paper
@@ -118,7 +123,7 @@ def numbered_samples(numbered: Iterable[tuple[int, dict]], *, source: str, uniqu
     none), the first `limit` of them. With `unique`, a repeated id is an input error naming both
     lines (records.md: ids tell samples apart wherever a command keys on them). With
     `with_lines`, (line number, sample) pairs."""
-    from rpt_cli.jsonl import InputError
+    from rpt_cli.errors import InputError
     from rpt_cli.resume import id_key
 
     seen: dict[bytes, int] = {}

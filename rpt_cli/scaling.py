@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rpt_cli.errors import InputError, UsageError
 from rpt_cli.filter import SPLIT_NAMES
-from rpt_cli.jsonl import InputError, UsageError
 
 ALPHA_BOUNDS = (1e-4, 5.0)
 P_STAR_BOUNDS = (0.0, 1.0)
@@ -151,7 +151,7 @@ def _number(value) -> bool:
 
 
 def report_validator(report: dict) -> None:
-    from rpt_cli.jsonl import RecordError
+    from rpt_cli.errors import RecordError
 
     if not isinstance(report.get("splits"), dict):
         raise RecordError('missing field "splits" (is this a report of rpt eval?)')
@@ -266,7 +266,7 @@ def evaluate_run(run: Path, samples, config, *, source: str | None = None, progr
 
 def check_plot_path(path: str) -> None:
     """Refuse a plot path that cannot be written, before any work (outputs.py)."""
-    from rpt_cli.outputs import plan_output
+    from rpt_cli.files import plan_output
 
     if path == "-":
         raise UsageError("-o -: the plot is a PNG file; give a file name (the numbers go to standard output)")
@@ -314,7 +314,7 @@ def save_png(fig, path: str) -> None:
     for a file (beside its place, then moved in whole), in place for a device or FIFO."""
     import io
 
-    from rpt_cli.outputs import OutputStream, plan_output
+    from rpt_cli.files import OutputStream, plan_output
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

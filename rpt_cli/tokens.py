@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rpt_cli.jsonl import RecordError
+from rpt_cli.errors import RecordError
+
 
 def _byte_level_alphabet() -> dict[str, int]:
     """The printable-character alphabet of byte-level BPE (GPT-2 and its descendants): bytes that

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-from pathlib import Path
 
 import orjson
 import pytest

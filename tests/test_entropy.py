@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from rpt_cli.cli import app
-from rpt_cli.entropy import EntropyScorer, pack_batches, Segment, topk_entropy, windows
+from rpt_cli.entropy import EntropyScorer, Segment, pack_batches, topk_entropy, windows
 
 runner = CliRunner()
 
@@ -325,7 +325,7 @@ def test_float32_and_bfloat16_models_agree_within_their_own_error(tiny_model_dir
 def test_logits_post_processed_by_the_model_are_scored_from_the_model_itself(tiny, tiny_model_dir):
     """A model whose forward changes its logits in a way the head shortcut does not know is
     noticed on the probe and scored from its full logits; a soft-cap the config declares is known."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma2Config, Gemma2ForCausalLM
+    from transformers import AutoModelForCausalLM, Gemma2Config, Gemma2ForCausalLM
 
     _, tokenizer = tiny
     scaled = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()

@@ -14,9 +14,16 @@ import pytest
 from typer.testing import CliRunner
 
 from rpt_cli.cli import app
-from rpt_cli.evaluate import (NextTokenPredictor, evaluate_ntp, plan_rows, select_samples, summarize,
-                              wilson_interval, Outcome)
-from rpt_cli.filter import FilterOptions, SPLIT_THRESHOLDS, filter_documents
+from rpt_cli.evaluate import (
+    NextTokenPredictor,
+    Outcome,
+    evaluate_ntp,
+    plan_rows,
+    select_samples,
+    summarize,
+    wilson_interval,
+)
+from rpt_cli.filter import SPLIT_THRESHOLDS, FilterOptions, filter_documents
 from rpt_cli.reward import get_reward_function, prefix_match
 from tests.conftest import EXAMPLES, build_tiny_model
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rpt_cli import models
-from rpt_cli.jsonl import UsageError
+from rpt_cli.errors import UsageError
 
 
 def test_missing_folder_and_file_are_one_line_usage_errors(tmp_path):

@@ -123,7 +123,7 @@ def test_a_symlink_keeps_its_link_and_its_target_is_replaced(scored, tmp_path):
 
 def test_new_files_follow_the_umask_and_replaced_files_keep_their_mode(scored, tmp_path):
     new = tmp_path / "new.jsonl"
-    done = subprocess.run(["sh", "-c", f'umask 027 && exec "$@"', "sh", *RPT, "filter", str(scored), "-o", str(new)],
+    done = subprocess.run(["sh", "-c", 'umask 027 && exec "$@"', "sh", *RPT, "filter", str(scored), "-o", str(new)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(new.stat().st_mode) == 0o640

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rpt_cli.jsonl import RecordError
+from rpt_cli.errors import RecordError
 from rpt_cli.reward import (
     REWARD_FUNCTIONS,
     ConditionalDenseReward,

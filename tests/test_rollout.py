@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rpt_cli.cli import app
+from rpt_cli.errors import UsageError
 from rpt_cli.generation import SamplingConfig, get_backend, resolve_backend_name, stop_token_ids
 from rpt_cli.generation.base import end_of_turn_token_id
-from rpt_cli.jsonl import UsageError
 from rpt_cli.prompts import PromptBuilder, PromptConfig, build_prompt
 from rpt_cli.rollout import rollout_chunks
 

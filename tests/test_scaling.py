@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 from rpt_cli.cli import app
 from rpt_cli.scaling import FitError, fit_power_law
-from tests.test_eval import build_run_folder, corpus_samples, read_jsonl, reference_next_tokens, reference_text, write_jsonl
+from tests.test_eval import (
+    build_run_folder,
+    corpus_samples,
+    read_jsonl,
+    reference_next_tokens,
+    reference_text,
+    write_jsonl,
+)
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

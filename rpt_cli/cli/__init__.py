@@ -4,9 +4,8 @@ calls the stage's core, and leaves exit statuses to `console.cli_errors`. Heavy 
 imported inside the commands that need them so `rpt --help`, `rpt filter` and `rpt reward` start
 quickly."""
 
-from rpt_cli.cli.app import app, main
-
 # registered in pipeline order, which `rpt --help` lists
-from rpt_cli.cli import entropy, filter, reward, rollout, train, evaluate, scaling, curves  # noqa: E402, F401, I001
+from rpt_cli.cli import curves, entropy, evaluate, filter, reward, rollout, scaling, train  # noqa: E402, F401, I001
+from rpt_cli.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from rpt_cli.console import handle_sigterm
-from rpt_cli.jsonl import STDIO, UsageError, read_records
+from rpt_cli.errors import UsageError
+from rpt_cli.jsonl import STDIO, read_records
 from rpt_cli.models import BUILTIN_NAME
 
 app = typer.Typer(
@@ -89,7 +90,7 @@ def check_input(path: str) -> None:
         if sys.stdin.isatty():
             raise UsageError("no input: give a JSONL file, or pipe records into standard input")
         return
-    from rpt_cli.jsonl import InputError
+    from rpt_cli.errors import InputError
 
     # checked without opening: opening a FIFO would take its data from the run that reads it
     if not os.path.exists(path):
@@ -148,7 +149,7 @@ def check_outputs(inputs: str | list[str] | None, *outputs: tuple[str, str | Non
     """Refuse, before any work, an output that cannot be written, that is an input, or that
     another output of the command also writes (outputs.py); (option, path) pairs, path None for
     standard output."""
-    from rpt_cli.outputs import check_outputs as check
+    from rpt_cli.files import check_outputs as check
 
     check(outputs, inputs if isinstance(inputs, list) else [inputs])
 

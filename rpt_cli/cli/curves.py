@@ -10,7 +10,7 @@ import typer
 
 from rpt_cli.cli.app import app, check_numbers, check_outputs
 from rpt_cli.console import cli_errors, stderr
-from rpt_cli.jsonl import UsageError
+from rpt_cli.errors import UsageError
 
 
 @app.command(epilog="Examples:  rpt curves runs/demo -o reward.png\n\n"

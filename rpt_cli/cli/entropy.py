@@ -7,10 +7,25 @@ from typing import Annotated, Optional
 import typer
 
 from rpt_cli.cli.app import (
-    DeviceOpt, DtypeOpt, IdFieldOpt, InputArg, ModelOpt, OutputOpt, SkipBadOpt, TextFieldOpt, TrustOpt, app,
-    check_input, check_numbers, check_outputs, parse_shard, prevalidate)
+    DeviceOpt,
+    DtypeOpt,
+    IdFieldOpt,
+    InputArg,
+    ModelOpt,
+    OutputOpt,
+    SkipBadOpt,
+    TextFieldOpt,
+    TrustOpt,
+    app,
+    check_input,
+    check_numbers,
+    check_outputs,
+    parse_shard,
+    prevalidate,
+)
 from rpt_cli.console import cli_errors, stderr
-from rpt_cli.jsonl import ReadStats, RecordWriter, STDIO, UsageError, read_records
+from rpt_cli.errors import UsageError
+from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
 
 

@@ -7,12 +7,23 @@ from typing import Annotated, Optional
 import typer
 
 from rpt_cli.cli.app import (
-    ANSWER_HELP, DeviceOpt, DtypeOpt, InputArg, NoMemoryCheckOpt, OutputOpt, SkipBadScoredOpt, TrustOpt, app,
-    check_input, check_memory, check_numbers, check_outputs)
+    ANSWER_HELP,
+    DeviceOpt,
+    DtypeOpt,
+    InputArg,
+    NoMemoryCheckOpt,
+    OutputOpt,
+    SkipBadScoredOpt,
+    TrustOpt,
+    app,
+    check_input,
+    check_memory,
+    check_numbers,
+    check_outputs,
+)
 from rpt_cli.console import cli_errors, stderr
-from rpt_cli.jsonl import ReadStats, RecordWriter, STDIO, read_records
+from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
-
 
 EVAL_EXAMPLES = (
     "rpt entropy examples/data/val.jsonl | rpt filter --min 0.5 --per-doc 8 > val_samples.jsonl\n\n"
@@ -102,8 +113,16 @@ def eval_(
         from rich.progress import Progress as Bar
         from rich.progress import SpinnerColumn, TextColumn
 
-        from rpt_cli.evaluate import (EvalConfig, Progress, eval_sample_validator, evaluate_model, locate_model,
-                                      mode_label, report_table, select_samples)
+        from rpt_cli.evaluate import (
+            EvalConfig,
+            Progress,
+            eval_sample_validator,
+            evaluate_model,
+            locate_model,
+            mode_label,
+            report_table,
+            select_samples,
+        )
         from rpt_cli.jsonl import source_name
         from rpt_cli.rollout import numbered_samples
 

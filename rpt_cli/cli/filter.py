@@ -8,9 +8,19 @@ from typing import Annotated, Optional
 import typer
 
 from rpt_cli.cli.app import (
-    IdFieldOpt, InputArg, OutputOpt, SkipBadOpt, TextFieldOpt, app, check_input, check_numbers, check_outputs)
+    IdFieldOpt,
+    InputArg,
+    OutputOpt,
+    SkipBadOpt,
+    TextFieldOpt,
+    app,
+    check_input,
+    check_numbers,
+    check_outputs,
+)
 from rpt_cli.console import cli_errors, stderr
-from rpt_cli.jsonl import ReadStats, RecordWriter, STDIO, UsageError, read_records
+from rpt_cli.errors import UsageError
+from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 
 
 @app.command(name="filter", epilog="Example:  rpt entropy corpus.jsonl | rpt filter --split medium --per-doc 8 > samples.jsonl")
@@ -42,7 +52,12 @@ def filter_(
     """Select positions of scored documents and write them as samples (context, target, boundaries, split)."""
     with cli_errors():
         check_numbers(locals())
-        from rpt_cli.filter import FilterOptions, FilterStats, filter_documents, scored_doc_validator
+        from rpt_cli.filter import (
+            FilterOptions,
+            FilterStats,
+            filter_documents,
+            scored_doc_validator,
+        )
         from rpt_cli.jsonl import source_name
 
         opts = FilterOptions(min_entropy=min, max_entropy=max, split=split,

@@ -8,10 +8,22 @@ from typing import Annotated, Optional
 import typer
 
 from rpt_cli.cli.app import (
-    AnswerOpt, DeviceOpt, DtypeOpt, InputArg, OutputOpt, SkipBadScoredOpt, TrustOpt, app, check_input, check_numbers,
-    check_outputs, prevalidate)
+    AnswerOpt,
+    DeviceOpt,
+    DtypeOpt,
+    InputArg,
+    OutputOpt,
+    SkipBadScoredOpt,
+    TrustOpt,
+    app,
+    check_input,
+    check_numbers,
+    check_outputs,
+    prevalidate,
+)
 from rpt_cli.console import cli_errors, stderr
-from rpt_cli.jsonl import ReadStats, RecordWriter, STDIO, UsageError, read_records
+from rpt_cli.errors import UsageError
+from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
 
 
@@ -49,9 +61,17 @@ def reward(
         check_numbers(locals())
         from rpt_cli.answers import check_answer
         from rpt_cli.jsonl import source_name
-        from rpt_cli.reward import (CORRECTNESS_RULES, NEEDS_MODEL, NEEDS_TOKENIZER, REWARD_FUNCTIONS,
-                                    RewardStats, answer_checked, get_reward_function, rollout_validator,
-                                    score_rollouts)
+        from rpt_cli.reward import (
+            CORRECTNESS_RULES,
+            NEEDS_MODEL,
+            NEEDS_TOKENIZER,
+            REWARD_FUNCTIONS,
+            RewardStats,
+            answer_checked,
+            get_reward_function,
+            rollout_validator,
+            score_rollouts,
+        )
 
         if fn not in REWARD_FUNCTIONS:
             raise UsageError(f"--fn {fn}: choose one of {', '.join(REWARD_FUNCTIONS)}")

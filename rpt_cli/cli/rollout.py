@@ -9,12 +9,25 @@ from typing import Annotated, Optional
 import typer
 
 from rpt_cli.cli.app import (
-    ANSWER_HELP, DeviceOpt, DtypeOpt, InputArg, ModelOpt, NoMemoryCheckOpt, OutputOpt, SkipBadOpt, TrustOpt, app,
-    check_input, check_memory, check_numbers, check_outputs)
+    ANSWER_HELP,
+    DeviceOpt,
+    DtypeOpt,
+    InputArg,
+    ModelOpt,
+    NoMemoryCheckOpt,
+    OutputOpt,
+    SkipBadOpt,
+    TrustOpt,
+    app,
+    check_input,
+    check_memory,
+    check_numbers,
+    check_outputs,
+)
 from rpt_cli.console import cli_errors, stderr
-from rpt_cli.jsonl import ReadStats, STDIO, UsageError, read_records
+from rpt_cli.errors import UsageError
+from rpt_cli.jsonl import STDIO, ReadStats, read_records
 from rpt_cli.models import BUILTIN_NAME
-
 
 ROLLOUT_EXAMPLE = ("rpt rollout samples.jsonl -n 8 --max-new-tokens 1024 -o rollouts.jsonl --resume\n\n"
                    "  rpt filter scored.jsonl --min 1.0 | rpt rollout -n 4 --max-new-tokens 256 | rpt reward > scored.jsonl")
@@ -104,7 +117,12 @@ def rollout(
         from rpt_cli.generation.base import SamplingConfig
         from rpt_cli.jsonl import source_name
         from rpt_cli.resume import id_key, open_chunk_output
-        from rpt_cli.rollout import RolloutStats, numbered_samples, rollout_chunks, sample_validator
+        from rpt_cli.rollout import (
+            RolloutStats,
+            numbered_samples,
+            rollout_chunks,
+            sample_validator,
+        )
 
         sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                   top_k=top_k, seed=seed)

@@ -7,10 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from rpt_cli.cli.app import DeviceOpt, DtypeOpt, TrustOpt, app, check_input, check_numbers, check_outputs, main
+from rpt_cli.cli.app import (
+    DeviceOpt,
+    DtypeOpt,
+    TrustOpt,
+    app,
+    check_input,
+    check_numbers,
+    check_outputs,
+    main,
+)
 from rpt_cli.console import cli_errors, stderr
-from rpt_cli.jsonl import RecordWriter, STDIO, UsageError, read_records
-
+from rpt_cli.errors import UsageError
+from rpt_cli.jsonl import STDIO, RecordWriter, read_records
 
 SCALING_EXAMPLES = (
     "rpt scaling runs/rpt1 --samples val_samples.jsonl -o scaling.png\n\n"
@@ -64,8 +73,15 @@ def scaling(
         from pathlib import Path
 
         from rpt_cli.jsonl import dumps, source_name
-        from rpt_cli.scaling import (check_plot_path, fit_splits, plot_scaling, points_from_reports, report_validator,
-                                     scaling_result, splits_to_fit)
+        from rpt_cli.scaling import (
+            check_plot_path,
+            fit_splits,
+            plot_scaling,
+            points_from_reports,
+            report_validator,
+            scaling_result,
+            splits_to_fit,
+        )
 
         if mode is not None and mode not in ("ntp", "reasoning"):
             raise UsageError(f"--mode {mode}: choose ntp or reasoning")
@@ -132,7 +148,12 @@ def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples
     from rich.progress import Progress as Bar
     from rich.progress import SpinnerColumn, TextColumn
 
-    from rpt_cli.evaluate import EvalConfig, Progress, eval_sample_validator, select_samples
+    from rpt_cli.evaluate import (
+        EvalConfig,
+        Progress,
+        eval_sample_validator,
+        select_samples,
+    )
     from rpt_cli.rollout import numbered_samples
     from rpt_cli.scaling import evaluate_run, run_samples_path
 

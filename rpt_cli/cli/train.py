@@ -8,12 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from rpt_cli.training.config import DEFAULTS as TD  # the defaults the options' help quotes
 from rpt_cli.cli.app import ANSWER_HELP, app, check_numbers
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.models import BUILTIN_NAME
-
-
+from rpt_cli.training.config import (
+    DEFAULTS as TD,  # the defaults the options' help quotes
+)
 
 TRAIN_EXAMPLES = (
     "rpt train samples.jsonl --config examples/configs/cpu-demo.yaml -o runs/demo\n\n"
@@ -142,7 +142,8 @@ def train(
     with cli_errors():
         check_numbers(locals())
         from rpt_cli.training.config import resolve_config
-        from rpt_cli.training.run import end_processes, train as run_training
+        from rpt_cli.training.run import end_processes
+        from rpt_cli.training.run import train as run_training
 
         settings = resolve_config(options, config)
         final = run_training(settings, resume=resume, console=stderr)

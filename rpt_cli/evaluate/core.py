@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rpt_cli.answers import DEFAULT_ANSWER, check_answer, prompt_defaults
+from rpt_cli.errors import UsageError
 from rpt_cli.evaluate.ntp import (
     DEFAULT_BATCH_TOKENS,
     NextTokenPredictor,
@@ -24,7 +25,7 @@ from rpt_cli.evaluate.samples import (
     in_policy_tokens,
     split_report,
 )
-from rpt_cli.jsonl import ReadStats, UsageError
+from rpt_cli.jsonl import ReadStats
 from rpt_cli.reward import REWARD_FUNCTIONS
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rpt_cli.jsonl import UsageError
+from rpt_cli.errors import UsageError
 
 # What `rpt train` leaves in its output folder (rpt_cli/training/run.py, checkpoints.py).
 RUN_CONFIG = "config.yaml"
@@ -76,7 +76,7 @@ def read_run_settings(run: Path) -> dict:
 def read_flops(metrics: Path) -> dict[int, float]:
     """Cumulative training compute by step, from a metrics.jsonl of `rpt train` (`step`, `flops`).
     A torn last line (a run killed mid-write) is ignored; another bad line is an input error."""
-    from rpt_cli.jsonl import read_log
+    from rpt_cli.files import read_log
 
     out: dict[int, float] = {}
     for _, record in read_log(str(metrics)):

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from rpt_cli.boundaries import check_identity_field
+from rpt_cli.errors import RecordError
 from rpt_cli.evaluate.runs import ModelRef
 from rpt_cli.filter import SPLIT_NAMES, in_split, split_label
-from rpt_cli.jsonl import ReadStats, RecordError
+from rpt_cli.jsonl import ReadStats
 from rpt_cli.reward import Sample, make_sample, sample_of
 from rpt_cli.rollout import sample_validator as context_validator
 

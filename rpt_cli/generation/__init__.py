@@ -11,6 +11,7 @@ is built.
 
 from __future__ import annotations
 
+from rpt_cli.errors import UsageError
 from rpt_cli.generation.base import (
     FINISH_LENGTH,
     FINISH_STOP,
@@ -20,7 +21,6 @@ from rpt_cli.generation.base import (
     derive_seed,
     stop_token_ids,
 )
-from rpt_cli.jsonl import UsageError
 from rpt_cli.models import BUILTIN_NAME
 
 BACKENDS = ("auto", "hf", "vllm")

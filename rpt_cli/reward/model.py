@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rpt_cli.jsonl import RecordError
+from rpt_cli.errors import RecordError
 from rpt_cli.reward.truth import _encodable
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from rpt_cli.answers import ANSWER_FORMATS, DEFAULT_ANSWER, recorded_answer
 from rpt_cli.boundaries import check_identity_field
-from rpt_cli.jsonl import RecordError
+from rpt_cli.errors import RecordError
 from rpt_cli.reward.functions import Group, GroupScores, RewardFunction
 from rpt_cli.reward.truth import check_completions, sample_of
 
@@ -120,7 +120,7 @@ def answer_checked(numbered: Iterable[tuple[int, dict]], reward_fn: RewardFuncti
     The format is `given` (the user's `--answer`), else what the first record says, else boxed;
     it is set on `reward_fn` before any record is scored. A record made in another format is an
     input error naming its line; records that say nothing are taken in the chosen format."""
-    from rpt_cli.jsonl import InputError
+    from rpt_cli.errors import InputError
 
     chosen = None
     for lineno, record in numbered:

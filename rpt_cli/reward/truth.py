@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rpt_cli.jsonl import RecordError
+from rpt_cli.errors import RecordError
 
 # --------------------------------------------------------------------------------------------
 # Eq. 3

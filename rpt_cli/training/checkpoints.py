@@ -16,6 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
+from rpt_cli.files import write_text
+
 CHECKPOINT_PREFIX = "checkpoint-"
 MARKER = "rpt-complete.json"
 FINAL = "final"
@@ -24,12 +26,7 @@ _CHECKPOINT = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 def write_atomic(path: Path, text: str) -> None:
     """Write a small file so that it is either absent or complete, even across a crash."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as stream:
-        stream.write(text)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def mark_complete(folder: Path, step: int) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import importlib.util
+import math
 import os
 import types
 import typing
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rpt_cli.answers import ANSWER_FORMATS, check_answer, prompt_defaults
-from rpt_cli.jsonl import InputError, UsageError
+from rpt_cli.errors import InputError, UsageError
 from rpt_cli.models import BUILTIN_NAME
 
 VLLM_MODES = ("colocate", "server")

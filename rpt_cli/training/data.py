@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from rpt_cli.boundaries import Alignment, PolicyTokenizer, align, check_identity_field
+from rpt_cli.errors import InputError, RecordError
 from rpt_cli.generation.base import derive_seed
-from rpt_cli.jsonl import InputError, ReadStats, RecordError, read_records
+from rpt_cli.jsonl import ReadStats, read_records
 from rpt_cli.reward import sample_of
 from rpt_cli.rollout import duplicate_id_message
 from rpt_cli.rollout import sample_validator as context_validator

@@ -21,12 +21,33 @@ from pathlib import Path
 
 import orjson
 
-from rpt_cli.jsonl import InputError, UsageError
-from rpt_cli.training.checkpoints import (FINAL, completed_step, latest_checkpoint, mark_complete, remove_incomplete,
-                                          replace_folder, write_atomic)
-from rpt_cli.training.config import (BatchPlan, TrainConfig, batch_plan, check_config, dump_config,
-                                     load_saved_config, resume_conflicts, world_size)
-from rpt_cli.training.data import DataOrder, Samples, align_samples, build_rows, read_samples
+from rpt_cli.errors import InputError, UsageError
+from rpt_cli.training.checkpoints import (
+    FINAL,
+    completed_step,
+    latest_checkpoint,
+    mark_complete,
+    remove_incomplete,
+    replace_folder,
+    write_atomic,
+)
+from rpt_cli.training.config import (
+    BatchPlan,
+    TrainConfig,
+    batch_plan,
+    check_config,
+    dump_config,
+    load_saved_config,
+    resume_conflicts,
+    world_size,
+)
+from rpt_cli.training.data import (
+    DataOrder,
+    Samples,
+    align_samples,
+    build_rows,
+    read_samples,
+)
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"

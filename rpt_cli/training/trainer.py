@@ -26,8 +26,17 @@ from trl import GRPOTrainer
 
 from rpt_cli.generation.base import stop_token_ids
 from rpt_cli.prompts import encode_prompt
-from rpt_cli.training.batches import concat_rows, group_rows, select_rows, zero_variance_groups
-from rpt_cli.training.checkpoints import CHECKPOINT_PREFIX, mark_complete, rotate_checkpoints
+from rpt_cli.training.batches import (
+    concat_rows,
+    group_rows,
+    select_rows,
+    zero_variance_groups,
+)
+from rpt_cli.training.checkpoints import (
+    CHECKPOINT_PREFIX,
+    mark_complete,
+    rotate_checkpoints,
+)
 from rpt_cli.training.data import DataOrder, StepSampler
 
 

@@ -1,5 +1,6 @@
-"""Where output goes (`-o`, `--details`, `--reports`, plots): checked before any work, then
-written so that what a path names is honoured and no partial or temporary file survives.
+"""Files: where output goes (`-o`, `--details`, `--reports`, plots, run-folder files), checked
+before any work and written so that what a path names is honoured and no partial or temporary file
+survives; and reading an append-only log whose last line a kill may have torn.
 
 - `-` or nothing: standard output.
 - A path that names a stream, not a file (a character device such as /dev/null, a FIFO, a
@@ -21,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from rpt_cli.jsonl import STDIO, RuntimeFailure, UsageError
+from rpt_cli.errors import InputError, RuntimeFailure, UsageError
+from rpt_cli.jsonl import STDIO
 
 _FD_PATH = re.compile(r"^/(?:dev/fd|proc/self/fd)/(\d+)$")
 _STANDARD_FDS = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
@@ -173,6 +175,7 @@ class OutputStream:
             if exc_type is None:
                 self.flush()
                 if kind == "file":
+                    os.fsync(self._stream.fileno())  # whole on disk before it takes the name
                     os.chmod(self._tmp, self._mode())
                 self._stream.close()
                 if kind == "file":
@@ -206,4 +209,30 @@ class OutputStream:
             return 0o666 & ~_umask()
 
 
-__all__ = ["Output", "OutputStream", "check_outputs", "plan_output"]
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """A small file (a run's config.yaml, run.json, a checkpoint's marker), written as every output
+    is: either absent or complete, even across a crash."""
+    with OutputStream(plan_output(str(path))) as out:
+        out.write(text.encode("utf-8"))
+
+
+def read_log(path: str) -> list[tuple[int, dict]]:
+    """(line number, record) of an append-only log such as a run's metrics.jsonl. Its last line
+    may be torn by a run killed mid-write, and is then left out; any other bad line is an input
+    error naming the file and line."""
+    from rpt_cli.jsonl import parse_line, read_lines, source_name
+
+    source = source_name(path)
+    lines = list(read_lines(path))
+    out = []
+    for index, (lineno, raw) in enumerate(lines):
+        try:
+            out.append((lineno, parse_line(raw, source, lineno)))
+        except InputError:
+            if index == len(lines) - 1:
+                break
+            raise
+    return out
+
+
+__all__ = ["Output", "OutputStream", "check_outputs", "plan_output", "read_log", "write_text"]
