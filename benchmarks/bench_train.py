@@ -141,8 +141,8 @@ def main() -> None:
         samples = work / "samples.jsonl"
         make_samples(AutoTokenizer.from_pretrained(source), samples, count=64, context_tokens=options.context_tokens)
         steps = options.steps + 1
-        config = TrainConfig(samples=str(samples), model=model, num_generations=G, contexts_per_step=contexts,
-                             max_steps=steps, save_steps=10_000, max_completion_tokens=new_tokens,
+        config = TrainConfig(samples=str(samples), model=model, num_completions=G, contexts_per_step=contexts,
+                             max_steps=steps, save_steps=10_000, max_new_tokens=new_tokens,
                              max_prompt_tokens=options.context_tokens + 400, dynamic_sampling_from_step=0,
                              gradient_checkpointing=options.gpu)
         force_length = {"min_new_tokens": new_tokens}

@@ -24,7 +24,7 @@ echo "== rpt eval: held-out accuracy per split before (built-in model) and after
 # in the format the run trained in: the 48-token contexts it saw, the greedy next token (ntp) and
 # 8 guesses sampled at the training temperature (direct)
 rpt eval "$out/val_samples.jsonl" --model smollm2-135m --model "$out/run" --mode ntp --mode reasoning \
-  --answer direct -n 8 --temperature 1.0 --max-prompt-tokens 48 --max-context-tokens 48 --backend hf \
+  --answer direct -G 8 --temperature 1.0 --max-prompt-tokens 48 --max-context-tokens 48 --backend hf \
   --details "$out/eval_details.jsonl" -o "$out/eval.jsonl"
 # Say plainly what the runs show.
 python - "$out/curve.json" "$out/eval.jsonl" "$out/run-boxed/metrics.jsonl" >&2 <<'PY'

@@ -23,7 +23,7 @@ rpt train "$out/samples.jsonl" -o "$out/run" --answer direct -G 8 --contexts-per
 rpt curves "$out/run" -o "$out/reward.png" > "$out/curve.jsonl"
 # held out: the same 64-token contexts the policy was trained with, greedy (ntp) and 8 sampled
 # guesses per context at the training temperature (direct)
-eval_args=(--mode ntp --mode reasoning --answer direct -n 8 --temperature 1.0 --max-prompt-tokens 64
+eval_args=(--mode ntp --mode reasoning --answer direct -G 8 --temperature 1.0 --max-prompt-tokens 64
            --max-context-tokens 64 --backend hf)
 rpt eval "$out/val_samples.jsonl" -m smollm2-135m "${eval_args[@]}" -o "$out/reports_base.jsonl"
 checkpoints=()

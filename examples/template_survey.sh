@@ -14,7 +14,7 @@ head -n 32 "$out/all.jsonl" > "$out/samples.jsonl"
 for spec in "v0 --chat" "v0 --no-chat" "v5 --chat" "v6 --chat" "fewshot --no-chat"; do
   set -- $spec
   name="$1${2/--/-}"
-  rpt rollout "$out/samples.jsonl" --template "$1" "$2" -n 4 --max-new-tokens 64 --max-prompt-tokens 384 \
+  rpt rollout "$out/samples.jsonl" --template "$1" "$2" -G 4 --max-new-tokens 64 --max-prompt-tokens 384 \
     --temperature 0.8 --backend hf -o "$out/$name.jsonl"
   rpt reward "$out/$name.jsonl" -o "$out/$name.think.jsonl"
   rpt reward "$out/$name.jsonl" --no-think -o "$out/$name.anywhere.jsonl"

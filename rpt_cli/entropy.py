@@ -160,7 +160,7 @@ class EntropyScorer:
         self.prefix = self.doc_tokenizer.prefix
         vocab = model.get_output_embeddings().weight.shape[0]
         if not 1 <= top_k <= vocab:
-            raise ValueError(f"--top-k must be between 1 and the vocabulary size ({vocab})")
+            raise ValueError(f"--entropy-top-k must be between 1 and the vocabulary size ({vocab})")
         self.top_k = top_k
         model_window = getattr(model.config, "max_position_embeddings", None) or 4096
         self.window = min(window or 4096, model_window)

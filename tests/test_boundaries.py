@@ -202,7 +202,7 @@ def test_rpt_reward_with_a_model_scores_against_the_models_tokens(tokenizers, ti
     as_policy = sample["target"].encode()[:policy_ends[0]].decode()
     rollout = {**sample, "completions": [f"</think> \\boxed{{{as_policy}}}", "</think> \\boxed{@@}"]}
     rollouts = write_jsonl(tmp_path / "rollouts.jsonl", [rollout])
-    result = CliRunner().invoke(app, ["reward", str(rollouts), "--fn", "first-token", "-m", str(tiny_model_dir)])
+    result = CliRunner().invoke(app, ["reward", str(rollouts), "--reward", "first-token", "-m", str(tiny_model_dir)])
     assert result.exit_code == 0, result.output
     scored = read_jsonl(result.stdout)[0]
     assert scored["rewards"] == [1.0, 0.0]
@@ -225,7 +225,7 @@ def test_train_draws_on_the_policys_boundaries(tokenizers, tiny_model_dir, tmp_p
     good, bad, expected = split_samples(tokenizers)
     samples = write_jsonl(tmp_path / "samples.jsonl", good[:4])
     args = ["train", str(samples), "--model", str(tiny_model_dir), "-G", "2", "--contexts-per-step", "4",
-            "--answer", "direct", "--max-completion-tokens", "2", "--max-prompt-tokens", "256", "--no-gradient-checkpointing",
+            "--answer", "direct", "--max-new-tokens", "2", "--max-prompt-tokens", "256", "--no-gradient-checkpointing",
             "--max-steps", "1", "--reward", RecordingReward.name]
     result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output

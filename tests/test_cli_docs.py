@@ -45,3 +45,32 @@ def test_help_and_light_commands_start_fast():
     assert help_run.returncode == 0
     for name in commands():
         assert re.search(rf"\b{name}\b", help_run.stdout)
+
+
+@pytest.mark.parametrize("args, old, new", [
+    (["rollout", "-", "-n", "3"], "-n/--num-rollouts", "-G/--num-completions"),
+    (["eval", "-", "--fn", "dense"], "--fn", "--reward"),
+    (["reward", "-", "--batch-size", "4"], "--batch-size", "--contexts-per-pass"),
+    (["entropy", "-", "--top-k", "8"], "--top-k", "--entropy-top-k"),
+    (["train", "s.jsonl", "--num-generations", "4"], "--num-generations", "-G/--num-completions"),
+])
+def test_old_option_names_still_work_for_one_release_with_a_note(args, old, new, tmp_path, monkeypatch):
+    """Hidden aliases: the old name is read (here the command then stops on its empty input), and a
+    note names the new one."""
+    from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "out")], input="")
+    assert f"note: {old} is now {new}; the old name goes in the next release" in result.stderr, result.output
+    both = CliRunner().invoke(app, [*args[:2], *args[2:], new.split("/")[-1], "99"], input="")
+    assert both.exit_code == 2 and f"is the old name of {new}: give one of them" in both.stderr, both.output
+
+
+def test_train_options_and_settings_are_one_list():
+    """Every rpt train option is a TrainConfig setting and every setting an option (old names aside)."""
+    from dataclasses import fields
+
+    from rpt_cli.training.config import TrainConfig
+
+    names = {p.name for p in commands()["train"].params if not p.hidden and p.name != "help"}
+    assert names - {"config", "resume"} == {f.name for f in fields(TrainConfig)}

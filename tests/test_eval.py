@@ -314,7 +314,7 @@ def test_ntp_scores_a_token_that_is_part_of_a_character_by_its_bytes(tiny_model_
 # -- reasoning mode ----------------------------------------------------------------------------------
 def test_reasoning_mode_scores_rollout_completions_with_the_reward_registry(samples_file, tiny_model_dir, tmp_path):
     details = tmp_path / "details.jsonl"
-    args = ["eval", str(samples_file), "-m", str(tiny_model_dir), "--mode", "reasoning", "-n", "3",
+    args = ["eval", str(samples_file), "-m", str(tiny_model_dir), "--mode", "reasoning", "-G", "3",
             "--max-new-tokens", "12", "--temperature", "1.5", "--backend", "hf", "--limit", "6", "--no-think",
             "--details", str(details)]
     result = runner.invoke(app, args)
@@ -369,7 +369,7 @@ def test_direct_answers_at_temperature_0_agree_with_ntp(samples_file, tiny_model
 def test_eval_follows_the_answer_format_of_the_run(samples_file, tiny_model_dir, tmp_path):
     run = build_run_folder(tmp_path / "run", {1: tiny_model_dir}, samples=str(samples_file),
                            settings={"answer": "direct", "template": "direct", "chat": False,
-                                     "max_completion_tokens": 1, "max_prompt_tokens": 100})
+                                     "max_new_tokens": 1, "max_prompt_tokens": 100})
     result = runner.invoke(app, ["eval", str(samples_file), "-m", str(run), "--mode", "reasoning", "--backend", "hf",
                                  "--limit", "3"])
     assert result.exit_code == 0, result.output
@@ -430,7 +430,7 @@ def test_both_modes_in_one_run_give_a_report_each(samples_file, tiny_model_dir):
 
 def test_a_training_run_folder_evaluates_with_no_other_option(samples_file, tiny_model_dir, second_model_dir, tmp_path):
     run = build_run_folder(tmp_path / "run", {2: second_model_dir, 4: tiny_model_dir}, samples=str(samples_file),
-                           settings={"template": "v5", "chat": False, "max_completion_tokens": 5,
+                           settings={"template": "v5", "chat": False, "max_new_tokens": 5,
                                      "max_prompt_tokens": 300})
     result = runner.invoke(app, ["eval", str(samples_file), "--model", str(run), "--limit", "5"])
     assert result.exit_code == 0, result.output
@@ -457,8 +457,8 @@ def test_a_training_run_folder_evaluates_with_no_other_option(samples_file, tiny
     (["--mode", "guess"], "error: --mode guess: choose ntp or reasoning"),
     (["--split", "extreme"], "error: --split extreme: choose one of easy, medium, hard, all"),
     (["--limit", "0"], "error: --limit must be at least 1"),
-    (["-n", "0"], "error: --num-samples must be at least 1"),
-    (["--fn", "nope"], "error: --fn nope: choose one of prefix, first-token, dense, conditional-dense"),
+    (["-G", "0"], "error: --num-completions must be at least 1"),
+    (["--reward", "nope"], "error: --reward nope: choose one of prefix, first-token, dense, conditional-dense"),
     (["--answer", "free"], "error: --answer free: choose boxed or direct"),
     (["--template", "missing.txt"], "error: template missing.txt: neither a built-in template"),
     (["--model", "./no/such/folder"], "error: model folder ./no/such/folder not found"),
@@ -497,6 +497,7 @@ def test_no_samples_in_the_split_gives_an_empty_report(tmp_path, tiny_model_dir)
     assert "no samples in split hard" in result.stderr
 
 
+@pytest.mark.slow  # real subprocesses: many seconds on 2 cores
 def test_standard_input_and_broken_pipe(samples_file, tiny_model_dir):
     import subprocess
     import sys
@@ -523,7 +524,7 @@ def test_builtin_model_both_modes_end_to_end(builtin_model_dir, tmp_path):
     records = corpus_samples(tokenizer, per_doc=3, docs=4)
     path = write_jsonl(tmp_path / "samples.jsonl", records)
     details = tmp_path / "details.jsonl"
-    result = runner.invoke(app, ["eval", str(path), "--mode", "ntp", "--mode", "reasoning", "-n", "2",
+    result = runner.invoke(app, ["eval", str(path), "--mode", "ntp", "--mode", "reasoning", "-G", "2",
                                  "--max-new-tokens", "48", "--backend", "hf", "--details", str(details)])
     assert result.exit_code == 0, result.output
     ntp, reasoning = read_jsonl(result.stdout)
@@ -549,7 +550,7 @@ def test_a_real_rpt_train_run_evaluates(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "samples.jsonl", records)
     run = tmp_path / "run"
     trained = runner.invoke(app, ["train", str(path), "--model", str(tiny_model_dir), "-o", str(run), "--max-steps", "2",
-                                  "--save-steps", "1", "-G", "2", "--contexts-per-step", "2", "--max-completion-tokens",
+                                  "--save-steps", "1", "-G", "2", "--contexts-per-step", "2", "--max-new-tokens",
                                   "4", "--max-prompt-tokens", "256", "--dynamic-sampling-from-step", "0",
                                   "--no-gradient-checkpointing"])
     assert trained.exit_code == 0, trained.output
@@ -577,7 +578,7 @@ def test_reasoning_mode_on_the_vllm_backend(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "samples.jsonl", corpus_samples(load_tokenizer(str(model_dir)), per_doc=2, docs=2))
     details = tmp_path / "details.jsonl"
     result = runner.invoke(app, ["eval", str(path), "-m", str(model_dir), "--mode", "reasoning", "--backend", "vllm",
-                                 "-n", "2", "--max-new-tokens", "8", "--max-prompt-tokens", "400",
+                                 "-G", "2", "--max-new-tokens", "8", "--max-prompt-tokens", "400",
                                  "--max-model-len", "512", "--enforce-eager", "--details", str(details)])
     assert result.exit_code == 0, result.output
     report = read_jsonl(result.stdout)[0]
@@ -588,3 +589,15 @@ def test_reasoning_mode_on_the_vllm_backend(tiny_model_dir, tmp_path):
     for row in rows:
         assert len(row["completions"]) == 2
         assert row["rewards"] == prefix(row["completions"], target=[row["target"]] * 2, boundaries=[row["boundaries"]] * 2)
+
+
+def test_runs_of_an_older_rpt_keep_their_completion_length():
+    """A run folder written before `max_completion_tokens` became `max_new_tokens` still sets the
+    reasoning-mode completion length."""
+    from rpt_cli.evaluate import EvalConfig, ModelRef
+
+    old = ModelRef(spec="run", name="run/final", source="run/final", run_settings={"max_completion_tokens": 7})
+    new = ModelRef(spec="run", name="run/final", source="run/final", run_settings={"max_new_tokens": 9})
+    assert EvalConfig(modes=("reasoning",)).prompt_settings(old)["max_new_tokens"] == 7
+    assert EvalConfig(modes=("reasoning",)).prompt_settings(new)["max_new_tokens"] == 9
+    assert EvalConfig(modes=("reasoning",), max_new_tokens=3).prompt_settings(old)["max_new_tokens"] == 3

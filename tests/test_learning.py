@@ -93,7 +93,7 @@ def test_grpo_raises_the_reward_on_the_contexts_it_trains_on(builtin_model_dir, 
     # The policy before and after, on exactly those contexts: 32 sampled guesses per context at
     # the training temperature (the expected reward), and the greedy guess (ntp).
     reports = read_jsonl(run(["eval", str(train_file), "-m", str(builtin_model_dir), "-m", final,
-                              "--mode", "reasoning", "--mode", "ntp", "--answer", "direct", "-n", "32",
+                              "--mode", "reasoning", "--mode", "ntp", "--answer", "direct", "-G", "32",
                               "--temperature", "1.0", "--max-prompt-tokens", str(PROMPT_TOKENS),
                               "--max-context-tokens", str(PROMPT_TOKENS), "--backend", "hf"]))
     base = [r for r in reports if r["model"] != reports[-1]["model"]]

@@ -257,7 +257,7 @@ def test_rollout_feeds_the_model_the_builders_ids(tiny_model_dir, tmp_path):
     from rpt_cli.prompts import PromptBuilder, PromptConfig, encode_prompt
 
     samples = write_jsonl(tmp_path / "s.jsonl", [{"id": "a", "context": EVIL}])
-    result = invoke("rollout", samples, "-m", tiny_model_dir, "-n", "1", "--max-new-tokens", "1", "--answer", "direct")
+    result = invoke("rollout", samples, "-m", tiny_model_dir, "-G", "1", "--max-new-tokens", "1", "--answer", "direct")
     assert result.exit_code == 0, result.output
     record = orjson.loads(result.stdout)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -292,13 +292,13 @@ def test_resume_refuses_its_own_input_and_other_settings(tiny_model_dir, tmp_pat
     assert line == f"error: -o {samples}: is the input file {samples}; write to another file"
     out = tmp_path / "r.jsonl"
     common = ["rollout", samples, "-o", out, "--resume", "-m", tiny_model_dir, "--max-new-tokens", "2", "--limit", "2"]
-    assert invoke(*common, "-n", "2").exit_code == 0
+    assert invoke(*common, "-G", "2").exit_code == 0
     before = out.read_bytes()
-    line = one_line_error(invoke(*common, "-n", "3", "--temperature", "1.0"))
+    line = one_line_error(invoke(*common, "-G", "3", "--temperature", "1.0"))
     assert line == (f"error: {out}:1: --resume: the file holds records made with other settings (n 2 there, 3 now; "
                     "temperature 0.8 there, 1.0 now); resume with the same settings, or write to another file")
     assert out.read_bytes() == before
-    result = invoke(*common[:-2], "-n", "2")  # same settings, no limit: finishes the file
+    result = invoke(*common[:-2], "-G", "2")  # same settings, no limit: finishes the file
     assert result.exit_code == 0 and out.read_bytes().count(b"\n") == 3
 
 
@@ -310,7 +310,7 @@ def test_duplicate_ids_are_an_error_naming_both_lines(command, tmp_path, tiny_mo
     else:
         sample = {"context": TEXT[:30], "target": " x", "boundaries": [1, 2], "entropy": 1.2}
         path = write_jsonl(tmp_path / "in.jsonl", [{**sample, "id": "a"}, {**sample, "id": "b"}, {**sample, "id": "a"}])
-        args = {"rollout": ["rollout", path, "-m", tiny_model_dir, "-n", "1", "--max-new-tokens", "1"],
+        args = {"rollout": ["rollout", path, "-m", tiny_model_dir, "-G", "1", "--max-new-tokens", "1"],
                 "eval": ["eval", path, "-m", tiny_model_dir],
                 "train": ["train", path, "-o", tmp_path / "run", "-m", tiny_model_dir]}[command]
     line = one_line_error(invoke(*args))
@@ -339,11 +339,11 @@ def test_nonsense_numbers_are_one_line_errors(args, message, tmp_path, scored):
 
 def test_runaway_sizes_are_refused_against_memory_unless_asked(tmp_path):
     samples = write_jsonl(tmp_path / "s.jsonl", [{"context": "a"}])
-    line = one_line_error(invoke("rollout", samples, "-n", "1000000", "-m", "no-such-model-folder/x/y"))
-    assert line.startswith("error: --batch-size × -n × --max-new-tokens = 32 × 1,000,000 × 8,192 tokens could take about")
+    line = one_line_error(invoke("rollout", samples, "-G", "1000000", "-m", "no-such-model-folder/x/y"))
+    assert line.startswith("error: --contexts-per-call × -G × --max-new-tokens = 32 × 1,000,000 × 8,192 tokens could take about")
     assert line.endswith("lower them, or pass --no-memory-check")
     # with the check off, the run goes on to the next step (here: the model, which is not there)
-    line = one_line_error(invoke("rollout", samples, "-n", "1000000", "--no-memory-check", "-m", "no-such-model-folder/x/y"))
+    line = one_line_error(invoke("rollout", samples, "-G", "1000000", "--no-memory-check", "-m", "no-such-model-folder/x/y"))
     assert "no-such-model-folder/x/y" in line
 
 

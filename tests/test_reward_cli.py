@@ -118,13 +118,13 @@ def test_skip_bad(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--fn", "exact"], "error: --fn exact: choose one of prefix, first-token, dense, conditional-dense\n"),
-    (["--fn", "first-token"],
-     "error: --fn first-token needs --model (the policy whose tokenizer it uses), e.g. --model smollm2-135m\n"),
-    (["--fn", "dense"], "error: --fn dense needs --model (the policy whose tokenizer and probabilities it uses), "
+    (["--reward", "exact"], "error: --reward exact: choose one of prefix, first-token, dense, conditional-dense\n"),
+    (["--reward", "first-token"],
+     "error: --reward first-token needs --model (the policy whose tokenizer it uses), e.g. --model smollm2-135m\n"),
+    (["--reward", "dense"], "error: --reward dense needs --model (the policy whose tokenizer and probabilities it uses), "
                         "e.g. --model smollm2-135m\n"),
     (["--correct", "maybe"], "error: --correct maybe: choose one of first-token, prefix\n"),
-    (["--batch-size", "0"], "error: --batch-size must be at least 1\n"),
+    (["--contexts-per-pass", "0"], "error: --contexts-per-pass must be at least 1\n"),
     (["--answer", "free"], "error: --answer free: choose boxed or direct\n"),
 ])
 def test_usage_errors(args, message):
@@ -141,7 +141,7 @@ def test_missing_file(tmp_path):
 
 def test_first_token_with_a_model(tmp_path, tiny_model_dir):
     record = {**ROLLOUT, "completions": [answer(" 3"), answer(" 3 and more"), answer(" 4")]}
-    result = run(["--fn", "first-token", "--model", str(tiny_model_dir)], input=jsonl(record))
+    result = run(["--reward", "first-token", "--model", str(tiny_model_dir)], input=jsonl(record))
     assert result.exit_code == 0, result.output
     out = orjson.loads(result.stdout)
     assert out["rewards"] == [1.0, 1.0, 0.0]  # " 3" is one token of the tiny tokenizer
@@ -153,13 +153,13 @@ def test_dense_and_conditional_dense_with_a_model(tmp_path, tiny_model_dir):
     unsolved = {**ROLLOUT, "completions": [answer(" 4"), answer(" 5")]}
     solved = {**ROLLOUT, "completions": [answer(" 3"), answer(" 4")]}
     path = write(tmp_path, jsonl(unsolved, solved))
-    dense = run([str(path), "--fn", "dense", "--model", str(tiny_model_dir), "--device", "cpu"])
+    dense = run([str(path), "--reward", "dense", "--model", str(tiny_model_dir), "--device", "cpu"])
     assert dense.exit_code == 0, dense.output
     d_unsolved, d_solved = (orjson.loads(line) for line in dense.stdout.splitlines())
     assert all(0.0 < r < 1.0 for r in d_unsolved["rewards"])
     assert d_solved["rewards"][0] == 1.0 and d_solved["rewards"][1] == d_unsolved["rewards"][0]
 
-    conditional = run([str(path), "--fn", "conditional-dense", "--model", str(tiny_model_dir),
+    conditional = run([str(path), "--reward", "conditional-dense", "--model", str(tiny_model_dir),
                        "--unsolved-reward", "-0.5"])
     assert conditional.exit_code == 0, conditional.output
     c_unsolved, c_solved = (orjson.loads(line) for line in conditional.stdout.splitlines())
@@ -172,7 +172,7 @@ def test_dense_and_conditional_dense_with_a_model(tmp_path, tiny_model_dir):
 def test_dense_needs_context(tmp_path, tiny_model_dir):
     record = {k: v for k, v in ROLLOUT.items() if k != "context"}
     path = write(tmp_path, jsonl(ROLLOUT, record))
-    result = run([str(path), "--fn", "dense", "--model", str(tiny_model_dir)])
+    result = run([str(path), "--reward", "dense", "--model", str(tiny_model_dir)])
     assert result.exit_code == 2
     assert result.stderr == f'error: {path}:2: missing field "context" (the dense rewards need it)\n'
 
@@ -180,7 +180,7 @@ def test_dense_needs_context(tmp_path, tiny_model_dir):
 def test_help_shows_an_example():
     result = CliRunner().invoke(app, ["reward", "--help"])
     assert result.exit_code == 0
-    assert "rpt reward" in result.stdout and "--fn" in result.stdout and "--no-think" in result.stdout
+    assert "rpt reward" in result.stdout and "--reward" in result.stdout and "--no-think" in result.stdout
 
 
 # -- the direct answer format ---------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def rollout_cli(tiny_model_dir, *args):
 def test_cli_writes_rollout_records_with_metadata(tiny_model_dir, tmp_path):
     samples = samples_for(5)
     path = write_samples(tmp_path / "s.jsonl", samples)
-    result = rollout_cli(tiny_model_dir, path, "-n", 2, "--max-new-tokens", 6, "--batch-size", 2, "--seed", 5)
+    result = rollout_cli(tiny_model_dir, path, "-G", 2, "--max-new-tokens", 6, "--contexts-per-call", 2, "--seed", 5)
     assert result.exit_code == 0, result.output
     records = read_jsonl(result.stdout)
     assert [r["id"] for r in records] == [s["id"] for s in samples]
@@ -219,7 +219,7 @@ def test_cli_writes_rollout_records_with_metadata(tiny_model_dir, tmp_path):
         assert r["completion_tokens"] == [6, 6] or "stop" in r["finish_reasons"]
         assert all(t <= 6 for t in r["completion_tokens"])
     assert "rollout: 5 contexts x 2 = 10 completions" in result.stderr
-    again = rollout_cli(tiny_model_dir, path, "-n", 2, "--max-new-tokens", 6, "--batch-size", 2, "--seed", 5)
+    again = rollout_cli(tiny_model_dir, path, "-G", 2, "--max-new-tokens", 6, "--contexts-per-call", 2, "--seed", 5)
     assert again.stdout == result.stdout
 
 
@@ -227,7 +227,7 @@ def test_cli_template_file_no_chat_limit_and_missing_ids(tiny_model_dir, tmp_pat
     template = tmp_path / "t.txt"
     template.write_text("Continue: {context}\n", encoding="utf-8")
     path = write_samples(tmp_path / "s.jsonl", [{"context": "a {b}"}, {"context": "c"}, {"context": "d"}])
-    result = rollout_cli(tiny_model_dir, path, "--template", template, "--no-chat", "-n", 1,
+    result = rollout_cli(tiny_model_dir, path, "--template", template, "--no-chat", "-G", 1,
                          "--max-new-tokens", 2, "--limit", 2)
     assert result.exit_code == 0, result.output
     records = read_jsonl(result.stdout)
@@ -239,7 +239,7 @@ def test_cli_template_file_no_chat_limit_and_missing_ids(tiny_model_dir, tmp_pat
 def test_direct_answers_prompt_with_the_context_alone_and_read_one_token(tiny_model_dir, tmp_path):
     samples = samples_for(3)
     path = write_samples(tmp_path / "s.jsonl", samples)
-    result = rollout_cli(tiny_model_dir, path, "--answer", "direct", "-n", 3)
+    result = rollout_cli(tiny_model_dir, path, "--answer", "direct", "-G", 3)
     assert result.exit_code == 0, result.output
     records = read_jsonl(result.stdout)
     assert [r["prompt"] for r in records] == [s["context"] for s in samples]  # no instruction, no chat markup
@@ -251,11 +251,11 @@ def test_direct_answers_prompt_with_the_context_alone_and_read_one_token(tiny_mo
     assert scored.exit_code == 0, scored.output
     assert all(p == (c or None) for r in read_jsonl(scored.stdout) for p, c in zip(r["predictions"], r["completions"]))
     # the format's defaults give way to what is asked for
-    result = rollout_cli(tiny_model_dir, path, "--answer", "direct", "-n", 1, "--max-new-tokens", 3, "--chat",
+    result = rollout_cli(tiny_model_dir, path, "--answer", "direct", "-G", 1, "--max-new-tokens", 3, "--chat",
                          "--template", "v5")
     meta = read_jsonl(result.stdout)[0]["rollout"]
     assert (meta["answer"], meta["template"], meta["chat"], meta["max_new_tokens"]) == ("direct", "v5", True, 3)
-    assert read_jsonl(rollout_cli(tiny_model_dir, path, "-n", 1, "--max-new-tokens", 2).stdout)[0]["rollout"]["answer"] == "boxed"
+    assert read_jsonl(rollout_cli(tiny_model_dir, path, "-G", 1, "--max-new-tokens", 2).stdout)[0]["rollout"]["answer"] == "boxed"
 
 
 def test_list_templates_prints_them_in_full():
@@ -271,7 +271,7 @@ def test_list_templates_prints_them_in_full():
     ([b'{"id": 1, "context": "a"}', b'{"id": 2, "text": "b"}'], [], 's.jsonl:2: missing field "context"'),
     ([b'{"id": 1, "context": 3}'], [], 's.jsonl:1: field "context" must be a string'),
     ([b'{"id": 1, "context": "a"}', b'{"id": 1'], [], "s.jsonl:2: invalid JSON"),
-    ([b'{"id": 1, "context": "a"}'], ["-n", "0"], "--num-rollouts must be at least 1"),
+    ([b'{"id": 1, "context": "a"}'], ["-G", "0"], "--num-completions must be at least 1"),
     ([b'{"id": 1, "context": "a"}'], ["--template", "missing.txt"], "template missing.txt: neither a built-in"),
     ([b'{"id": 1, "context": "a"}'], ["--template", "NOSLOT"], "has no {context} placeholder"),
     ([b'{"id": 1, "context": "a"}'], ["--template", "BINARY"], "not UTF-8 text"),
@@ -311,7 +311,7 @@ def test_missing_vllm_is_a_one_line_error_naming_the_install(tiny_model_dir, tmp
 
 
 # -- resume --------------------------------------------------------------------------------------------
-RESUME_ARGS = ["-n", 2, "--max-new-tokens", 5, "--batch-size", 2, "--seed", 11]
+RESUME_ARGS = ["-G", 2, "--max-new-tokens", 5, "--contexts-per-call", 2, "--seed", 11]
 
 
 @pytest.fixture(scope="module")
@@ -367,13 +367,14 @@ def test_resume_refuses_a_file_damaged_in_the_middle(tiny_model_dir, tmp_path, u
     assert out.read_bytes() == damaged
 
 
+@pytest.mark.slow  # real subprocesses: many seconds on 2 cores
 def test_resume_after_the_process_is_killed(tiny_model_dir, tmp_path):
     """SIGKILL a real run part-way, then resume: every sample exactly once, in input order."""
     samples = samples_for(40)
     path = write_samples(tmp_path / "s.jsonl", samples)
     out = tmp_path / "out.jsonl"
     args = ["rollout", str(path), "--model", str(tiny_model_dir), "-o", str(out), "--resume",
-            "-n", "2", "--max-new-tokens", "24", "--batch-size", "1"]
+            "-G", "2", "--max-new-tokens", "24", "--contexts-per-call", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "rpt_cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180  # a busy CI machine takes a while to import and load
@@ -393,10 +394,11 @@ def test_resume_after_the_process_is_killed(tiny_model_dir, tmp_path):
 
 
 # -- pipes ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # real subprocesses: many seconds on 2 cores
 def test_piping_into_head_ends_quietly(tiny_model_dir, tmp_path):
     path = write_samples(tmp_path / "s.jsonl", samples_for(30))
     command = (f"set -o pipefail; '{sys.executable}' -m rpt_cli rollout '{path}' --model '{tiny_model_dir}' "
-               "-n 2 --max-new-tokens 8 --batch-size 1 | head -1")
+               "-G 2 --max-new-tokens 8 --contexts-per-call 1 | head -1")
     done = subprocess.run(command, shell=True, capture_output=True, text=True, executable="/bin/bash",
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert done.returncode == 0, done.stderr
@@ -410,7 +412,7 @@ def test_builtin_model_end_to_end_into_rpt_reward(tmp_path):
     samples = [{"id": "a", "context": "The capital of France is", "target": " Paris.", "boundaries": [6, 7]},
                {"id": "b", "context": "1, 2, 3, 4,", "target": " 5, 6", "boundaries": [2, 3, 5]}]
     path = write_samples(tmp_path / "s.jsonl", samples)
-    result = runner.invoke(app, ["rollout", str(path), "-n", "2", "--max-new-tokens", "16", "-o",
+    result = runner.invoke(app, ["rollout", str(path), "-G", "2", "--max-new-tokens", "16", "-o",
                                  str(tmp_path / "r.jsonl")])
     assert result.exit_code == 0, result.output
     records = read_jsonl((tmp_path / "r.jsonl").read_bytes())

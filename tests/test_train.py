@@ -50,7 +50,7 @@ def write_samples(path: Path, records: list[dict]) -> Path:
 
 def tiny_args(model: Path, samples: Path, out: Path, *extra: str) -> list[str]:
     return ["train", str(samples), "-o", str(out), "--model", str(model), "-G", "2", "--contexts-per-step", "2",
-            "--max-completion-tokens", "8", "--max-prompt-tokens", "256", "--no-gradient-checkpointing",
+            "--max-new-tokens", "8", "--max-prompt-tokens", "256", "--no-gradient-checkpointing",
             "--dynamic-sampling-from-step", "0", *extra]
 
 
@@ -92,7 +92,7 @@ def test_two_steps_end_to_end(tiny_model_dir, tmp_path, test_rewards):
     # the resolved settings: CLI over YAML over defaults, and they read back
     saved = resolve_config({}, str(out / "config.yaml"))
     assert (saved.max_steps, saved.save_steps, saved.contexts_per_step, saved.learning_rate) == (2, 2, 2, 1e-3)
-    assert (saved.reward, saved.temperature, saved.num_generations) == ("test-recording", DEFAULTS.temperature, 2)
+    assert (saved.reward, saved.temperature, saved.num_completions) == ("test-recording", DEFAULTS.temperature, 2)
 
     # the reward saw the samples' columns, one entry per completion, and prompts built as rollout builds them
     by_id = {r["id"]: r for r in records}
@@ -233,6 +233,7 @@ def helper_run(args: list[str], env_extra: dict | None = None, **kwargs) -> subp
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
+@pytest.mark.slow  # real subprocesses: many seconds on 2 cores
 def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, test_rewards):
     samples = write_samples(tmp_path / "samples.jsonl", [sample(i) for i in range(5)])
     common = ["--reward", "test-hash", "--max-steps", "6", "--save-steps", "2", "--learning-rate", "1e-2"]
@@ -278,6 +279,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, 
     assert again.exit_code == 0 and "nothing to do" in again.stderr
 
 
+@pytest.mark.slow  # real subprocesses: many seconds on 2 cores
 def test_two_processes_draw_the_same_order_and_refill_in_step(tiny_model_dir, tmp_path):
     """`torchrun`/`accelerate launch` with two CPU processes (gloo): each process trains on its
     share of every step, the order of contexts is the single-process one, dynamic sampling keeps
@@ -314,7 +316,7 @@ def test_settings_precedence_defaults_yaml_cli(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("num-generations: 4\ncontexts_per_step: 3\nlearning_rate: 2e-6\nvllm: server\nchat: false\n")
     config = resolve_config({"contexts_per_step": 2, "model": None, "chat": None}, str(path))
-    assert (config.num_generations, config.contexts_per_step, config.learning_rate) == (4, 2, 2e-6)
+    assert (config.num_completions, config.contexts_per_step, config.learning_rate) == (4, 2, 2e-6)
     assert (config.vllm, config.chat) == ("server", False)
     assert (config.temperature, config.max_steps, config.loss_type) == (0.8, 1000, "grpo")
     assert resolve_config({}) == TrainConfig()
@@ -322,27 +324,27 @@ def test_settings_precedence_defaults_yaml_cli(tmp_path):
 
 def test_the_direct_answer_format_brings_its_own_prompt_defaults(tmp_path):
     direct = resolve_config({"answer": "direct"})
-    assert (direct.answer, direct.template, direct.chat, direct.max_completion_tokens) == ("direct", "direct", False, 1)
+    assert (direct.answer, direct.template, direct.chat, direct.max_new_tokens) == ("direct", "direct", False, 1)
     # what the file or the command line says still wins
     path = tmp_path / "c.yaml"
-    path.write_text("answer: direct\nmax_completion_tokens: 4\n")
+    path.write_text("answer: direct\nmax_new_tokens: 4\n")
     config = resolve_config({"chat": True}, str(path))
-    assert (config.template, config.chat, config.max_completion_tokens) == ("direct", True, 4)
+    assert (config.template, config.chat, config.max_new_tokens) == ("direct", True, 4)
     boxed = resolve_config({})
-    assert (boxed.answer, boxed.template, boxed.chat, boxed.max_completion_tokens) == ("boxed", "v0", True, 8192)
+    assert (boxed.answer, boxed.template, boxed.chat, boxed.max_new_tokens) == ("boxed", "v0", True, 8192)
 
 
 def test_paper_defaults_and_shipped_configs():
     d = DEFAULTS
-    assert (d.num_generations, d.contexts_per_step, d.learning_rate, d.beta, d.epsilon, d.weight_decay) == \
+    assert (d.num_completions, d.contexts_per_step, d.learning_rate, d.beta, d.epsilon, d.weight_decay) == \
         (8, 256, 1e-6, 0.0, 0.2, 0.01)
-    assert (d.adam_beta1, d.adam_beta2, d.temperature, d.max_prompt_tokens, d.max_completion_tokens) == \
+    assert (d.adam_beta1, d.adam_beta2, d.temperature, d.max_prompt_tokens, d.max_new_tokens) == \
         (0.9, 0.999, 0.8, 4096, 8192)
     assert (d.max_steps, d.loss_type, d.dynamic_sampling_from_step) == (1000, "grpo", 500)
     paper = resolve_config({}, str(ROOT / "examples" / "configs" / "paper.yaml"))
     assert paper == TrainConfig()
     demo = resolve_config({}, str(ROOT / "examples" / "configs" / "cpu-demo.yaml"))
-    assert demo.max_completion_tokens <= 64 and not demo.gradient_checkpointing
+    assert demo.max_new_tokens <= 64 and not demo.gradient_checkpointing
     from accelerate.commands.config.config_args import load_config_from_file
 
     zero3 = load_config_from_file(str(ROOT / "examples" / "configs" / "zero3.yaml"))
@@ -361,7 +363,7 @@ def test_report_to_a_missing_logger_is_refused(tmp_path):
 
 
 def test_batch_plan_counts_completions_per_process():
-    plan = batch_plan(TrainConfig(contexts_per_step=256, num_generations=8, micro_batch_size=16), 8)
+    plan = batch_plan(TrainConfig(contexts_per_step=256, num_completions=8, micro_batch_size=16), 8)
     assert (plan.completions, plan.gradient_accumulation_steps, plan.contexts_per_process) == (2048, 16, 32)
     assert batch_plan(TrainConfig(), 1).gradient_accumulation_steps == 256
 
@@ -369,10 +371,10 @@ def test_batch_plan_counts_completions_per_process():
 def test_options_map_onto_trl_config(tmp_path):
     from rpt_cli.training.run import grpo_args
 
-    config = TrainConfig(num_generations=4, contexts_per_step=6, micro_batch_size=3, learning_rate=3e-6,
+    config = TrainConfig(num_completions=4, contexts_per_step=6, micro_batch_size=3, learning_rate=3e-6,
                          lr_scheduler="cosine", warmup_steps=5, weight_decay=0.1, adam_beta1=0.8, adam_beta2=0.95,
                          max_grad_norm=0.5, beta=0.04, epsilon=0.3, loss_type="dr_grpo", scale_rewards="none",
-                         temperature=0.7, top_p=0.9, top_k=20, max_completion_tokens=100, max_steps=7, save_steps=3,
+                         temperature=0.7, top_p=0.9, top_k=20, max_new_tokens=100, max_steps=7, save_steps=3,
                          seed=11, gradient_checkpointing=False, vllm="server", vllm_server_host="10.0.0.2",
                          vllm_server_port=8123, max_prompt_tokens=200)
     args = grpo_args(config, batch_plan(config, 1), tmp_path)
@@ -392,7 +394,7 @@ def test_options_map_onto_trl_config(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["-G", "1"], "--num-generations must be at least 2"),
+    (["-G", "1"], "--num-completions must be at least 2"),
     (["-G", "2", "--contexts-per-step", "3", "--micro-batch-size", "4"], "batch not divisible"),
     (["-G", "2", "--contexts-per-step", "2", "--micro-batch-size", "64"], "--micro-batch-size 64 exceeds"),
     (["--temperature", "0"], "--temperature must be positive"),

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rpt_cli.console import handle_sigterm
+from rpt_cli.console import handle_sigterm, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, read_records
 from rpt_cli.models import BUILTIN_NAME
@@ -54,6 +54,76 @@ ANSWER_HELP = ("Answer format: boxed (the paper's: think, then the guess in \\bo
 AnswerOpt = Annotated[Optional[str], typer.Option(
     "--answer", metavar="boxed|direct", show_default=False,
     help=ANSWER_HELP + " Default: what the rollouts say (rollout.answer), else boxed.")]
+
+
+# -- one vocabulary ------------------------------------------------------------------------
+# One name per concept in every command (docs/records.md lists them); the old names stay as hidden
+# aliases for one release (`renamed`).
+COMPLETIONS_HELP = "Completions sampled per context (G; paper: 8)."
+CompletionsOpt = Annotated[int, typer.Option("--num-completions", "-G", help=COMPLETIONS_HELP)]
+RewardOpt = Annotated[str, typer.Option(
+    "--reward", help="Reward function: prefix (Eq. 3, the default), first-token, dense or conditional-dense.")]
+
+
+def old_name_option(new: str, *names: str, metavar: str | None = None):
+    """A hidden option under an old name of `new`, kept for one release (`renamed` reads it)."""
+    return typer.Option(*names, hidden=True, show_default=False, metavar=metavar,
+                        help=f"Old name of {new}, kept for one release.")
+
+
+def renamed(value, old_value, *, new: str, old: str, default, command: str):
+    """The setting given under a new option or its old name: the old one wins when only it was
+    given (with a note naming the new one); both, with different values, is a usage error."""
+    if old_value is None:
+        return value
+    if value != default and value != old_value:
+        raise UsageError(f"{old} is the old name of {new}: give one of them")
+    stderr.print(f"{command}: note: {old} is now {new}; the old name goes in the next release", markup=False)
+    return old_value
+
+
+# -- help panels ---------------------------------------------------------------------------
+# Every command groups its options the same way; a parameter's panel is set here, in one place.
+PANELS = {
+    "Input and output": ("input", "output", "details", "reports", "resume", "skip_bad", "text_field", "id_field",
+                         "dataset", "dataset_split", "dataset_config", "shard", "limit", "samples", "metrics",
+                         "config", "runs", "keep_fields"),
+    "Model": ("model", "device", "dtype", "trust_remote_code"),
+    "Prompt": ("answer", "template", "list_templates", "chat", "think_prefix", "max_prompt_tokens"),
+    "Sampling": ("num_completions", "temperature", "top_p", "top_k", "max_new_tokens", "seed"),
+    "Reward": ("reward", "no_think", "correct", "unsolved_reward"),
+    "Engine": ("backend", "contexts_per_call", "contexts_per_pass", "max_batch_sequences", "tensor_parallel_size",
+               "gpu_memory_utilization", "max_model_len", "enforce_eager", "no_memory_check", "batch_tokens",
+               "window", "overlap", "no_share", "vllm", "vllm_server_host", "vllm_server_port",
+               "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size", "micro_batch_size",
+               "gradient_checkpointing"),
+    "Selection": ("min", "max", "split", "min_context_tokens", "target_tokens", "max_context_tokens", "per_doc",
+                  "fraction", "entropy_top_k", "mode"),
+    "Plot": ("title",),
+}
+PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
+# per command, where a name means something else
+PANEL_OF_COMMAND = {("curves", "window"): "Plot", ("scaling", "split"): "Plot", ("scaling", "mode"): "Plot",
+                    ("filter", "seed"): "Selection"}
+OTHER_PANEL = {"train": "Training", "scaling": "Run folder"}
+
+
+def group_options(typer_app: typer.Typer) -> None:
+    """Put every option of every command in its help panel (`PANELS`); called once, after the
+    commands are registered and before Typer builds them. Old names are hidden anyway."""
+    import typing
+
+    for command in typer_app.registered_commands:
+        name = command.name or command.callback.__name__
+        # the annotations are strings (`from __future__ import annotations`) that Typer would
+        # evaluate anew: evaluate them once, set the panels, and hand Typer those objects
+        hints = typing.get_type_hints(command.callback, include_extras=True)
+        for param, hint in hints.items():
+            for info in getattr(hint, "__metadata__", ()):
+                if isinstance(info, (typer.models.OptionInfo, typer.models.ArgumentInfo)):
+                    info.rich_help_panel = PANEL_OF_COMMAND.get((name, param)) or PANEL_OF.get(param) \
+                        or OTHER_PANEL.get(name, "Options")
+        command.callback.__annotations__ = hints
 
 
 def main() -> None:
@@ -141,8 +211,8 @@ def check_memory(contexts: int, completions: int, tokens: int, *, names: str, ov
 
 
 NoMemoryCheckOpt = Annotated[bool, typer.Option(
-    "--no-memory-check", help="Skip the check that one chunk's completions (contexts × completions × max new tokens) "
-                              "fit in half of this machine's memory.")]
+    "--no-memory-check", help="Skip the check that one generation call's completions (--contexts-per-call × -G × "
+                              "--max-new-tokens tokens) fit in half of this machine's memory.")]
 
 
 def check_outputs(inputs: str | list[str] | None, *outputs: tuple[str, str | None]) -> None:

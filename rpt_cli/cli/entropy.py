@@ -20,8 +20,10 @@ from rpt_cli.cli.app import (
     check_input,
     check_numbers,
     check_outputs,
+    old_name_option,
     parse_shard,
     prevalidate,
+    renamed,
 )
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.errors import UsageError
@@ -36,7 +38,11 @@ def entropy(
     model: ModelOpt = BUILTIN_NAME,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    top_k: Annotated[int, typer.Option("--top-k", help="Entropy over the k most likely next tokens, renormalized (paper: 16).")] = 16,
+    entropy_top_k: Annotated[int, typer.Option(
+        "--entropy-top-k", metavar="K",
+        help="The entropy is over the model's K most likely next tokens, renormalized (paper: 16); recorded as "
+             "entropy_top_k.")] = 16,
+    top_k_old: Annotated[Optional[int], old_name_option("--entropy-top-k", "--top-k")] = None,
     text_field: TextFieldOpt = "text",
     id_field: IdFieldOpt = "id",
     dataset: Annotated[Optional[str], typer.Option(
@@ -64,8 +70,9 @@ def entropy(
         from rpt_cli.models import display_name, load_model
 
         shard_slice = parse_shard(shard)
+        top_k = renamed(entropy_top_k, top_k_old, new="--entropy-top-k", old="--top-k", default=16, command="entropy")
         if top_k < 1:
-            raise UsageError("--top-k must be at least 1")
+            raise UsageError("--entropy-top-k must be at least 1")
         if batch_tokens < 1 or window < 2:
             raise UsageError("--batch-tokens must be positive and --window at least 2")
         validate = corpus_validator(text_field, id_field)

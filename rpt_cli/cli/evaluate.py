@@ -20,6 +20,8 @@ from rpt_cli.cli.app import (
     check_memory,
     check_numbers,
     check_outputs,
+    old_name_option,
+    renamed,
 )
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
@@ -28,7 +30,7 @@ from rpt_cli.models import BUILTIN_NAME
 EVAL_EXAMPLES = (
     "rpt entropy examples/data/val.jsonl | rpt filter --min 0.5 --per-doc 8 > val_samples.jsonl\n\n"
     "  rpt eval val_samples.jsonl --model smollm2-135m --model runs/demo --mode ntp\n\n"
-    "  rpt eval val_samples.jsonl --model runs/demo/checkpoint-100 --mode reasoning -n 8 --max-new-tokens 512 "
+    "  rpt eval val_samples.jsonl --model runs/demo/checkpoint-100 --mode reasoning -G 8 --max-new-tokens 512 "
     "--details per_sample.jsonl\n\n"
     "  rpt eval val_samples.jsonl -m smollm2-135m -m runs/demo --mode ntp --mode reasoning --split hard | jq -c .splits")
 
@@ -58,15 +60,17 @@ def eval_(
     no_share: Annotated[bool, typer.Option(
         "--no-share", help="ntp: give every context its own forward pass, even where a longer context of the same "
                            "document could provide its logits exactly (same results, slower).")] = False,
-    num_samples: Annotated[int, typer.Option(
-        "--num-samples", "-n", help="reasoning: completions per context, k; accuracy is their mean, pass@k the share "
-                                    "of contexts with a correct one.")] = 1,
+    num_completions: Annotated[int, typer.Option(
+        "--num-completions", "-G", help="reasoning: completions per context, k; accuracy is their mean, pass@k the "
+                                        "share of contexts with a correct one.")] = 1,
+    num_samples_old: Annotated[Optional[int], old_name_option("-G/--num-completions", "--num-samples", "-n")] = None,
     answer: Annotated[Optional[str], typer.Option(
         "--answer", metavar="boxed|direct", show_default=False,
         help="reasoning: " + ANSWER_HELP + " Default: the training run's, else boxed.")] = None,
-    fn: Annotated[str, typer.Option(
-        "--fn", help="reasoning: reward function that decides correctness: prefix (Eq. 3), first-token, dense or "
-                     "conditional-dense.")] = "prefix",
+    reward: Annotated[str, typer.Option(
+        "--reward", help="reasoning: reward function that decides correctness: prefix (Eq. 3), first-token, dense or "
+                         "conditional-dense.")] = "prefix",
+    fn_old: Annotated[Optional[str], old_name_option("--reward", "--fn")] = None,
     temperature: Annotated[float, typer.Option(help="reasoning: sampling temperature (paper: 0.8; 0 is greedy).")] = 0.8,
     top_p: Annotated[float, typer.Option("--top-p", help="reasoning: nucleus sampling (1.0: off).")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="reasoning: sample among the K most likely tokens (0: off).", metavar="K")] = 0,
@@ -87,7 +91,8 @@ def eval_(
         "--no-think/--think", help="reasoning: take the last \\boxed{} anywhere, not only after </think> "
                                    "(default: the run's, else --think).", show_default=False)] = None,
     backend: Annotated[str, typer.Option(help="reasoning: auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="reasoning: contexts per generation call.")] = 32,
+    contexts_per_call: Annotated[int, typer.Option(help="reasoning: contexts per generation call.")] = 32,
+    batch_size_old: Annotated[Optional[int], old_name_option("--contexts-per-call", "--batch-size")] = None,
     max_batch_sequences: Annotated[Optional[int], typer.Option(
         help="reasoning, hf: sequences per generate call at most (default: as many as a quarter of memory holds).")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="reasoning, vllm: GPUs to split the model over.")] = 1,
@@ -130,9 +135,14 @@ def eval_(
             modes=tuple(dict.fromkeys(mode or ["ntp"])), split=split, limit=limit, seed=seed, device=device,
             dtype=dtype, trust_remote_code=trust_remote_code, batch_tokens=batch_tokens,
             max_context_tokens=max_context_tokens, share_passes=not no_share, backend=backend,
-            num_samples=num_samples, answer=answer, fn=fn, temperature=temperature, top_p=top_p, top_k=top_k,
+            num_completions=renamed(num_completions, num_samples_old, new="-G/--num-completions",
+                                    old="-n/--num-samples", default=1, command="eval"),
+            answer=answer, reward=renamed(reward, fn_old, new="--reward", old="--fn", default="prefix", command="eval"),
+            temperature=temperature, top_p=top_p, top_k=top_k,
             max_new_tokens=max_new_tokens, template=template, chat=chat, think_prefix=think_prefix,
-            max_prompt_tokens=max_prompt_tokens, no_think=no_think, batch_size=batch_size,
+            max_prompt_tokens=max_prompt_tokens, no_think=no_think,
+            contexts_per_call=renamed(contexts_per_call, batch_size_old, new="--contexts-per-call", old="--batch-size",
+                                      default=32, command="eval"),
             max_batch_sequences=max_batch_sequences, tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, enforce_eager=enforce_eager)
         config.check()
@@ -142,8 +152,9 @@ def eval_(
         for ref in refs:
             config.check_model(ref)
             if "reasoning" in config.modes:
-                check_memory(config.batch_size, config.num_samples, config.prompt_settings(ref)["max_new_tokens"],
-                             names="--batch-size × -n × --max-new-tokens", override=no_memory_check)
+                check_memory(config.contexts_per_call, config.num_completions,
+                             config.prompt_settings(ref)["max_new_tokens"],
+                             names="--contexts-per-call × -G × --max-new-tokens", override=no_memory_check)
         source = source_name(input)
         read_stats = ReadStats()
         records = numbered_samples(read_records(input, eval_sample_validator, skip_bad=skip_bad, stats=read_stats,

@@ -13,13 +13,16 @@ from rpt_cli.cli.app import (
     DtypeOpt,
     InputArg,
     OutputOpt,
+    RewardOpt,
     SkipBadScoredOpt,
     TrustOpt,
     app,
     check_input,
     check_numbers,
     check_outputs,
+    old_name_option,
     prevalidate,
+    renamed,
 )
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.errors import UsageError
@@ -28,12 +31,12 @@ from rpt_cli.models import BUILTIN_NAME
 
 
 @app.command(epilog="Examples:  rpt rollout samples.jsonl | rpt reward | jq -c .rewards\n\n"
-                    "rpt reward rollouts.jsonl --fn dense --model smollm2-135m -o scored.jsonl")
+                    "rpt reward rollouts.jsonl --reward dense --model smollm2-135m -o scored.jsonl")
 def reward(
     input: InputArg = STDIO,
     output: OutputOpt = None,
-    fn: Annotated[str, typer.Option(
-        "--fn", help="Reward function: prefix (Eq. 3), first-token, dense or conditional-dense (paper, Appendix A).")] = "prefix",
+    reward: RewardOpt = "prefix",
+    fn_old: Annotated[Optional[str], old_name_option("--reward", "--fn")] = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m",
         help=f"Needed by first-token (its tokenizer) and the dense variants (its probabilities): '{BUILTIN_NAME}', "
@@ -45,7 +48,8 @@ def reward(
         help="dense variants: what counts as correct (reward 1): first-token (the paper's definition) or prefix (Eq. 3).")] = "first-token",
     unsolved_reward: Annotated[float, typer.Option(
         help="conditional-dense: the reward of every completion in a group without a correct one.")] = 0.0,
-    batch_size: Annotated[int, typer.Option(help="dense variants: contexts per forward pass.")] = 8,
+    contexts_per_pass: Annotated[int, typer.Option(help="dense variants: contexts per forward pass.")] = 8,
+    batch_size_old: Annotated[Optional[int], old_name_option("--contexts-per-pass", "--batch-size")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     skip_bad: SkipBadScoredOpt = False,
@@ -59,6 +63,9 @@ def reward(
     """
     with cli_errors():
         check_numbers(locals())
+        fn = renamed(reward, fn_old, new="--reward", old="--fn", default="prefix", command="reward")
+        batch_size = renamed(contexts_per_pass, batch_size_old, new="--contexts-per-pass", old="--batch-size",
+                             default=8, command="reward")
         from rpt_cli.answers import check_answer
         from rpt_cli.jsonl import source_name
         from rpt_cli.reward import (
@@ -74,19 +81,19 @@ def reward(
         )
 
         if fn not in REWARD_FUNCTIONS:
-            raise UsageError(f"--fn {fn}: choose one of {', '.join(REWARD_FUNCTIONS)}")
+            raise UsageError(f"--reward {fn}: choose one of {', '.join(REWARD_FUNCTIONS)}")
         if answer is not None:
             check_answer(answer)
         if correct not in CORRECTNESS_RULES:
             raise UsageError(f"--correct {correct}: choose one of {', '.join(CORRECTNESS_RULES)}")
         if batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
+            raise UsageError("--contexts-per-pass must be at least 1")
         uses_model = fn in NEEDS_MODEL or fn in NEEDS_TOKENIZER
         if uses_model and model is None:
-            raise UsageError(f"--fn {fn} needs --model (the policy whose tokenizer"
+            raise UsageError(f"--reward {fn} needs --model (the policy whose tokenizer"
                              f"{' and probabilities' if fn in NEEDS_MODEL else ''} it uses), e.g. --model {BUILTIN_NAME}")
         if model is not None and not uses_model:
-            stderr.print(f"reward: note: --fn {fn} does not use --model; ignoring it")
+            stderr.print(f"reward: note: --reward {fn} does not use --model; ignoring it")
         check_input(input)
         check_outputs(input, ("-o", output))
         validate = rollout_validator(REWARD_FUNCTIONS[fn])

@@ -10,6 +10,7 @@ import typer
 
 from rpt_cli.cli.app import (
     ANSWER_HELP,
+    CompletionsOpt,
     DeviceOpt,
     DtypeOpt,
     InputArg,
@@ -23,14 +24,16 @@ from rpt_cli.cli.app import (
     check_memory,
     check_numbers,
     check_outputs,
+    old_name_option,
+    renamed,
 )
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, read_records
 from rpt_cli.models import BUILTIN_NAME
 
-ROLLOUT_EXAMPLE = ("rpt rollout samples.jsonl -n 8 --max-new-tokens 1024 -o rollouts.jsonl --resume\n\n"
-                   "  rpt filter scored.jsonl --min 1.0 | rpt rollout -n 4 --max-new-tokens 256 | rpt reward > scored.jsonl")
+ROLLOUT_EXAMPLE = ("rpt rollout samples.jsonl -G 8 --max-new-tokens 1024 -o rollouts.jsonl --resume\n\n"
+                   "  rpt filter scored.jsonl --min 1.0 | rpt rollout -G 4 --max-new-tokens 256 | rpt reward > scored.jsonl")
 
 
 @app.command(epilog=f"Examples:  {ROLLOUT_EXAMPLE}")
@@ -38,7 +41,8 @@ def rollout(
     input: InputArg = STDIO,
     output: OutputOpt = None,
     model: ModelOpt = BUILTIN_NAME,
-    num_rollouts: Annotated[int, typer.Option("--num-rollouts", "-n", help="Completions sampled per context (G; paper: 8).")] = 8,
+    num_completions: CompletionsOpt = 8,
+    num_rollouts_old: Annotated[Optional[int], old_name_option("-G/--num-completions", "--num-rollouts", "-n")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (paper: 0.8; 0 is greedy).")] = 0.8,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability (1.0: off).")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Sample only among the K most likely tokens (0: off).", metavar="K")] = 0,
@@ -58,7 +62,9 @@ def rollout(
     think_prefix: Annotated[Optional[str], typer.Option(
         help="Text that opens the model's answer, e.g. '<think>' plus a newline for thinking models (none by default).")] = None,
     backend: Annotated[str, typer.Option(help="auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Contexts per chunk: sampled in one backend call, then written and flushed.")] = 32,
+    contexts_per_call: Annotated[int, typer.Option(
+        help="Contexts per generation call (a chunk): sampled together, then written and flushed.")] = 32,
+    batch_size_old: Annotated[Optional[int], old_name_option("--contexts-per-call", "--batch-size")] = None,
     max_batch_sequences: Annotated[Optional[int], typer.Option(
         help="hf: sequences per generate call at most (default: as many as a quarter of memory holds).")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs to split the model over.")] = 1,
@@ -82,6 +88,10 @@ def rollout(
     """
     with cli_errors():
         check_numbers(locals())
+        num_rollouts = renamed(num_completions, num_rollouts_old, new="-G/--num-completions", old="-n/--num-rollouts",
+                               default=8, command="rollout")
+        batch_size = renamed(contexts_per_call, batch_size_old, new="--contexts-per-call", old="--batch-size",
+                             default=32, command="rollout")
         from rpt_cli.prompts import TemplateError, load_template
 
         if list_templates:
@@ -96,7 +106,7 @@ def rollout(
         template = defaults["template"] if template is None else template
         chat = defaults["chat"] if chat is None else chat
         max_new_tokens = defaults["max_new_tokens"] if max_new_tokens is None else max_new_tokens
-        for name, value in (("--num-rollouts", num_rollouts), ("--batch-size", batch_size),
+        for name, value in (("--num-completions", num_rollouts), ("--contexts-per-call", batch_size),
                             ("--max-new-tokens", max_new_tokens), ("--max-prompt-tokens", max_prompt_tokens),
                             ("--limit", limit), ("--max-batch-sequences", max_batch_sequences),
                             ("--tensor-parallel-size", tensor_parallel_size)):
@@ -108,7 +118,7 @@ def rollout(
             raise UsageError("--top-p must be in (0, 1]")
         if top_k < 0:
             raise UsageError("--top-k must be 0 (off) or positive")
-        check_memory(batch_size, num_rollouts, max_new_tokens, names="--batch-size × -n × --max-new-tokens",
+        check_memory(batch_size, num_rollouts, max_new_tokens, names="--contexts-per-call × -G × --max-new-tokens",
                      override=no_memory_check)
         try:
             prompt_template = load_template(template)

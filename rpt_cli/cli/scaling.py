@@ -15,7 +15,8 @@ from rpt_cli.cli.app import (
     check_input,
     check_numbers,
     check_outputs,
-    main,
+    old_name_option,
+    renamed,
 )
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.errors import UsageError
@@ -52,11 +53,15 @@ def scaling(
         "--reports", metavar="FILE",
         help="Run folder: also write the checkpoints' evaluation reports here (JSONL; rpt scaling reads them back).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Run folder: evaluate only the first N samples.", metavar="N")] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Run folder, reasoning: completions per context.")] = 1,
+    num_completions: Annotated[int, typer.Option(
+        "--num-completions", "-G", help="Run folder, reasoning: completions per context.")] = 1,
+    num_samples_old: Annotated[Optional[int], old_name_option("-G/--num-completions", "--num-samples", "-n")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(
         help="Run folder, reasoning: longest completion (default: the run's).")] = None,
     temperature: Annotated[float, typer.Option(help="Run folder, reasoning: sampling temperature.")] = 0.8,
-    fn: Annotated[str, typer.Option("--fn", help="Run folder, reasoning: reward function that decides correctness.")] = "prefix",
+    reward: Annotated[str, typer.Option(
+        "--reward", help="Run folder, reasoning: reward function that decides correctness.")] = "prefix",
+    fn_old: Annotated[Optional[str], old_name_option("--reward", "--fn")] = None,
     backend: Annotated[str, typer.Option(help="Run folder, reasoning: auto, hf or vllm.")] = "auto",
     seed: Annotated[int, typer.Option(help="Run folder, reasoning: seed of the sampling.")] = 0,
     batch_tokens: Annotated[int, typer.Option(help="Run folder, ntp: padded tokens per forward pass.")] = 8192,
@@ -100,7 +105,10 @@ def scaling(
         if run is not None:
             numbered = list(enumerate(_evaluate_run(
                 run, samples=samples, reports_path=reports, mode=mode or "ntp", split=split, limit=limit,
-                num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, fn=fn,
+                num_completions=renamed(num_completions, num_samples_old, new="-G/--num-completions",
+                                        old="-n/--num-samples", default=1, command="scaling"),
+                max_new_tokens=max_new_tokens, temperature=temperature,
+                reward=renamed(reward, fn_old, new="--reward", old="--fn", default="prefix", command="scaling"),
                 backend=backend, seed=seed, batch_tokens=batch_tokens, device=device, dtype=dtype,
                 trust_remote_code=trust_remote_code), start=1))
             source = str(run)
@@ -142,7 +150,7 @@ def _note_once(text: str, noted: set[str]) -> None:
         stderr.print(text, markup=False)
 
 
-def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples, max_new_tokens, temperature, fn,
+def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_completions, max_new_tokens, temperature, reward,
                   backend, seed, batch_tokens, device, dtype, trust_remote_code) -> list[dict]:
     """rpt scaling on a run folder: its checkpoints' reports, with progress on standard error."""
     from rich.progress import Progress as Bar
@@ -160,7 +168,8 @@ def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples
     samples, own = run_samples_path(run, samples)
     config = EvalConfig(modes=(mode,), split=split, limit=limit, seed=seed, device=device, dtype=dtype,
                         trust_remote_code=trust_remote_code, batch_tokens=batch_tokens, backend=backend,
-                        num_samples=num_samples, fn=fn, temperature=temperature, max_new_tokens=max_new_tokens)
+                        num_completions=num_completions, reward=reward, temperature=temperature,
+                        max_new_tokens=max_new_tokens)
     config.check()
     chosen = select_samples(numbered_samples(read_records(samples, eval_sample_validator, with_lines=True),
                                              source=samples, unique=True, with_lines=True), split, limit)
@@ -180,5 +189,3 @@ def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_samples
         with RecordWriter(reports_path) as writer:
             writer.write_all(reports)
     return reports
-
-__all__ = ["app", "main"]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rpt_cli.cli.app import ANSWER_HELP, app, check_numbers
+from rpt_cli.cli.app import ANSWER_HELP, app, check_numbers, old_name_option, renamed
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.models import BUILTIN_NAME
 from rpt_cli.training.config import (
@@ -63,8 +63,9 @@ def train(
         f"dense variants: what counts as correct: first-token or prefix (default: {TD.correct})."))] = None,
     unsolved_reward: Annotated[Optional[float], _opt("--unsolved-reward", help=(
         f"conditional-dense: reward of every completion of a group without a correct one (default: {TD.unsolved_reward})."))] = None,
-    num_generations: Annotated[Optional[int], _opt("--num-generations", "-G", help=(
-        f"Completions per context, G (default: {TD.num_generations}, the paper's)."))] = None,
+    num_completions: Annotated[Optional[int], _opt("--num-completions", "-G", help=(
+        f"Completions per context, G (default: {TD.num_completions}, the paper's)."))] = None,
+    num_generations_old: Annotated[Optional[int], old_name_option("-G/--num-completions", "--num-generations")] = None,
     contexts_per_step: Annotated[Optional[int], _opt("--contexts-per-step", help=(
         f"Contexts per optimizer step, over all processes (default: {TD.contexts_per_step}, the paper's batch size)."))] = None,
     micro_batch_size: Annotated[Optional[int], _opt("--micro-batch-size", help=(
@@ -95,9 +96,10 @@ def train(
         f"Sampling temperature (default: {TD.temperature}, the paper's)."))] = None,
     top_p: Annotated[Optional[float], _opt("--top-p", help=f"Nucleus sampling (1.0: off) (default: {TD.top_p}).")] = None,
     top_k: Annotated[Optional[int], _opt("--top-k", help=f"Top-k sampling (0: off) (default: {TD.top_k}).")] = None,
-    max_completion_tokens: Annotated[Optional[int], _opt("--max-completion-tokens", help=(
-        f"Longest completion; longer ones are cut and counted as truncated (default: {TD.max_completion_tokens}, "
+    max_new_tokens: Annotated[Optional[int], _opt("--max-new-tokens", help=(
+        f"Longest completion; longer ones are cut and counted as truncated (default: {TD.max_new_tokens}, "
         "the paper's; 1 with --answer direct)."))] = None,
+    max_completion_tokens_old: Annotated[Optional[int], old_name_option("--max-new-tokens", "--max-completion-tokens")] = None,
     dynamic_sampling_from_step: Annotated[Optional[int], _opt("--dynamic-sampling-from-step", help=(
         "From this step on, replace groups whose G rewards are all equal with fresh contexts; 0: never "
         f"(default: {TD.dynamic_sampling_from_step}, the paper's)."))] = None,
@@ -139,12 +141,18 @@ def train(
     Progress goes to standard error, one line per step; the path of the final model goes to standard output.
     """
     options = {key: value for key, value in locals().items() if key not in ("config", "resume")}
+    old_names = {key: options.pop(key) for key in ("num_generations_old", "max_completion_tokens_old")}
     with cli_errors():
         check_numbers(locals())
         from rpt_cli.training.config import resolve_config
         from rpt_cli.training.run import end_processes
         from rpt_cli.training.run import train as run_training
 
+        options["num_completions"] = renamed(num_completions, old_names["num_generations_old"], new="-G/--num-completions",
+                                             old="--num-generations", default=None, command="train")
+        options["max_new_tokens"] = renamed(max_new_tokens, old_names["max_completion_tokens_old"],
+                                            new="--max-new-tokens", old="--max-completion-tokens", default=None,
+                                            command="train")
         settings = resolve_config(options, config)
         final = run_training(settings, resume=resume, console=stderr)
         end_processes()

@@ -51,8 +51,8 @@ class EvalConfig:
     # reasoning (sampled completions, in either answer format)
     answer: str | None = None
     backend: str = "auto"
-    num_samples: int = 1
-    fn: str = "prefix"
+    num_completions: int = 1
+    reward: str = "prefix"
     temperature: float = 0.8
     top_p: float = 1.0
     top_k: int = 0
@@ -62,7 +62,7 @@ class EvalConfig:
     think_prefix: str | None = None
     max_prompt_tokens: int | None = None
     no_think: bool | None = None
-    batch_size: int = 32
+    contexts_per_call: int = 32
     max_batch_sequences: int | None = None
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
@@ -79,14 +79,14 @@ class EvalConfig:
         if self.split not in SPLIT_CHOICES:
             raise UsageError(f"--split {self.split}: choose one of {', '.join(SPLIT_CHOICES)}")
         for name, value in (("--limit", self.limit), ("--batch-tokens", self.batch_tokens),
-                            ("--max-context-tokens", self.max_context_tokens), ("--num-samples", self.num_samples),
+                            ("--max-context-tokens", self.max_context_tokens), ("--num-completions", self.num_completions),
                             ("--max-new-tokens", self.max_new_tokens), ("--max-prompt-tokens", self.max_prompt_tokens),
-                            ("--batch-size", self.batch_size), ("--max-batch-sequences", self.max_batch_sequences),
+                            ("--contexts-per-call", self.contexts_per_call), ("--max-batch-sequences", self.max_batch_sequences),
                             ("--tensor-parallel-size", self.tensor_parallel_size)):
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be at least 1")
-        if self.fn not in REWARD_FUNCTIONS:
-            raise UsageError(f"--fn {self.fn}: choose one of {', '.join(REWARD_FUNCTIONS)}")
+        if self.reward not in REWARD_FUNCTIONS:
+            raise UsageError(f"--reward {self.reward}: choose one of {', '.join(REWARD_FUNCTIONS)}")
         if self.answer is not None:
             check_answer(self.answer)
         if self.temperature < 0:
@@ -134,7 +134,8 @@ class EvalConfig:
                 "think_prefix": self.think_prefix if self.think_prefix is not None else run.get("think_prefix"),
                 "max_prompt_tokens": int(pick(self.max_prompt_tokens, "max_prompt_tokens", 4096)),
                 "no_think": bool(pick(self.no_think, "no_think", False)),
-                "max_new_tokens": int(pick(self.max_new_tokens, "max_completion_tokens", defaults["max_new_tokens"]))}
+                "max_new_tokens": int(pick(self.max_new_tokens, "max_new_tokens",
+                                           run.get("max_completion_tokens", defaults["max_new_tokens"])))}
 
 
 @dataclass
@@ -181,7 +182,7 @@ def evaluate_model(ref: ModelRef, samples: Sequence[EvalSample], config: EvalCon
     reasoning = "reasoning" in config.modes
     backend_name = resolve_backend_name(config.backend) if reasoning else None
     needs_loaded_model = "ntp" in config.modes or backend_name == "hf" or \
-        (reasoning and config.fn in ("dense", "conditional-dense"))
+        (reasoning and config.reward in ("dense", "conditional-dense"))
     model = tokenizer = device = None
     if needs_loaded_model and samples:
         if progress.on_start:
@@ -276,14 +277,14 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
         except ValueError as exc:
             raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
         options: dict = {"require_think": not prompt["no_think"], "answer": prompt["answer"]}
-        if config.fn in NEEDS_TOKENIZER:
+        if config.reward in NEEDS_TOKENIZER:
             options["tokenizer"] = engine.tokenizer
-        if config.fn in NEEDS_MODEL:
+        if config.reward in NEEDS_MODEL:
             options.update(model=model, tokenizer=tokenizer, device=device)
-        reward_fn = get_reward_function(config.fn, **options)
+        reward_fn = get_reward_function(config.reward, **options)
         sampling = SamplingConfig(max_new_tokens=prompt["max_new_tokens"], temperature=config.temperature,
                                   top_p=config.top_p, top_k=config.top_k, seed=config.seed)
-        settings = {"backend": engine.name, "answer": prompt["answer"], "fn": config.fn, "k": config.num_samples,
+        settings = {"backend": engine.name, "answer": prompt["answer"], "fn": config.reward, "k": config.num_completions,
                     "template": template.name,
                     "chat": builder.chat, "think_prefix": prompt["think_prefix"], "no_think": prompt["no_think"],
                     "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
@@ -294,9 +295,9 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
         def show(done: int) -> None:
             if progress.on_count:
                 progress.on_count(f"{ref.name} (reasoning): {done:,}/{len(samples):,} contexts")
-        metadata = {"model": ref.name, **settings, "n": config.num_samples, "seed": config.seed}
-        outcomes, details = evaluate_reasoning(samples, engine, builder, reward_fn, k=config.num_samples,
-                                               sampling=sampling, chunk_contexts=config.batch_size,
+        metadata = {"model": ref.name, **settings, "n": config.num_completions, "seed": config.seed}
+        outcomes, details = evaluate_reasoning(samples, engine, builder, reward_fn, k=config.num_completions,
+                                               sampling=sampling, chunk_contexts=config.contexts_per_call,
                                                metadata=metadata, on_chunk=show)
     finally:
         if backend_name != "hf":

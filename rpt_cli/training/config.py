@@ -50,7 +50,7 @@ class TrainConfig:
     output: str | None = None
     model: str = BUILTIN_NAME
     # answer format (answers.py): boxed (the paper's) or direct; direct changes the defaults of
-    # template, chat and max_completion_tokens (see `resolve_config`)
+    # template, chat and max_new_tokens (see `resolve_config`)
     answer: str = "boxed"
     # prompts: the same settings and code as `rpt rollout`
     template: str = "v0"
@@ -63,7 +63,7 @@ class TrainConfig:
     correct: str = "first-token"
     unsolved_reward: float = 0.0
     # GRPO, Table 5
-    num_generations: int = 8
+    num_completions: int = 8
     contexts_per_step: int = 256
     micro_batch_size: int | None = None
     max_steps: int = 1000
@@ -81,7 +81,7 @@ class TrainConfig:
     temperature: float = 0.8
     top_p: float = 1.0
     top_k: int = 0
-    max_completion_tokens: int = 8192
+    max_new_tokens: int = 8192
     dynamic_sampling_from_step: int = 500
     dynamic_sampling_max_rounds: int = 10
     # generation engine
@@ -104,13 +104,16 @@ class TrainConfig:
     @property
     def micro_batch(self) -> int:
         """Completions per forward/backward pass on each device (default: one group, G)."""
-        return self.micro_batch_size if self.micro_batch_size is not None else self.num_generations
+        return self.micro_batch_size if self.micro_batch_size is not None else self.num_completions
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 FIELD_TYPES: dict[str, Any] = {f.name: f.type for f in fields(TrainConfig)}
+# settings renamed to the one vocabulary of every command (docs/train.md); files may still use the
+# old keys for one release
+OLD_KEYS = {"num_generations": "num_completions", "max_completion_tokens": "max_new_tokens"}
 DEFAULTS = TrainConfig()
 
 
@@ -195,6 +198,8 @@ def read_yaml_config(path: str) -> dict[str, tuple[Any, int]]:
     for raw_key, value in data.items():
         line = lines.get(str(raw_key))
         key = str(raw_key).replace("-", "_")
+        if key in OLD_KEYS:  # a file written before the rename (e.g. a run's config.yaml)
+            key = OLD_KEYS[key]
         if key not in FIELD_TYPES:
             close = difflib.get_close_matches(key, FIELD_TYPES, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
@@ -224,7 +229,7 @@ def resolve_config(cli: dict[str, Any], config_file: str | None = None) -> Train
         defaults = prompt_defaults(answer)
         values.setdefault("template", defaults["template"])
         values.setdefault("chat", defaults["chat"])
-        values.setdefault("max_completion_tokens", defaults["max_new_tokens"])
+        values.setdefault("max_new_tokens", defaults["max_new_tokens"])
     return TrainConfig(**values)
 
 
@@ -297,7 +302,7 @@ def world_size() -> int:
 
 
 def batch_plan(config: TrainConfig, processes: int) -> BatchPlan:
-    G, contexts, micro = config.num_generations, config.contexts_per_step, config.micro_batch
+    G, contexts, micro = config.num_completions, config.contexts_per_step, config.micro_batch
     if contexts % processes:
         raise UsageError(f"--contexts-per-step {contexts} is not divisible by the {processes} processes: each process "
                          f"must hold whole groups of G completions")
@@ -327,12 +332,12 @@ def check_config(config: TrainConfig) -> None:
             raise UsageError(f"{option_name(key)} {value}: must be a finite number")
     if not 0 <= config.seed < 2**32:
         raise UsageError(f"--seed {config.seed}: must be between 0 and {2**32 - 1}")
-    at_least = {"num_generations": 2, "contexts_per_step": 1, "max_steps": 1, "save_steps": 1,
-                "max_prompt_tokens": 1, "max_completion_tokens": 1, "dynamic_sampling_max_rounds": 1,
+    at_least = {"num_completions": 2, "contexts_per_step": 1, "max_steps": 1, "save_steps": 1,
+                "max_prompt_tokens": 1, "max_new_tokens": 1, "dynamic_sampling_max_rounds": 1,
                 "vllm_tensor_parallel_size": 1}
     for key, least in at_least.items():
         if getattr(config, key) < least:
-            why = " (GRPO compares the G completions of a context)" if key == "num_generations" else ""
+            why = " (GRPO compares the G completions of a context)" if key == "num_completions" else ""
             raise UsageError(f"{option_name(key)} must be at least {least}{why}, got {getattr(config, key)}")
     for key in ("micro_batch_size", "save_total_limit"):
         value = getattr(config, key)

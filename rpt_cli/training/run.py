@@ -196,13 +196,13 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path):
                     vllm_server_port=config.vllm_server_port,
                     vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
                     vllm_tensor_parallel_size=config.vllm_tensor_parallel_size,
-                    vllm_max_model_length=config.max_prompt_tokens + config.max_completion_tokens)
+                    vllm_max_model_length=config.max_prompt_tokens + config.max_new_tokens)
     return GRPOConfig(
         output_dir=str(folder),
         per_device_train_batch_size=plan.micro_batch,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
-        num_generations=config.num_generations,
-        max_completion_length=config.max_completion_tokens,
+        num_generations=config.num_completions,
+        max_completion_length=config.max_new_tokens,
         temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
         learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_steps,
         weight_decay=config.weight_decay, adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2,
@@ -393,9 +393,9 @@ def _announce(console, config, plan, samples, output, trainer, seconds) -> None:
                   f"{trainer.rpt_parameters / 1e6:,.1f}M parameters; reward {config.reward}, {config.answer} answers; "
                   f"dynamic sampling {dynamic}; {where}; ready in {seconds:.0f} s", markup=False)
     positions = getattr(trainer.model.config, "max_position_embeddings", None)
-    if positions and config.max_prompt_tokens + config.max_completion_tokens > positions:
-        console.print(f"train: note: --max-prompt-tokens {config.max_prompt_tokens} + --max-completion-tokens "
-                      f"{config.max_completion_tokens} exceed the model's {positions} positions: long prompts and "
+    if positions and config.max_prompt_tokens + config.max_new_tokens > positions:
+        console.print(f"train: note: --max-prompt-tokens {config.max_prompt_tokens} + --max-new-tokens "
+                      f"{config.max_new_tokens} exceed the model's {positions} positions: long prompts and "
                       "completions may degrade", markup=False)
     if len(samples) < config.contexts_per_step:
         console.print(f"train: note: {len(samples)} samples are fewer than --contexts-per-step "
