@@ -93,12 +93,13 @@ def main() -> None:
 
     import torch
 
-    from rpt_cli.evaluate import NextTokenPredictor, eval_sample_validator, evaluate_ntp, select_samples
+    from rpt_cli.evaluate import NextTokenPredictor, evaluate_ntp, select_samples
     from rpt_cli.jsonl import read_records
     from rpt_cli.models import load_model
+    from rpt_cli.records import evaluation_sample
 
     ensure_samples(Path(args.samples))
-    samples = select_samples(read_records(args.samples, eval_sample_validator), "all", args.limit)
+    samples = select_samples(read_records(args.samples, evaluation_sample), "all", args.limit)
     model, tokenizer, device = load_model(args.model, device=args.device, dtype=args.dtype)
     contexts = [s.context for s in samples]
     shared = NextTokenPredictor(model, tokenizer, device, batch_tokens=args.batch_tokens)

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from rpt_cli.errors import RecordError
 from rpt_cli.tokens import DocTokenizer, TokenizedDoc
 
 DEFAULT_TOP_K = 16
@@ -311,21 +310,6 @@ class EntropyScorer:
             yield doc
 
 
-def corpus_validator(text_field: str, id_field: str) -> Callable[[dict], None]:
-    def validate(record: dict) -> None:
-        if text_field not in record:
-            raise RecordError(f'missing field "{text_field}"')
-        if not isinstance(record[text_field], str):
-            raise RecordError(f'field "{text_field}" must be a string, got {type(record[text_field]).__name__}')
-        doc_id = record.get(id_field)
-        if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, (str, int))):
-            raise RecordError(f'field "{id_field}" must be a string or an integer')
-        try:
-            record[text_field].encode("utf-8")
-        except UnicodeEncodeError:
-            raise RecordError(f'field "{text_field}" holds an unpaired surrogate (not valid UTF-8 text)') from None
-    return validate
-
-
 def max_entropy(top_k: int) -> float:
     return math.log(top_k)
+

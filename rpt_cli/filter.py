@@ -21,15 +21,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from rpt_cli.boundaries import check_identity_field
-from rpt_cli.errors import RecordError
+from rpt_cli.records import DOC_ONLY_FIELDS
 
 # The paper's nested difficulty splits (Section 4.1): a position belongs to every split whose
 # threshold its entropy exceeds; its label is the hardest of them.
 SPLIT_THRESHOLDS = {"easy": 0.5, "medium": 1.0, "hard": 1.5}
 SPLIT_NAMES = ("easy", "medium", "hard")
 # Fields of a scored document that a sample replaces rather than carries along.
-DOC_ONLY_FIELDS = ("offsets", "entropy")
 
 
 def split_label(entropy: float) -> str:
@@ -111,43 +109,6 @@ def _json_size(value) -> int:
     if isinstance(value, (int, float, bool)) or value is None:
         return 8
     return len(orjson.dumps(value))
-
-
-def scored_doc_validator(text_field: str = "text", id_field: str = "id"):
-    """Check a scored document (records.md §2) as it is read, so errors name its line."""
-    def validate(doc: dict) -> None:
-        text = doc.get(text_field)
-        if not isinstance(text, str):
-            raise RecordError(f'missing field "{text_field}"' if text_field not in doc
-                              else f'field "{text_field}" must be a string')
-        for name in DOC_ONLY_FIELDS:
-            if name not in doc:
-                raise RecordError(f'missing field "{name}" (is this the output of rpt entropy?)')
-            if not isinstance(doc[name], list):
-                raise RecordError(f'field "{name}" must be a list')
-        offsets, entropy = doc["offsets"], doc["entropy"]
-        doc_id = doc.get(id_field)
-        if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, (str, int))):
-            raise RecordError(f'field "{id_field}" must be a string or an integer')
-        if len(offsets) != len(entropy) + 1:
-            raise RecordError(f'"offsets" must have one more entry than "entropy" '
-                              f'({len(offsets)} offsets, {len(entropy)} entropies)')
-        if any(type(o) is not int for o in offsets):
-            raise RecordError('"offsets" must hold integers')
-        try:
-            size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise RecordError(f'field "{text_field}" holds an unpaired surrogate') from None
-        if offsets[0] != 0 or offsets[-1] != size:
-            raise RecordError(f'offsets do not fit the text: they must run from 0 to its UTF-8 length '
-                              f'{size}, got {offsets[0]}..{offsets[-1]}')
-        if any(b <= a for a, b in zip(offsets, offsets[1:])):
-            raise RecordError('"offsets" must be strictly increasing')
-        check_identity_field(doc)
-        for value in entropy:
-            if value is not None and (type(value) not in (float, int) or value != value or value < 0):
-                raise RecordError('"entropy" must hold non-negative numbers or null')
-    return validate
 
 
 def _doc_rng(seed: int, doc_id) -> random.Random:

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from rpt_cli.errors import RecordError
 from rpt_cli.generation.base import (
     FINISH_LENGTH,
     GenerationBackend,
@@ -28,14 +27,6 @@ from rpt_cli.prompts import PromptBuilder
 DEFAULT_ROLLOUTS = 8        # G in the paper
 DEFAULT_CHUNK_CONTEXTS = 32  # contexts per backend call and per write
 ROLLOUT_FIELDS = ("prompt", "prompt_tokens", "completions", "finish_reasons", "completion_tokens", "rollout")
-
-
-def sample_validator(record: dict) -> None:
-    """A sample (records.md §3) must carry its context as a string; other fields pass through."""
-    if "context" not in record:
-        raise RecordError('missing field "context"')
-    if not isinstance(record["context"], str):
-        raise RecordError(f'field "context" must be a string, not {type(record["context"]).__name__}')
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rpt_cli.errors import InputError, UsageError
 from rpt_cli.filter import SPLIT_NAMES
+from rpt_cli.records import is_number
 
 ALPHA_BOUNDS = (1e-4, 5.0)
 P_STAR_BOUNDS = (0.0, 1.0)
@@ -146,24 +147,6 @@ class ScalingPoint:
         return {"model": self.model, "step": self.step, "compute": self.compute, "accuracy": self.accuracy}
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def report_validator(report: dict) -> None:
-    from rpt_cli.errors import RecordError
-
-    if not isinstance(report.get("splits"), dict):
-        raise RecordError('missing field "splits" (is this a report of rpt eval?)')
-    if report.get("mode") not in ("ntp", "reasoning"):
-        raise RecordError('field "mode" must be ntp or reasoning (is this a report of rpt eval?)')
-    for name, entry in report["splits"].items():
-        if not isinstance(entry, dict) or not (entry.get("accuracy") is None or _number(entry.get("accuracy"))):
-            raise RecordError(f'"splits.{name}.accuracy" must be a number or null')
-        if entry["accuracy"] is not None and not 0 <= entry["accuracy"] <= 1:
-            raise RecordError(f'"splits.{name}.accuracy" is {entry["accuracy"]}: an accuracy lies between 0 and 1')
-
-
 def points_from_reports(numbered: Iterable[tuple[int, dict]], source: str, *, mode: str | None = None,
                         flops_by_step: dict[int, float] | None = None,
                         metrics_name: str = "metrics.jsonl") -> tuple[str, str | None, list[ScalingPoint]]:
@@ -195,7 +178,7 @@ def points_from_reports(numbered: Iterable[tuple[int, dict]], source: str, *, mo
             if compute is None:
                 raise InputError(source, lineno, 'no training compute: the report has no "flops" (evaluate checkpoints '
                                                  'of an rpt train run, or pass --metrics RUN/metrics.jsonl)')
-        if not _number(compute) or not math.isfinite(compute) or compute <= 0:
+        if not is_number(compute) or not math.isfinite(compute) or compute <= 0:
             raise InputError(source, lineno, f"training compute must be positive, got {compute!r} "
                                              "(the model before training has none: leave it out)")
         accuracy = {name: float(entry["accuracy"]) for name, entry in report["splits"].items()
@@ -330,5 +313,5 @@ def scaling_result(mode: str, points: Sequence[ScalingPoint], fits: dict[str, Po
 
 
 __all__ = ["FitError", "PowerLawFit", "ScalingPoint", "check_plot_path", "evaluate_run", "fit_power_law", "fit_splits",
-           "plot_scaling", "points_from_reports", "report_validator", "run_samples_path", "scaling_result",
+           "plot_scaling", "points_from_reports", "run_samples_path", "scaling_result",
            "splits_to_fit"]

@@ -65,9 +65,10 @@ def entropy(
     """
     with cli_errors():
         check_numbers(locals())
-        from rpt_cli.entropy import EntropyScorer, corpus_validator
+        from rpt_cli.entropy import EntropyScorer
         from rpt_cli.jsonl import read_dataset
         from rpt_cli.models import display_name, load_model
+        from rpt_cli.records import corpus_document
 
         shard_slice = parse_shard(shard)
         top_k = renamed(entropy_top_k, top_k_old, new="--entropy-top-k", old="--top-k", default=16, command="entropy")
@@ -75,7 +76,7 @@ def entropy(
             raise UsageError("--entropy-top-k must be at least 1")
         if batch_tokens < 1 or window < 2:
             raise UsageError("--batch-tokens must be positive and --window at least 2")
-        validate = corpus_validator(text_field, id_field)
+        validate = corpus_document(text_field, id_field)
         stats = ReadStats()
         if dataset is not None:
             if input != STDIO:

@@ -26,6 +26,7 @@ from rpt_cli.cli.app import (
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
+from rpt_cli.records import evaluation_sample
 
 EVAL_EXAMPLES = (
     "rpt entropy examples/data/val.jsonl | rpt filter --min 0.5 --per-doc 8 > val_samples.jsonl\n\n"
@@ -121,7 +122,6 @@ def eval_(
         from rpt_cli.evaluate import (
             EvalConfig,
             Progress,
-            eval_sample_validator,
             evaluate_model,
             locate_model,
             mode_label,
@@ -157,7 +157,7 @@ def eval_(
                              names="--contexts-per-call × -G × --max-new-tokens", override=no_memory_check)
         source = source_name(input)
         read_stats = ReadStats()
-        records = numbered_samples(read_records(input, eval_sample_validator, skip_bad=skip_bad, stats=read_stats,
+        records = numbered_samples(read_records(input, evaluation_sample, skip_bad=skip_bad, stats=read_stats,
                                                 with_lines=True), source=source, unique=True, with_lines=True)
         samples = select_samples(records, split, limit)  # all read and checked before any model loads
         if not samples:

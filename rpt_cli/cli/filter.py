@@ -21,6 +21,7 @@ from rpt_cli.cli.app import (
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
+from rpt_cli.records import scored_document
 
 
 @app.command(name="filter", epilog="Example:  rpt entropy corpus.jsonl | rpt filter --split medium --per-doc 8 > samples.jsonl")
@@ -56,7 +57,6 @@ def filter_(
             FilterOptions,
             FilterStats,
             filter_documents,
-            scored_doc_validator,
         )
         from rpt_cli.jsonl import source_name
 
@@ -72,7 +72,7 @@ def filter_(
         check_outputs(input, ("-o", output))
         read_stats, stats = ReadStats(), FilterStats()
         started = time.perf_counter()
-        docs = read_records(input, scored_doc_validator(text_field, id_field), skip_bad=skip_bad,
+        docs = read_records(input, scored_document(text_field, id_field), skip_bad=skip_bad,
                             stats=read_stats, with_lines=True)
         with RecordWriter(output) as out:
             out.write_all(filter_documents(docs, opts, stats, source=source_name(input)))

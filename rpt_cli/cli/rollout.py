@@ -31,6 +31,7 @@ from rpt_cli.console import cli_errors, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, read_records
 from rpt_cli.models import BUILTIN_NAME
+from rpt_cli.records import sample_context
 
 ROLLOUT_EXAMPLE = ("rpt rollout samples.jsonl -G 8 --max-new-tokens 1024 -o rollouts.jsonl --resume\n\n"
                    "  rpt filter scored.jsonl --min 1.0 | rpt rollout -G 4 --max-new-tokens 256 | rpt reward > scored.jsonl")
@@ -131,7 +132,6 @@ def rollout(
             RolloutStats,
             numbered_samples,
             rollout_chunks,
-            sample_validator,
         )
 
         sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
@@ -141,7 +141,7 @@ def rollout(
         source = source_name(input)
 
         def samples(stats: ReadStats | None = None):
-            return numbered_samples(read_records(input, sample_validator, skip_bad=skip_bad, stats=stats,
+            return numbered_samples(read_records(input, sample_context, skip_bad=skip_bad, stats=stats,
                                                  with_lines=True), source=source, unique=True, limit=limit)
 
         if not skip_bad and input != STDIO and os.path.isfile(input):

@@ -21,6 +21,7 @@ from rpt_cli.cli.app import (
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, RecordWriter, read_records
+from rpt_cli.records import evaluation_sample, report
 
 SCALING_EXAMPLES = (
     "rpt scaling runs/rpt1 --samples val_samples.jsonl -o scaling.png\n\n"
@@ -83,7 +84,6 @@ def scaling(
             fit_splits,
             plot_scaling,
             points_from_reports,
-            report_validator,
             scaling_result,
             splits_to_fit,
         )
@@ -115,7 +115,7 @@ def scaling(
         else:
             check_input(input)
             source = source_name(input)
-            numbered = list(read_records(input, report_validator, with_lines=True))
+            numbered = list(read_records(input, report, with_lines=True))
         fit_mode, answer, points = points_from_reports(numbered, source, mode=mode, flops_by_step=flops_by_step,
                                                metrics_name=metrics or "metrics.jsonl")
         fits = fit_splits(points, splits_to_fit(points, split))
@@ -159,7 +159,6 @@ def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_complet
     from rpt_cli.evaluate import (
         EvalConfig,
         Progress,
-        eval_sample_validator,
         select_samples,
     )
     from rpt_cli.rollout import numbered_samples
@@ -171,7 +170,7 @@ def _evaluate_run(run, *, samples, reports_path, mode, split, limit, num_complet
                         num_completions=num_completions, reward=reward, temperature=temperature,
                         max_new_tokens=max_new_tokens)
     config.check()
-    chosen = select_samples(numbered_samples(read_records(samples, eval_sample_validator, with_lines=True),
+    chosen = select_samples(numbered_samples(read_records(samples, evaluation_sample, with_lines=True),
                                              source=samples, unique=True, with_lines=True), split, limit)
     if not chosen:
         raise UsageError(f"{samples}: no samples{'' if split == 'all' else f' in split {split}'} to evaluate")

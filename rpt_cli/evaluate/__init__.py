@@ -53,7 +53,6 @@ from rpt_cli.evaluate.samples import (
     Z95,
     EvalSample,
     Outcome,
-    eval_sample_validator,
     in_policy_tokens,
     report_splits,
     sample_label,
@@ -64,4 +63,4 @@ from rpt_cli.evaluate.samples import (
 )
 from rpt_cli.evaluate.tables import mode_label, report_table
 
-__all__ = ["DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_CONTEXT_TOKENS", "EvalConfig", "EvalSample", "INTERVAL", "MODES", "ModelRef", "NextTokenPredictor", "Outcome", "PredictorStats", "Progress", "RUN_CONFIG", "RUN_METRICS", "Row", "SPLIT_CHOICES", "TokenPrediction", "Z95", "batch_rows", "checkpoint_step", "eval_sample_validator", "evaluate_model", "evaluate_ntp", "evaluate_reasoning", "in_policy_tokens", "is_run_folder", "locate_model", "mode_label", "model_max_positions", "plan_rows", "read_flops", "read_run_settings", "report_splits", "report_table", "run_models", "sample_label", "select_samples", "split_report", "summarize", "wilson_interval"]
+__all__ = ["DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_CONTEXT_TOKENS", "EvalConfig", "EvalSample", "INTERVAL", "MODES", "ModelRef", "NextTokenPredictor", "Outcome", "PredictorStats", "Progress", "RUN_CONFIG", "RUN_METRICS", "Row", "SPLIT_CHOICES", "TokenPrediction", "Z95", "batch_rows", "checkpoint_step", "evaluate_model", "evaluate_ntp", "evaluate_reasoning", "in_policy_tokens", "is_run_folder", "locate_model", "mode_label", "model_max_positions", "plan_rows", "read_flops", "read_run_settings", "report_splits", "report_table", "run_models", "sample_label", "select_samples", "split_report", "summarize", "wilson_interval"]

@@ -6,13 +6,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from rpt_cli.boundaries import check_identity_field
-from rpt_cli.errors import RecordError
 from rpt_cli.evaluate.runs import ModelRef
 from rpt_cli.filter import SPLIT_NAMES, in_split, split_label
 from rpt_cli.jsonl import ReadStats
 from rpt_cli.reward import Sample, make_sample, sample_of
-from rpt_cli.rollout import sample_validator as context_validator
 
 MODES = ("ntp", "reasoning")
 SPLIT_CHOICES = (*SPLIT_NAMES, "all")
@@ -22,23 +19,6 @@ INTERVAL = "wilson"
 # --------------------------------------------------------------------------------------------
 # Samples
 # --------------------------------------------------------------------------------------------
-
-def eval_sample_validator(record: dict) -> None:
-    """A sample (records.md §3) as evaluation needs it: `context`, `target`, `boundaries`, and
-    `entropy` (or, without it, a `split` label) to place it in the splits."""
-    context_validator(record)
-    for name in ("target", "boundaries"):
-        if name not in record:
-            raise RecordError(f'missing field "{name}" (is this the output of rpt filter?)')
-    make_sample(record["target"], record["boundaries"], record["context"], need_context=True)
-    entropy = record.get("entropy")
-    if entropy is None:
-        if record.get("split") not in (*SPLIT_NAMES, "none"):
-            raise RecordError('missing field "entropy" (the splits are by entropy; is this the output of rpt filter?)')
-    elif type(entropy) not in (int, float) or entropy != entropy:
-        raise RecordError(f'field "entropy" must be a number, got {entropy!r}')
-    check_identity_field(record)
-
 
 @dataclass(frozen=True, eq=False)
 class EvalSample:

@@ -14,6 +14,7 @@ Vocabulary used throughout:
   pass@G counts the groups with at least one correct completion.
 """
 
+from rpt_cli.records import check_completions
 from rpt_cli.reward.extract import BOXED, THINK_END, completion_text, extract_prediction
 from rpt_cli.reward.functions import (
     CORRECTNESS_RULES,
@@ -39,7 +40,6 @@ from rpt_cli.reward.scoring import (
 )
 from rpt_cli.reward.truth import (
     Sample,
-    check_completions,
     make_sample,
     prefix_match,
     sample_of,

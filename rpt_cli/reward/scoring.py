@@ -6,10 +6,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from rpt_cli.answers import ANSWER_FORMATS, DEFAULT_ANSWER, recorded_answer
-from rpt_cli.boundaries import check_identity_field
 from rpt_cli.errors import RecordError
+from rpt_cli.records import check_completions
+from rpt_cli.records import rollout as rollout_record
 from rpt_cli.reward.functions import Group, GroupScores, RewardFunction
-from rpt_cli.reward.truth import check_completions, sample_of
+from rpt_cli.reward.truth import sample_of
 
 # --------------------------------------------------------------------------------------------
 # Rollout records and group metrics
@@ -142,12 +143,4 @@ def answer_checked(numbered: Iterable[tuple[int, dict]], reward_fn: RewardFuncti
 def rollout_validator(reward_fn: RewardFunction | type[RewardFunction]) -> Callable[[dict], None]:
     """A `read_records` validator for rollouts (records.md §4) as `reward_fn` needs them (a class
     will do, so input can be checked before a model is loaded)."""
-    need_context = reward_fn.needs_context
-
-    def validate(record: dict) -> None:
-        if "completions" not in record:
-            raise RecordError('missing field "completions" (is this the output of rpt rollout?)')
-        check_completions(record["completions"])
-        sample_of(record, need_context=need_context)
-        check_identity_field(record)
-    return validate
+    return rollout_record(need_context=reward_fn.needs_context)

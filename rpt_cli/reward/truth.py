@@ -109,19 +109,6 @@ def sample_of(record: dict, *, need_context: bool = False) -> Sample:
                        need_context=need_context)
 
 
-def check_completions(completions: Any) -> list:
-    if not isinstance(completions, list):
-        raise RecordError('field "completions" must be a list of strings')
-    if not completions:
-        raise RecordError('field "completions" must not be empty')
-    for i, completion in enumerate(completions):
-        if not isinstance(completion, (str, list)):
-            raise RecordError(f'"completions[{i}]" must be a string (or a list of chat messages), '
-                              f'got {type(completion).__name__}')
-    return completions
-
-
-
 def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")

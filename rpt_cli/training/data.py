@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from rpt_cli.boundaries import Alignment, PolicyTokenizer, align, check_identity_field
-from rpt_cli.errors import InputError, RecordError
+from rpt_cli.boundaries import Alignment, PolicyTokenizer, align
+from rpt_cli.errors import InputError
 from rpt_cli.generation.base import derive_seed
 from rpt_cli.jsonl import ReadStats, read_records
-from rpt_cli.reward import sample_of
+from rpt_cli.records import training_sample
 from rpt_cli.rollout import duplicate_id_message
-from rpt_cli.rollout import sample_validator as context_validator
 
 # The dataset columns: the prompt for TRL, the reward's inputs, and the id for the data-order log.
 # Other sample fields are left out (TRL hands every column to the reward functions).
@@ -41,20 +40,12 @@ class Samples:
         return len(self.rows)
 
 
-def validate_sample(record: dict) -> None:
-    context_validator(record)
-    sample_of(record)  # target and boundaries, as the reward will read them
-    if "id" in record and not isinstance(record["id"], (str, int)):
-        raise RecordError('field "id" must be a string or an integer')
-    check_identity_field(record)
-
-
 def read_samples(path: str, *, skip_bad: bool = False) -> Samples:
     """Every sample of `path` (records.md §3), checked; errors name the file and line (with
     `skip_bad`, malformed samples are skipped and counted instead)."""
     rows, lines, made_with, stats = [], [], [], ReadStats()
     seen: dict[str, int] = {}  # batches.jsonl and the logs name samples by id
-    for lineno, record in read_records(path, validate_sample, skip_bad=skip_bad, stats=stats, with_lines=True):
+    for lineno, record in read_records(path, training_sample, skip_bad=skip_bad, stats=stats, with_lines=True):
         sample_id = str(record.get("id", lineno))
         if sample_id in seen:
             raise InputError(path, lineno, duplicate_id_message(record.get("id", lineno), seen[sample_id]))
@@ -171,5 +162,4 @@ class StepSampler:
         return self.steps * self.repeat_count * self.order.contexts_per_step * self.num_generations
 
 
-__all__ = ["COLUMNS", "DataOrder", "Samples", "StepSampler", "align_samples", "build_rows", "read_samples",
-           "validate_sample"]
+__all__ = ["COLUMNS", "DataOrder", "Samples", "StepSampler", "align_samples", "build_rows", "read_samples"]
