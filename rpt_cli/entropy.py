@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from rpt_cli.tokens import DocTokenizer, TokenizedDoc
+from rpt_cli.forward import ForwardEngine
+from rpt_cli.tokens import TokenizedDoc
 
 DEFAULT_TOP_K = 16
 ENTROPY_DECIMALS = 5
@@ -154,15 +155,15 @@ class EntropyScorer:
     def __init__(self, model, tokenizer, *, device: str, top_k: int = DEFAULT_TOP_K,
                  window: int | None = None, overlap: int | None = None,
                  batch_tokens: int = 8192, chunk_tokens: int | None = None):
-        self.model, self.device = model, device
-        self.doc_tokenizer = DocTokenizer(tokenizer)
-        self.prefix = self.doc_tokenizer.prefix
+        self.engine = ForwardEngine(model, tokenizer, device)
+        self.model, self.device = model, self.engine.device
+        self.doc_tokenizer = self.engine.doc_tokenizer
+        self.prefix = self.engine.prefix
         vocab = model.get_output_embeddings().weight.shape[0]
         if not 1 <= top_k <= vocab:
             raise ValueError(f"--entropy-top-k must be between 1 and the vocabulary size ({vocab})")
         self.top_k = top_k
-        model_window = getattr(model.config, "max_position_embeddings", None) or 4096
-        self.window = min(window or 4096, model_window)
+        self.window = self.engine.context_limit(window)
         body = self.window - len(self.prefix)
         self.overlap = overlap if overlap is not None else body // 4
         if body < 2 or not 0 <= self.overlap < body:
@@ -170,21 +171,14 @@ class EntropyScorer:
         self.body = body
         self.batch_tokens = max(batch_tokens, self.window)
         self.chunk_tokens = chunk_tokens or 16 * self.batch_tokens
-        self.pad_id = self._pad_id(tokenizer)
+        self.pad_id = self.engine.pad_id
         self.transform = _logit_transform(model.config)
         self.stats = ScoreStats()
         # rows of the output head per chunk: bounds the logits buffer to about 256 MB
         elem = model.get_output_embeddings().weight.element_size()
         self.head_rows = max(64, (1 << 28) // (vocab * max(elem, 2)))
         # the output head on the scored positions only, where it gives the model's own entropies
-        self.uses_head = self.model.base_model is not self.model and self._head_matches_logits()
-
-    @staticmethod
-    def _pad_id(tokenizer) -> int:
-        for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-            if candidate is not None:
-                return candidate
-        return 0
+        self.uses_head = self.engine.decoder_and_head() is not None and self._head_matches_logits()
 
     def _entropy_rows(self, hidden):
         import torch
@@ -208,8 +202,7 @@ class EntropyScorer:
         its logits in another way is scored from its full logits instead (slower, but right)."""
         import torch
 
-        probe = self.doc_tokenizer(["Let $x$ be a real number such that x^2 = 4. Hence x = 2 or x = -2, and"])[0]
-        ids = torch.tensor([list(self.prefix) + list(probe.lead) + list(probe.ids)], device=self.device)
+        ids = self.engine.probe_ids()
         try:
             with torch.inference_mode():
                 expected = topk_entropy(self.model(input_ids=ids, use_cache=False).logits[0], self.top_k)
@@ -227,14 +220,10 @@ class EntropyScorer:
 
         rows = [self.prefix + (docs[seg.doc].lead if seg.start == 0 else [])
                 + docs[seg.doc].ids[seg.start:seg.end] for seg in batch]
-        width = max(len(tokens) for tokens in rows)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        wanted = torch.zeros((len(batch), width), dtype=torch.bool)
+        ids, attention, _ = self.engine.batch(rows)
+        wanted = torch.zeros(ids.shape, dtype=torch.bool)
         context = []  # tokens before the window's first document token, per row
         for row, (seg, tokens) in enumerate(zip(batch, rows)):
-            ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            attention[row, :len(tokens)] = 1
             p = len(tokens) - len(seg)
             context.append(p)
             # hidden state at input index j predicts input token j + 1
@@ -242,7 +231,7 @@ class EntropyScorer:
             last = p + seg.end - seg.start - 1
             wanted[row, first:last] = True
         with torch.inference_mode():
-            ids, attention, wanted = ids.to(self.device), attention.to(self.device), wanted.to(self.device)
+            wanted = wanted.to(self.device)
             if not self.uses_head:  # the model's own (post-processed) logits
                 logits = self.model(input_ids=ids, attention_mask=attention).logits[wanted]
                 values = topk_entropy(logits, self.top_k, None).cpu().tolist()

@@ -31,7 +31,6 @@ from rpt_cli.evaluate.ntp import (
     TokenPrediction,
     batch_rows,
     evaluate_ntp,
-    model_max_positions,
     plan_rows,
 )
 from rpt_cli.evaluate.reasoning import evaluate_reasoning
@@ -62,5 +61,6 @@ from rpt_cli.evaluate.samples import (
     wilson_interval,
 )
 from rpt_cli.evaluate.tables import mode_label, report_table
+from rpt_cli.forward import model_max_positions
 
 __all__ = ["DEFAULT_BATCH_TOKENS", "DEFAULT_MAX_CONTEXT_TOKENS", "EvalConfig", "EvalSample", "INTERVAL", "MODES", "ModelRef", "NextTokenPredictor", "Outcome", "PredictorStats", "Progress", "RUN_CONFIG", "RUN_METRICS", "Row", "SPLIT_CHOICES", "TokenPrediction", "Z95", "batch_rows", "checkpoint_step", "evaluate_model", "evaluate_ntp", "evaluate_reasoning", "in_policy_tokens", "is_run_folder", "locate_model", "mode_label", "model_max_positions", "plan_rows", "read_flops", "read_run_settings", "report_splits", "report_table", "run_models", "sample_label", "select_samples", "split_report", "summarize", "wilson_interval"]

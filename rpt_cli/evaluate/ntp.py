@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from rpt_cli.evaluate.samples import EvalSample, Outcome
+from rpt_cli.forward import ForwardEngine
 from rpt_cli.reward import prefix_match
 
 DEFAULT_BATCH_TOKENS = 8192
@@ -81,15 +82,6 @@ class PredictorStats:
         return self.contexts / self.seconds if self.seconds else 0.0
 
 
-def model_max_positions(model) -> int | None:
-    config = getattr(model, "config", None)
-    if config is None:
-        return None
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    value = getattr(text, "max_position_embeddings", None)
-    return int(value) if value else None
-
-
 class NextTokenPredictor:
     """The argmax next token after each context, from batched forward passes.
 
@@ -102,44 +94,26 @@ class NextTokenPredictor:
 
     def __init__(self, model, tokenizer, device=None, *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  max_context_tokens: int | None = None, share_passes: bool = True):
-        from rpt_cli.tokens import DocTokenizer
-
         if batch_tokens < 1:
             raise ValueError("batch_tokens must be at least 1")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device if device is not None else next(model.parameters()).device
+        self.engine = ForwardEngine(model, tokenizer, device)
+        self.model, self.tokenizer, self.device = model, tokenizer, self.engine.device
         self.batch_tokens = batch_tokens
         self.share_passes = share_passes
-        doc_tokenizer = DocTokenizer(tokenizer)
-        self.prefix = list(doc_tokenizer.prefix)
-        self.token_bytes = doc_tokenizer.table  # None when the pieces do not map to bytes
-        limit = model_max_positions(model)
-        wanted = max_context_tokens or DEFAULT_MAX_CONTEXT_TOKENS
-        self.max_context_tokens = min(wanted, limit) if limit else wanted
+        self.prefix = self.engine.prefix
+        self.token_bytes = self.engine.doc_tokenizer.table  # None when the pieces do not map to bytes
+        self.max_context_tokens = self.engine.context_limit(max_context_tokens or DEFAULT_MAX_CONTEXT_TOKENS)
         if self.max_context_tokens <= len(self.prefix):
             raise ValueError(f"max_context_tokens={self.max_context_tokens} leaves no room for a context "
                              f"after the tokenizer's {len(self.prefix)} special prefix token(s)")
-        self.pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+        self.pad_id = self.engine.pad_id
         self._special_ids = frozenset(tokenizer.all_special_ids)
         self.stats = PredictorStats()
         self._split = self._decoder_and_head()
 
     # -- tokens --------------------------------------------------------------------------------
     def context_ids(self, contexts: Sequence[str]) -> list[list[int]]:
-        encoded = self.tokenizer(list(contexts), add_special_tokens=False,
-                                 split_special_tokens=True)["input_ids"] if contexts else []
-        out = []
-        for ids in encoded:
-            ids = self.prefix + list(ids)
-            if not ids:  # no context and no BOS: start from whatever begins a text
-                start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None \
-                    else self.tokenizer.eos_token_id
-                ids = [start] if start is not None else [self.pad_id]
-            if len(ids) > self.max_context_tokens:
-                ids = self.prefix + ids[len(ids) - (self.max_context_tokens - len(self.prefix)):]
-            out.append(ids)
-        return out
+        return self.engine.context_ids(contexts, self.max_context_tokens)
 
     def token_bytes_and_text(self, token_id: int) -> tuple[bytes | None, str | None]:
         """The token's exact bytes and those bytes as text. Bytes that are only part of a UTF-8
@@ -168,52 +142,34 @@ class NextTokenPredictor:
         on a probe; any other architecture uses the model's own logits."""
         import torch
 
-        decoder = getattr(self.model, "base_model", None)
-        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
-        if decoder is None or decoder is self.model or head is None:
+        split = self.engine.decoder_and_head()
+        if split is None:
             return None
-        probe = self.context_ids(["Let $x$ be a real number such that x = 3. Hence"])[0]
-        probe_ids = torch.tensor([probe], dtype=torch.long, device=self.device)
+        decoder, head = split
+        probe = self.engine.probe_ids()
         try:
             with torch.inference_mode():
-                expected = self.model(input_ids=probe_ids, use_cache=False).logits[0].argmax(-1)
-                hidden = decoder(input_ids=probe_ids, use_cache=False).last_hidden_state
-                got = head(hidden[0]).argmax(-1)
+                expected = self.model(input_ids=probe, use_cache=False).logits[0].argmax(-1)
+                got = head(decoder(input_ids=probe, use_cache=False).last_hidden_state[0]).argmax(-1)
         except Exception:  # noqa: BLE001 - an unusual model: fall back to its own logits
             return None
-        return (decoder, head) if torch.equal(expected, got) else None
+        return split if torch.equal(expected, got) else None
 
     def _argmax(self, rows: Sequence[Row]) -> list[list[int]]:
         """The argmax token of every member of every row of one batch."""
         import torch
 
-        width = max(len(row.ids) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            input_ids[r, :len(row.ids)] = torch.tensor(row.ids, dtype=torch.long)
-            mask[r, :len(row.ids)] = 1
-        row_index = torch.tensor([r for r, row in enumerate(rows) for _ in row.members], dtype=torch.long)
-        positions = torch.tensor([length - 1 for row in rows for _, length in row.members], dtype=torch.long)
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        input_ids, mask, _ = self.engine.batch([row.ids for row in rows])
+        row_index = [r for r, row in enumerate(rows) for _ in row.members]
+        positions = [length - 1 for row in rows for _, length in row.members]
         with torch.inference_mode():
             if self._split is not None:
                 decoder, head = self._split
                 hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
-                logits = head(hidden[row_index.to(self.device), positions.to(self.device)])
-                best = logits.argmax(-1).tolist()
+                index = torch.tensor(row_index, device=self.device), torch.tensor(positions, device=self.device)
+                best = head(hidden[index]).argmax(-1).tolist()
             else:
-                wanted = sorted(set(positions.tolist()))
-                column = {p: c for c, p in enumerate(wanted)}
-                try:
-                    out = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False,
-                                     logits_to_keep=torch.tensor(wanted, device=self.device))
-                    logits = out.logits
-                except TypeError:
-                    logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-                    column = {p: p for p in wanted}
-                cols = torch.tensor([column[p] for p in positions.tolist()], dtype=torch.long)
-                best = logits[row_index.to(self.device), cols.to(self.device)].argmax(-1).tolist()
+                best = self.engine.logits_at(input_ids, mask, row_index, positions).argmax(-1).tolist()
         out: list[list[int]] = []
         k = 0
         for row in rows:

@@ -68,28 +68,16 @@ class FirstTokenProbability:
                  max_context_tokens: int | None = None, first_tokens: FirstTokens | None = None):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device if device is not None else next(model.parameters()).device
+        from rpt_cli.forward import ForwardEngine
+
+        self.engine = ForwardEngine(model, tokenizer, device)
+        self.model, self.tokenizer, self.device = model, tokenizer, self.engine.device
         self.batch_size = batch_size
-        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        self.max_context_tokens = max_context_tokens or limit or 4096
+        self.max_context_tokens = self.engine.context_limit(max_context_tokens)
         self.first_tokens = first_tokens or FirstTokens(tokenizer)
-        self.pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
 
     def context_ids(self, context: str) -> list[int]:
-        doc_tokenizer = self.first_tokens.doc_tokenizer
-        doc = doc_tokenizer([context])[0] if context else None
-        prefix = list(doc_tokenizer.prefix) + (list(getattr(doc, "lead", [])) if doc else [])
-        ids = prefix + (list(doc.ids) if doc else [])
-        if not ids:  # no context and no BOS: start from whatever begins a text
-            fallback = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None \
-                else self.tokenizer.eos_token_id
-            ids = [fallback] if fallback is not None else []
-        if len(ids) > self.max_context_tokens:
-            keep = self.max_context_tokens - len(prefix)
-            ids = prefix + ids[len(ids) - keep:] if keep > 0 else ids[-self.max_context_tokens:]
-        return ids
+        return self.engine.context_ids([context], self.max_context_tokens)[0]
 
     def __call__(self, pairs: Sequence[tuple[str, str | None]]) -> list[float]:
         firsts = self.first_tokens([prediction for _, prediction in pairs])
@@ -113,26 +101,12 @@ class FirstTokenProbability:
                     table[context] = {}
                 if not chunk:
                     continue
-                width = max(len(ids) for ids, _ in chunk)
-                input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, (ids, _) in enumerate(chunk):
-                    input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                    mask[row, width - len(ids):] = 1
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                last = self._last_logits(input_ids.to(self.device), mask.to(self.device),
-                                         positions.to(self.device))
+                # left padded: every row's last position is its context's last token
+                input_ids, mask, positions = self.engine.batch([ids for ids, _ in chunk], left=True)
+                last = self.engine.logits_at(input_ids, mask, range(len(chunk)), [input_ids.shape[1] - 1] * len(chunk),
+                                             position_ids=positions)
                 probs = last.float().softmax(-1).cpu()
                 for row, (_, context) in enumerate(chunk):
                     table[context] = {tid: float(probs[row, tid]) for tid in wanted[context]
                                       if 0 <= tid < probs.shape[-1]}
         return table
-
-    def _last_logits(self, input_ids, mask, positions):
-        # only the last position is needed: ask for it alone where the model allows (a full
-        # vocabulary-by-sequence logits tensor is the largest thing a forward pass makes)
-        try:
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
-        except TypeError:
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions)
-        return out.logits[:, -1, :]
