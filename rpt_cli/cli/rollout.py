@@ -159,29 +159,17 @@ def rollout(
                     stderr.print(f"rollout: dropped an incomplete last line of {output} (an interrupted write)")
                 stderr.print(f"rollout: resuming: {len(out.done):,} samples already in {output}")
             from rpt_cli.generation import get_backend
-            from rpt_cli.prompts import PromptBuilder, PromptConfig
+            from rpt_cli.generation.session import GenerationSession, PromptSettings
 
             engine = get_backend(backend, model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                  seed=seed, max_batch_sequences=max_batch_sequences,
                                  tensor_parallel_size=tensor_parallel_size,
                                  gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                                  enforce_eager=enforce_eager)
-            try:
-                length_limit = getattr(engine, "max_model_len", None)
-                if length_limit is not None and max_prompt_tokens >= length_limit:
-                    raise UsageError(f"--max-prompt-tokens {max_prompt_tokens} leaves no room for a completion "
-                                     f"within the model length {length_limit}; lower it or raise --max-model-len")
-                try:
-                    builder = PromptBuilder(engine.tokenizer, PromptConfig(
-                        template=prompt_template, chat=chat, think_prefix=think_prefix,
-                        max_prompt_tokens=max_prompt_tokens))
-                except ValueError as exc:
-                    raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
-                metadata = {"model": engine.model_name, "backend": engine.name, "answer": answer,
-                            "template": prompt_template.name,
-                            "chat": builder.chat, "think_prefix": think_prefix, "n": num_rollouts,
-                            "temperature": temperature, "top_p": top_p, "top_k": top_k,
-                            "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens, "seed": seed}
+            with GenerationSession(engine, PromptSettings(template=prompt_template, chat=chat, think_prefix=think_prefix,
+                                                          max_prompt_tokens=max_prompt_tokens, answer=answer)) as session:
+                builder = session.builder
+                metadata = session.metadata(sampling, num_rollouts)
                 if resume:
                     out.check_settings(metadata)
                 done = out.done if resume else None
@@ -197,8 +185,6 @@ def rollout(
                         progress.update(task, description=f"rollout: {stats.contexts:,} contexts, "
                                                           f"{stats.new_tokens:,} new tokens, "
                                                           f"{stats.tokens_per_second:,.0f} tokens/s")
-            finally:
-                engine.close()
         stderr.print(f"rollout: {stats.contexts:,} contexts x {num_rollouts} = {stats.completions:,} completions, "
                      f"{stats.new_tokens:,} new tokens in {stats.generate_seconds:.1f} s "
                      f"({stats.tokens_per_second:,.0f} tokens/s, {engine.name}); "

@@ -241,12 +241,8 @@ def _run_ntp(ref, samples, config, model, tokenizer, device, progress):
 
 def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device, progress):
     from rpt_cli.generation import SamplingConfig, get_backend
-    from rpt_cli.prompts import (
-        PromptBuilder,
-        PromptConfig,
-        TemplateError,
-        load_template,
-    )
+    from rpt_cli.generation.session import GenerationSession, PromptSettings
+    from rpt_cli.prompts import TemplateError, load_template
     from rpt_cli.reward import NEEDS_MODEL, NEEDS_TOKENIZER, get_reward_function
 
     prompt = config.prompt_settings(ref)
@@ -254,7 +250,7 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
         template = load_template(prompt["template"])
     except TemplateError as exc:
         raise UsageError(str(exc)) from None
-    if backend_name == "hf":
+    if backend_name == "hf":  # over the model this evaluation loaded (and keeps)
         from rpt_cli.generation.hf_backend import HFBackend
 
         engine = HFBackend(model, tokenizer, model_name=ref.name, max_batch_sequences=config.max_batch_sequences)
@@ -265,17 +261,9 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
                              seed=config.seed, tensor_parallel_size=config.tensor_parallel_size,
                              gpu_memory_utilization=config.gpu_memory_utilization,
                              max_model_len=config.max_model_len, enforce_eager=config.enforce_eager)
-    try:
-        length_limit = getattr(engine, "max_model_len", None)
-        if length_limit is not None and prompt["max_prompt_tokens"] >= length_limit:
-            raise UsageError(f"--max-prompt-tokens {prompt['max_prompt_tokens']} leaves no room for a completion "
-                             f"within the model length {length_limit}; lower it or raise --max-model-len")
-        try:
-            builder = PromptBuilder(engine.tokenizer, PromptConfig(
-                template=template, chat=prompt["chat"], think_prefix=prompt["think_prefix"],
-                max_prompt_tokens=prompt["max_prompt_tokens"]))
-        except ValueError as exc:
-            raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
+    settings_of_prompt = PromptSettings(template=template, chat=prompt["chat"], think_prefix=prompt["think_prefix"],
+                                        max_prompt_tokens=prompt["max_prompt_tokens"], answer=prompt["answer"])
+    with GenerationSession(engine, settings_of_prompt, owns_engine=backend_name != "hf") as session:
         options: dict = {"require_think": not prompt["no_think"], "answer": prompt["answer"]}
         if config.reward in NEEDS_TOKENIZER:
             options["tokenizer"] = engine.tokenizer
@@ -284,9 +272,9 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
         reward_fn = get_reward_function(config.reward, **options)
         sampling = SamplingConfig(max_new_tokens=prompt["max_new_tokens"], temperature=config.temperature,
                                   top_p=config.top_p, top_k=config.top_k, seed=config.seed)
-        settings = {"backend": engine.name, "answer": prompt["answer"], "fn": config.reward, "k": config.num_completions,
-                    "template": template.name,
-                    "chat": builder.chat, "think_prefix": prompt["think_prefix"], "no_think": prompt["no_think"],
+        settings = {"backend": engine.name, "answer": prompt["answer"], "fn": config.reward,
+                    "k": config.num_completions, "template": template.name, "chat": session.builder.chat,
+                    "think_prefix": prompt["think_prefix"], "no_think": prompt["no_think"],
                     "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
                     "max_new_tokens": prompt["max_new_tokens"], "max_prompt_tokens": prompt["max_prompt_tokens"]}
         if progress.on_start:
@@ -296,11 +284,8 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
             if progress.on_count:
                 progress.on_count(f"{ref.name} (reasoning): {done:,}/{len(samples):,} contexts")
         metadata = {"model": ref.name, **settings, "n": config.num_completions, "seed": config.seed}
-        outcomes, details = evaluate_reasoning(samples, engine, builder, reward_fn, k=config.num_completions,
+        outcomes, details = evaluate_reasoning(samples, engine, session.builder, reward_fn, k=config.num_completions,
                                                sampling=sampling, chunk_contexts=config.contexts_per_call,
                                                metadata=metadata, on_chunk=show)
-    finally:
-        if backend_name != "hf":
-            engine.close()
     settings["truncated_share"] = sum(o.truncated for o in outcomes) / len(outcomes)
     return outcomes, details, settings

@@ -307,8 +307,9 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
         return None
     _quiet_libraries(config.vllm is not None)
     from rpt_cli.boundaries import PolicyTokenizer
+    from rpt_cli.generation.session import PromptSettings, prompt_builder
     from rpt_cli.models import display_name, load_tokenizer, resolve
-    from rpt_cli.prompts import PromptBuilder, PromptConfig
+    from rpt_cli.prompts import load_template
 
     started = time.perf_counter()
     source = resolve(config.model)
@@ -317,12 +318,10 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     # Eq. 3 judges the policy's own tokens: boundaries made with another tokenizer are re-derived
     samples, alignment = align_samples(samples, PolicyTokenizer(tokenizer, display_name(config.model), config.model),
                                        skip_bad=config.skip_bad)
-    try:
-        builder = PromptBuilder(tokenizer, PromptConfig(template=config.template, chat=config.chat,
-                                                        think_prefix=config.think_prefix,
-                                                        max_prompt_tokens=config.max_prompt_tokens))
-    except ValueError as exc:
-        raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
+    builder = prompt_builder(tokenizer, PromptSettings(template=load_template(config.template), chat=config.chat,
+                                                       think_prefix=config.think_prefix,
+                                                       max_prompt_tokens=config.max_prompt_tokens,
+                                                       answer=config.answer))
     import datasets
 
     dataset = datasets.Dataset.from_list(build_rows(samples, builder))
