@@ -13,7 +13,6 @@ order, so memory depends on the chunk size and never on the corpus size.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -297,8 +296,3 @@ class EntropyScorer:
             doc["entropy_top_k"] = self.top_k
             doc["tokenizer"] = dict(made_with)
             yield doc
-
-
-def max_entropy(top_k: int) -> float:
-    return math.log(top_k)
-

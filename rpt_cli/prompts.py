@@ -1,7 +1,7 @@
 """The prompts of next-token reasoning: the paper's templates, chat wrapping and left truncation.
 
-`build_prompt` is the one place that turns a sample's context into the text a policy model sees;
-rollout, training and evaluation all call it, so the three see identical prompts.
+`PromptBuilder` is the one place that turns a sample's context into the prompt a policy model sees
+(text and token ids); rollout, training and evaluation all use it, so the three see identical prompts.
 
 Text is text: a context holding a special token's string (`<|im_end|>`, `<|endoftext|>`) is
 encoded as ordinary tokens, never as that control token, so document text cannot forge chat turns
@@ -322,21 +322,3 @@ def _stripped_end(text: str, end: int, token) -> int:
         while end < len(text) and text[end].isspace():
             end += 1
     return end
-
-
-def build_prompt(
-    context: str,
-    tokenizer,
-    *,
-    template: str | PromptTemplate = DEFAULT_TEMPLATE,
-    chat: bool = True,
-    think_prefix: str | None = None,
-    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
-) -> str:
-    """The prompt a policy model sees for one context (see `PromptConfig` for the settings).
-
-    For many contexts make one `PromptBuilder` and call `build`: it prepares the template once.
-    """
-    config = PromptConfig(template=template, chat=chat, think_prefix=think_prefix,
-                          max_prompt_tokens=max_prompt_tokens)
-    return PromptBuilder(tokenizer, config).build(context)

@@ -26,7 +26,6 @@ from rpt_cli.prompts import PromptBuilder
 
 DEFAULT_ROLLOUTS = 8        # G in the paper
 DEFAULT_CHUNK_CONTEXTS = 32  # contexts per backend call and per write
-ROLLOUT_FIELDS = ("prompt", "prompt_tokens", "completions", "finish_reasons", "completion_tokens", "rollout")
 
 
 @dataclass

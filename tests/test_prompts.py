@@ -12,7 +12,6 @@ from rpt_cli.prompts import (
     PromptConfig,
     PromptTemplate,
     TemplateError,
-    build_prompt,
     context_token_starts,
     encode_prompt,
     list_templates,
@@ -119,12 +118,12 @@ def test_unknown_template_and_directory_are_refused(tmp_path):
 # -- chat wrapping and the think prefix ------------------------------------------------------------
 def test_chat_template_wraps_the_prompt_as_a_user_turn(tokenizer):
     rendered = PAPER_V0.replace("{context}", "Let $x$ be")
-    prompt = build_prompt("Let $x$ be", tokenizer)
+    prompt = PromptBuilder(tokenizer).build("Let $x$ be")
     assert prompt == f"<|im_start|>user\n{rendered}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_no_chat_gives_the_filled_template_alone(tokenizer):
-    assert build_prompt("Let $x$ be", tokenizer, chat=False) == PAPER_V0.replace("{context}", "Let $x$ be")
+    assert PromptBuilder(tokenizer, PromptConfig(chat=False)).build("Let $x$ be") == PAPER_V0.replace("{context}", "Let $x$ be")
 
 
 def test_a_tokenizer_without_chat_template_gets_the_raw_text(plain_tokenizer):
@@ -134,9 +133,9 @@ def test_a_tokenizer_without_chat_template_gets_the_raw_text(plain_tokenizer):
 
 
 def test_think_prefix_opens_the_assistant_turn(tokenizer):
-    prompt = build_prompt("Let $x$ be", tokenizer, think_prefix="<think>\n")
+    prompt = PromptBuilder(tokenizer, PromptConfig(think_prefix="<think>\n")).build("Let $x$ be")
     assert prompt.endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n")
-    raw = build_prompt("Let $x$ be", tokenizer, chat=False, think_prefix="\n<think>\n")
+    raw = PromptBuilder(tokenizer, PromptConfig(chat=False, think_prefix="\n<think>\n")).build("Let $x$ be")
     assert raw == PAPER_V0.replace("{context}", "Let $x$ be") + "\n<think>\n"
 
 
@@ -145,7 +144,7 @@ def test_think_prefix_is_not_doubled_when_the_chat_template_opens_it(tiny_model_
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     tok.chat_template = tok.chat_template.replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant\n<think>\n'")
-    prompt = build_prompt("abc", tok, think_prefix="<think>\n")
+    prompt = PromptBuilder(tok, PromptConfig(think_prefix="<think>\n")).build("abc")
     assert prompt.endswith("<|im_start|>assistant\n<think>\n")
     assert prompt.count("<think>") == 1
 

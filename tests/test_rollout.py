@@ -16,9 +16,14 @@ from typer.testing import CliRunner
 
 from rpt_cli.cli import app
 from rpt_cli.errors import UsageError
-from rpt_cli.generation import SamplingConfig, get_backend, resolve_backend_name, stop_token_ids
+from rpt_cli.generation import (
+    SamplingConfig,
+    get_backend,
+    resolve_backend_name,
+    stop_token_ids,
+)
 from rpt_cli.generation.base import end_of_turn_token_id
-from rpt_cli.prompts import PromptBuilder, PromptConfig, build_prompt
+from rpt_cli.prompts import PromptBuilder, PromptConfig
 from rpt_cli.rollout import rollout_chunks
 
 runner = CliRunner()
@@ -40,7 +45,8 @@ def backend(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def prompts(backend):
-    return [build_prompt(context, backend.tokenizer) for context in CONTEXTS]
+    builder = PromptBuilder(backend.tokenizer)
+    return [builder.build(context) for context in CONTEXTS]
 
 
 def write_samples(path, samples):

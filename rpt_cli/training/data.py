@@ -22,10 +22,6 @@ from rpt_cli.jsonl import ReadStats, read_records
 from rpt_cli.records import training_sample
 from rpt_cli.rollout import duplicate_id_message
 
-# The dataset columns: the prompt for TRL, the reward's inputs, and the id for the data-order log.
-# Other sample fields are left out (TRL hands every column to the reward functions).
-COLUMNS = ("prompt", "id", "context", "target", "boundaries")
-
 
 @dataclass(frozen=True)
 class Samples:
@@ -162,4 +158,4 @@ class StepSampler:
         return self.steps * self.repeat_count * self.order.contexts_per_step * self.num_generations
 
 
-__all__ = ["COLUMNS", "DataOrder", "Samples", "StepSampler", "align_samples", "build_rows", "read_samples"]
+__all__ = ["DataOrder", "Samples", "StepSampler", "align_samples", "build_rows", "read_samples"]
