@@ -14,6 +14,7 @@ where their outputs say how they were made (rollout metadata, a run's config.yam
 
 from __future__ import annotations
 
+from rpt_cli import paper
 from rpt_cli.errors import UsageError
 
 BOXED = "boxed"
@@ -25,7 +26,7 @@ DEFAULT_ANSWER = BOXED
 # paper's settings (template v0, the chat template, 8,192 new tokens); the direct format shows
 # the model nothing but the context and reads one token of it.
 _PROMPT_DEFAULTS: dict[str, dict] = {
-    BOXED: {"template": "v0", "chat": True, "max_new_tokens": 8192},
+    BOXED: {"template": "v0", "chat": True, "max_new_tokens": paper.NEW_TOKENS},
     DIRECT: {"template": "direct", "chat": False, "max_new_tokens": 1},
 }
 

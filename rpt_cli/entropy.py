@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from rpt_cli import paper
 from rpt_cli.forward import ForwardEngine
 from rpt_cli.tokens import TokenizedDoc
 
-DEFAULT_TOP_K = 16
+DEFAULT_TOP_K = paper.ENTROPY_TOP_K
 ENTROPY_DECIMALS = 5
 
 

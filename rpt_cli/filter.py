@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from rpt_cli import paper
 from rpt_cli.records import DOC_ONLY_FIELDS
 
 # The paper's nested difficulty splits (Section 4.1): a position belongs to every split whose
 # threshold its entropy exceeds; its label is the hardest of them.
-SPLIT_THRESHOLDS = {"easy": 0.5, "medium": 1.0, "hard": 1.5}
+SPLIT_THRESHOLDS = paper.SPLIT_THRESHOLDS
 SPLIT_NAMES = ("easy", "medium", "hard")
 # Fields of a scored document that a sample replaces rather than carries along.
 

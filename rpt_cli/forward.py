@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rpt_cli import paper
 from rpt_cli.tokens import DocTokenizer
 
 # the paper's prompt limit, for models that do not say how many positions they have
-DEFAULT_MAX_POSITIONS = 4096
+DEFAULT_MAX_POSITIONS = paper.PROMPT_TOKENS
 PROBE_TEXT = "Let $x$ be a real number such that x^2 = 4. Hence x = 2 or x = -2, and"
 
 

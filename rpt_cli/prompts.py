@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rpt_cli import paper
+
 CONTEXT_PLACEHOLDER = "{context}"
 DEFAULT_TEMPLATE = "v0"
-DEFAULT_MAX_PROMPT_TOKENS = 4096
+DEFAULT_MAX_PROMPT_TOKENS = paper.PROMPT_TOKENS
 
 _PAPER_INSTRUCTION = (
     "Complete the given text under '### Context' by predicting the next token, and wrap it in "

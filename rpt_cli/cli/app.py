@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from rpt_cli import paper
 from rpt_cli.console import handle_sigterm, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, read_records
@@ -30,7 +31,7 @@ app = typer.Typer(
 # Options shared by several commands: same names, same help, everywhere.
 InputArg = Annotated[str, typer.Argument(metavar="INPUT", show_default=False,
                                          help="JSONL input file; '-' or nothing reads standard input.")]
-OutputOpt = Annotated[Optional[str], typer.Option(
+OutputOpt = Annotated[str | None, typer.Option(
     "--output", "-o", metavar="FILE",
     help="Write to FILE instead of standard output (atomically: no partial file on failure).")]
 ModelOpt = Annotated[str, typer.Option(
@@ -51,7 +52,7 @@ TextFieldOpt = Annotated[str, typer.Option(help="Field that holds the document t
 IdFieldOpt = Annotated[str, typer.Option(help="Field that holds the document id (default: the line number).")]
 ANSWER_HELP = ("Answer format: boxed (the paper's: think, then the guess in \\boxed{}) or direct (the prompt is "
                "the context alone and the completion is the guess: RPT without reasoning, an ablation).")
-AnswerOpt = Annotated[Optional[str], typer.Option(
+AnswerOpt = Annotated[str | None, typer.Option(
     "--answer", metavar="boxed|direct", show_default=False,
     help=ANSWER_HELP + " Default: what the rollouts say (rollout.answer), else boxed.")]
 
@@ -59,7 +60,7 @@ AnswerOpt = Annotated[Optional[str], typer.Option(
 # -- one vocabulary ------------------------------------------------------------------------
 # One name per concept in every command (docs/records.md lists them); the old names stay as hidden
 # aliases for one release (`renamed`).
-COMPLETIONS_HELP = "Completions sampled per context (G; paper: 8)."
+COMPLETIONS_HELP = f"Completions sampled per context (G; paper: {paper.COMPLETIONS})."
 CompletionsOpt = Annotated[int, typer.Option("--num-completions", "-G", help=COMPLETIONS_HELP)]
 RewardOpt = Annotated[str, typer.Option(
     "--reward", help="Reward function: prefix (Eq. 3, the default), first-token, dense or conditional-dense.")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,11 +19,11 @@ def curves(
     runs: Annotated[list[str], typer.Argument(
         metavar="RUN...", show_default=False,
         help="rpt train run folders (their metrics.jsonl) or metrics.jsonl files; several are drawn together.")],
-    output: Annotated[Optional[str], typer.Option(
+    output: Annotated[str | None, typer.Option(
         "--output", "-o", metavar="FILE.png", help="Write the plot (reward against step) to FILE; without it, no plot.")] = None,
     window: Annotated[int, typer.Option(
         help="Steps in the running mean drawn through the points, and in the start and end means of the summary.")] = 5,
-    title: Annotated[Optional[str], typer.Option(help="Title of the plot.")] = None,
+    title: Annotated[str | None, typer.Option(help="Title of the plot.")] = None,
 ) -> None:
     """The mean reward per training step of one or more runs: a table, a summary and a plot.
 

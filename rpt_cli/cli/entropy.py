@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from rpt_cli import paper
 from rpt_cli.cli.app import (
     DeviceOpt,
     DtypeOpt,
@@ -40,20 +41,20 @@ def entropy(
     dtype: DtypeOpt = "auto",
     entropy_top_k: Annotated[int, typer.Option(
         "--entropy-top-k", metavar="K",
-        help="The entropy is over the model's K most likely next tokens, renormalized (paper: 16); recorded as "
-             "entropy_top_k.")] = 16,
-    top_k_old: Annotated[Optional[int], old_name_option("--entropy-top-k", "--top-k")] = None,
+        help=f"The entropy is over the model's K most likely next tokens, renormalized (paper: {paper.ENTROPY_TOP_K}); "
+             "recorded as entropy_top_k.")] = paper.ENTROPY_TOP_K,
+    top_k_old: Annotated[int | None, old_name_option("--entropy-top-k", "--top-k")] = None,
     text_field: TextFieldOpt = "text",
     id_field: IdFieldOpt = "id",
-    dataset: Annotated[Optional[str], typer.Option(
+    dataset: Annotated[str | None, typer.Option(
         help="Read the corpus through `datasets` instead: a parquet/JSON/CSV file or a hub name.")] = None,
     dataset_split: Annotated[str, typer.Option(help="Split of --dataset.")] = "train",
-    dataset_config: Annotated[Optional[str], typer.Option(help="Configuration name of --dataset.")] = None,
+    dataset_config: Annotated[str | None, typer.Option(help="Configuration name of --dataset.")] = None,
     window: Annotated[int, typer.Option(help="Tokens per forward pass at most (capped by the model's maximum).")] = 4096,
-    overlap: Annotated[Optional[int], typer.Option(
+    overlap: Annotated[int | None, typer.Option(
         help="Context tokens carried into the next window of a long document (default: a quarter of the window).")] = None,
     batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (rows × longest row).")] = 8192,
-    shard: Annotated[Optional[str], typer.Option(
+    shard: Annotated[str | None, typer.Option(
         metavar="I/N", help="Score only the I-th of N disjoint slices of the input (1-based), e.g. 3/8.")] = None,
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustOpt = False,
@@ -71,7 +72,7 @@ def entropy(
         from rpt_cli.records import corpus_document
 
         shard_slice = parse_shard(shard)
-        top_k = renamed(entropy_top_k, top_k_old, new="--entropy-top-k", old="--top-k", default=16, command="entropy")
+        top_k = renamed(entropy_top_k, top_k_old, new="--entropy-top-k", old="--top-k", default=paper.ENTROPY_TOP_K, command="entropy")
         if top_k < 1:
             raise UsageError("--entropy-top-k must be at least 1")
         if batch_tokens < 1 or window < 2:

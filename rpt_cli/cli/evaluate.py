@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from rpt_cli import paper
 from rpt_cli.cli.app import (
     ANSWER_HELP,
     DeviceOpt,
@@ -40,23 +41,23 @@ EVAL_EXAMPLES = (
 def eval_(
     input: InputArg = STDIO,
     output: OutputOpt = None,
-    model: Annotated[Optional[list[str]], typer.Option(
+    model: Annotated[list[str] | None, typer.Option(
         "--model", "-m",
         help=f"'{BUILTIN_NAME}' (built in, the default), a Hugging Face folder, a .gguf file, a hub id, an rpt train "
              "checkpoint or run folder (its final model). Repeat to evaluate several models on the same samples.")] = None,
-    mode: Annotated[Optional[list[str]], typer.Option(
+    mode: Annotated[list[str] | None, typer.Option(
         "--mode", help="ntp (standard next-token: the most likely next token, no thinking) or reasoning (sampled "
                        "completions in the --answer format: think, then answer in \\boxed{}; or, with --answer "
                        "direct, the sampled continuation itself); repeat for both. Default: ntp.")] = None,
     split: Annotated[str, typer.Option(
         help="Evaluate one of the paper's nested splits, easy (entropy > 0.5), medium (> 1.0) or hard (> 1.5), or all samples.")] = "all",
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N samples of the split (smoke runs).", metavar="N")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N samples of the split (smoke runs).", metavar="N")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the reasoning-mode sampling (recorded in the report).")] = 0,
-    details: Annotated[Optional[str], typer.Option(
+    details: Annotated[str | None, typer.Option(
         "--details", metavar="FILE",
         help="Also write one line per sample, model and mode: predictions, rewards, correctness (and completions).")] = None,
     batch_tokens: Annotated[int, typer.Option(help="ntp: padded tokens per forward pass (rows × longest row).")] = 8192,
-    max_context_tokens: Annotated[Optional[int], typer.Option(
+    max_context_tokens: Annotated[int | None, typer.Option(
         help="ntp: cut contexts from the left to this many tokens (default: 4096, capped by the model's maximum).")] = None,
     no_share: Annotated[bool, typer.Option(
         "--no-share", help="ntp: give every context its own forward pass, even where a longer context of the same "
@@ -64,41 +65,42 @@ def eval_(
     num_completions: Annotated[int, typer.Option(
         "--num-completions", "-G", help="reasoning: completions per context, k; accuracy is their mean, pass@k the "
                                         "share of contexts with a correct one.")] = 1,
-    num_samples_old: Annotated[Optional[int], old_name_option("-G/--num-completions", "--num-samples", "-n")] = None,
-    answer: Annotated[Optional[str], typer.Option(
+    num_samples_old: Annotated[int | None, old_name_option("-G/--num-completions", "--num-samples", "-n")] = None,
+    answer: Annotated[str | None, typer.Option(
         "--answer", metavar="boxed|direct", show_default=False,
         help="reasoning: " + ANSWER_HELP + " Default: the training run's, else boxed.")] = None,
     reward: Annotated[str, typer.Option(
         "--reward", help="reasoning: reward function that decides correctness: prefix (Eq. 3), first-token, dense or "
                          "conditional-dense.")] = "prefix",
-    fn_old: Annotated[Optional[str], old_name_option("--reward", "--fn")] = None,
-    temperature: Annotated[float, typer.Option(help="reasoning: sampling temperature (paper: 0.8; 0 is greedy).")] = 0.8,
+    fn_old: Annotated[str | None, old_name_option("--reward", "--fn")] = None,
+    temperature: Annotated[float, typer.Option(
+        help=f"reasoning: sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")] = paper.TEMPERATURE,
     top_p: Annotated[float, typer.Option("--top-p", help="reasoning: nucleus sampling (1.0: off).")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="reasoning: sample among the K most likely tokens (0: off).", metavar="K")] = 0,
-    max_new_tokens: Annotated[Optional[int], typer.Option(
+    max_new_tokens: Annotated[int | None, typer.Option(
         help="reasoning: longest completion in tokens (default: the training run's, else 8192 as in the paper; "
              "1 with --answer direct).")] = None,
-    max_prompt_tokens: Annotated[Optional[int], typer.Option(
+    max_prompt_tokens: Annotated[int | None, typer.Option(
         help="reasoning: longest prompt in tokens; longer contexts are cut from the left (default: the run's, else 4096).")] = None,
-    template: Annotated[Optional[str], typer.Option(
+    template: Annotated[str | None, typer.Option(
         help="reasoning: prompt template v0, v5, v6, fewshot, direct or a file, as in rpt rollout (default: the run's, "
              "else v0; direct with --answer direct).")] = None,
-    chat: Annotated[Optional[bool], typer.Option(
+    chat: Annotated[bool | None, typer.Option(
         "--chat/--no-chat", help="reasoning: wrap the prompt in the model's chat template (default: the run's, else "
                                  "chat; no chat with --answer direct).", show_default=False)] = None,
-    think_prefix: Annotated[Optional[str], typer.Option(
+    think_prefix: Annotated[str | None, typer.Option(
         help="reasoning: text that opens the model's answer, e.g. '<think>' plus a newline (default: the run's, else none).")] = None,
-    no_think: Annotated[Optional[bool], typer.Option(
+    no_think: Annotated[bool | None, typer.Option(
         "--no-think/--think", help="reasoning: take the last \\boxed{} anywhere, not only after </think> "
                                    "(default: the run's, else --think).", show_default=False)] = None,
     backend: Annotated[str, typer.Option(help="reasoning: auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")] = "auto",
     contexts_per_call: Annotated[int, typer.Option(help="reasoning: contexts per generation call.")] = 32,
-    batch_size_old: Annotated[Optional[int], old_name_option("--contexts-per-call", "--batch-size")] = None,
-    max_batch_sequences: Annotated[Optional[int], typer.Option(
+    batch_size_old: Annotated[int | None, old_name_option("--contexts-per-call", "--batch-size")] = None,
+    max_batch_sequences: Annotated[int | None, typer.Option(
         help="reasoning, hf: sequences per generate call at most (default: as many as a quarter of memory holds).")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="reasoning, vllm: GPUs to split the model over.")] = 1,
     gpu_memory_utilization: Annotated[float, typer.Option(help="reasoning, vllm: share of GPU memory for weights and KV cache.")] = 0.9,
-    max_model_len: Annotated[Optional[int], typer.Option(help="reasoning, vllm: longest prompt + completion (default: the model's).")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="reasoning, vllm: longest prompt + completion (default: the model's).")] = None,
     enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="reasoning, vllm: skip graph capture (starts faster, samples slower).")] = False,
     no_memory_check: NoMemoryCheckOpt = False,
     device: DeviceOpt = "auto",

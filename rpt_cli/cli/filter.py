@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,21 +28,21 @@ from rpt_cli.records import scored_document
 def filter_(
     input: InputArg = STDIO,
     output: OutputOpt = None,
-    min: Annotated[Optional[float], typer.Option("--min", help="Keep positions whose entropy exceeds X.", metavar="X")] = None,
-    max: Annotated[Optional[float], typer.Option("--max", help="Keep positions whose entropy is at most X.", metavar="X")] = None,
-    split: Annotated[Optional[str], typer.Option(
+    min: Annotated[float | None, typer.Option("--min", help="Keep positions whose entropy exceeds X.", metavar="X")] = None,
+    max: Annotated[float | None, typer.Option("--max", help="Keep positions whose entropy is at most X.", metavar="X")] = None,
+    split: Annotated[str | None, typer.Option(
         help="Keep one of the paper's nested splits: easy (> 0.5), medium (> 1.0), hard (> 1.5).")] = None,
     min_context_tokens: Annotated[int, typer.Option(
         help="Skip positions with fewer context tokens (the start of a document looks artificially uncertain).")] = 16,
     target_tokens: Annotated[int, typer.Option(
         help="Ground-truth tokens carried in target and boundaries (more when the last one ends inside a character). "
              "A prediction longer than the target can never score: Eq. 3 needs its end among the boundaries.")] = 8,
-    max_context_tokens: Annotated[Optional[int], typer.Option(
+    max_context_tokens: Annotated[int | None, typer.Option(
         help="Cut the context from the left, at a token boundary, to at most this many tokens.")] = None,
-    per_doc: Annotated[Optional[int], typer.Option(help="Keep at most N positions per document, at random.", metavar="N")] = None,
-    fraction: Annotated[Optional[float], typer.Option(help="Keep each position with probability F.", metavar="F")] = None,
+    per_doc: Annotated[int | None, typer.Option(help="Keep at most N positions per document, at random.", metavar="N")] = None,
+    fraction: Annotated[float | None, typer.Option(help="Keep each position with probability F.", metavar="F")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --per-doc and --fraction (recorded as filter_seed).")] = 0,
-    keep_fields: Annotated[Optional[list[str]], typer.Option(
+    keep_fields: Annotated[list[str] | None, typer.Option(
         "--keep-fields", metavar="NAME",
         help="Copy this document field into each of its samples even when it is over 64 KiB (repeat for several); "
              "larger fields are otherwise left out of documents with more than one sample, with a note.")] = None,

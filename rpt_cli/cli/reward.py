@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -36,8 +36,8 @@ def reward(
     input: InputArg = STDIO,
     output: OutputOpt = None,
     reward: RewardOpt = "prefix",
-    fn_old: Annotated[Optional[str], old_name_option("--reward", "--fn")] = None,
-    model: Annotated[Optional[str], typer.Option(
+    fn_old: Annotated[str | None, old_name_option("--reward", "--fn")] = None,
+    model: Annotated[str | None, typer.Option(
         "--model", "-m",
         help=f"Needed by first-token (its tokenizer) and the dense variants (its probabilities): '{BUILTIN_NAME}', "
              "a Hugging Face folder, a .gguf file or a hub id.")] = None,
@@ -49,7 +49,7 @@ def reward(
     unsolved_reward: Annotated[float, typer.Option(
         help="conditional-dense: the reward of every completion in a group without a correct one.")] = 0.0,
     contexts_per_pass: Annotated[int, typer.Option(help="dense variants: contexts per forward pass.")] = 8,
-    batch_size_old: Annotated[Optional[int], old_name_option("--contexts-per-pass", "--batch-size")] = None,
+    batch_size_old: Annotated[int | None, old_name_option("--contexts-per-pass", "--batch-size")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     skip_bad: SkipBadScoredOpt = False,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from rpt_cli import paper
 from rpt_cli.cli.app import (
     ANSWER_HELP,
     CompletionsOpt,
@@ -42,42 +43,43 @@ def rollout(
     input: InputArg = STDIO,
     output: OutputOpt = None,
     model: ModelOpt = BUILTIN_NAME,
-    num_completions: CompletionsOpt = 8,
-    num_rollouts_old: Annotated[Optional[int], old_name_option("-G/--num-completions", "--num-rollouts", "-n")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (paper: 0.8; 0 is greedy).")] = 0.8,
+    num_completions: CompletionsOpt = paper.COMPLETIONS,
+    num_rollouts_old: Annotated[int | None, old_name_option("-G/--num-completions", "--num-rollouts", "-n")] = None,
+    temperature: Annotated[float, typer.Option(
+        help=f"Sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")] = paper.TEMPERATURE,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability (1.0: off).")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Sample only among the K most likely tokens (0: off).", metavar="K")] = 0,
     answer: Annotated[str, typer.Option(
         "--answer", metavar="boxed|direct", help=ANSWER_HELP + " Recorded in rollout.answer.")] = "boxed",
-    max_new_tokens: Annotated[Optional[int], typer.Option(
+    max_new_tokens: Annotated[int | None, typer.Option(
         help="Longest completion in tokens (default: 8192 as in the paper; 1 with --answer direct); longer ones end "
              "with finish reason 'length'.", show_default=False)] = None,
-    max_prompt_tokens: Annotated[int, typer.Option(help="Longest prompt in tokens (paper: 4096); longer contexts are cut from the left at a token boundary.")] = 4096,
-    template: Annotated[Optional[str], typer.Option(
+    max_prompt_tokens: Annotated[int, typer.Option(help=f"Longest prompt in tokens (paper: {paper.PROMPT_TOKENS}); longer contexts are cut from the left at a token boundary.")] = paper.PROMPT_TOKENS,
+    template: Annotated[str | None, typer.Option(
         help="Prompt template: v0 (the paper's, the default), v5, v6, fewshot, direct (the default with --answer "
              "direct), or a text file with a {context} placeholder.", show_default=False)] = None,
     list_templates: Annotated[bool, typer.Option("--list-templates", help="Print the built-in templates in full and exit.")] = False,
-    chat: Annotated[Optional[bool], typer.Option(
+    chat: Annotated[bool | None, typer.Option(
         "--chat/--no-chat", help="Wrap the prompt in the model's chat template, when it has one (default: chat; "
                                  "no chat with --answer direct).", show_default=False)] = None,
-    think_prefix: Annotated[Optional[str], typer.Option(
+    think_prefix: Annotated[str | None, typer.Option(
         help="Text that opens the model's answer, e.g. '<think>' plus a newline for thinking models (none by default).")] = None,
     backend: Annotated[str, typer.Option(help="auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")] = "auto",
     contexts_per_call: Annotated[int, typer.Option(
         help="Contexts per generation call (a chunk): sampled together, then written and flushed.")] = 32,
-    batch_size_old: Annotated[Optional[int], old_name_option("--contexts-per-call", "--batch-size")] = None,
-    max_batch_sequences: Annotated[Optional[int], typer.Option(
+    batch_size_old: Annotated[int | None, old_name_option("--contexts-per-call", "--batch-size")] = None,
+    max_batch_sequences: Annotated[int | None, typer.Option(
         help="hf: sequences per generate call at most (default: as many as a quarter of memory holds).")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs to split the model over.")] = 1,
     gpu_memory_utilization: Annotated[float, typer.Option(help="vllm: share of GPU memory for weights and KV cache.")] = 0.9,
-    max_model_len: Annotated[Optional[int], typer.Option(help="vllm: longest prompt + completion (default: the model's).")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="vllm: longest prompt + completion (default: the model's).")] = None,
     enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="vllm: skip graph capture and compilation (starts faster, samples slower).")] = False,
     no_memory_check: NoMemoryCheckOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampling (recorded in rollout.seed): same seed, same completions.")] = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="With -o: keep the records already in FILE, skip their ids, append the rest chunk by chunk.")] = False,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N samples (smoke runs).", metavar="N")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N samples (smoke runs).", metavar="N")] = None,
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
@@ -90,7 +92,7 @@ def rollout(
     with cli_errors():
         check_numbers(locals())
         num_rollouts = renamed(num_completions, num_rollouts_old, new="-G/--num-completions", old="-n/--num-rollouts",
-                               default=8, command="rollout")
+                               default=paper.COMPLETIONS, command="rollout")
         batch_size = renamed(contexts_per_call, batch_size_old, new="--contexts-per-call", old="--batch-size",
                              default=32, command="rollout")
         from rpt_cli.prompts import TemplateError, load_template

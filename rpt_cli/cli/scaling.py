@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from rpt_cli import paper
 from rpt_cli.cli.app import (
     DeviceOpt,
     DtypeOpt,
@@ -36,33 +37,33 @@ def scaling(
         metavar="RUN|REPORTS", show_default=False,
         help="An rpt train run folder (its checkpoints are evaluated here), or reports of rpt eval (JSONL; "
              "'-' or nothing reads standard input).")] = STDIO,
-    output: Annotated[Optional[str], typer.Option(
+    output: Annotated[str | None, typer.Option(
         "--output", "-o", metavar="FILE.png",
         help="Write the plot (PNG in the style of the paper's Figure 5) to FILE; without it, no plot.")] = None,
-    metrics: Annotated[Optional[str], typer.Option(
+    metrics: Annotated[str | None, typer.Option(
         metavar="FILE", help="Take each report's compute from this metrics.jsonl of rpt train, by the report's step "
                              "(default: the flops the report carries).")] = None,
-    mode: Annotated[Optional[str], typer.Option(
+    mode: Annotated[str | None, typer.Option(
         help="Fit the reports of this mode, ntp or reasoning (needed when the reports hold both); with a run "
              "folder, the mode to evaluate in (default: ntp).")] = None,
     split: Annotated[str, typer.Option(help="Fit one split, easy, medium or hard, or all of them.")] = "all",
-    title: Annotated[Optional[str], typer.Option(help="Title of the plot.")] = None,
-    samples: Annotated[Optional[str], typer.Option(
+    title: Annotated[str | None, typer.Option(help="Title of the plot.")] = None,
+    samples: Annotated[str | None, typer.Option(
         metavar="FILE", help="Run folder: the samples to evaluate on, e.g. held-out ones (default: the run's "
                              "training samples, from its config.yaml).")] = None,
-    reports: Annotated[Optional[str], typer.Option(
+    reports: Annotated[str | None, typer.Option(
         "--reports", metavar="FILE",
         help="Run folder: also write the checkpoints' evaluation reports here (JSONL; rpt scaling reads them back).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Run folder: evaluate only the first N samples.", metavar="N")] = None,
+    limit: Annotated[int | None, typer.Option(help="Run folder: evaluate only the first N samples.", metavar="N")] = None,
     num_completions: Annotated[int, typer.Option(
         "--num-completions", "-G", help="Run folder, reasoning: completions per context.")] = 1,
-    num_samples_old: Annotated[Optional[int], old_name_option("-G/--num-completions", "--num-samples", "-n")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(
+    num_samples_old: Annotated[int | None, old_name_option("-G/--num-completions", "--num-samples", "-n")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
         help="Run folder, reasoning: longest completion (default: the run's).")] = None,
-    temperature: Annotated[float, typer.Option(help="Run folder, reasoning: sampling temperature.")] = 0.8,
+    temperature: Annotated[float, typer.Option(help="Run folder, reasoning: sampling temperature.")] = paper.TEMPERATURE,
     reward: Annotated[str, typer.Option(
         "--reward", help="Run folder, reasoning: reward function that decides correctness.")] = "prefix",
-    fn_old: Annotated[Optional[str], old_name_option("--reward", "--fn")] = None,
+    fn_old: Annotated[str | None, old_name_option("--reward", "--fn")] = None,
     backend: Annotated[str, typer.Option(help="Run folder, reasoning: auto, hf or vllm.")] = "auto",
     seed: Annotated[int, typer.Option(help="Run folder, reasoning: seed of the sampling.")] = 0,
     batch_tokens: Annotated[int, typer.Option(help="Run folder, ntp: padded tokens per forward pass.")] = 8192,

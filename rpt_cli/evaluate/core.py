@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from rpt_cli import paper
 from rpt_cli.answers import DEFAULT_ANSWER, check_answer, prompt_defaults
 from rpt_cli.errors import UsageError
 from rpt_cli.evaluate.ntp import (
@@ -53,7 +54,7 @@ class EvalConfig:
     backend: str = "auto"
     num_completions: int = 1
     reward: str = "prefix"
-    temperature: float = 0.8
+    temperature: float = paper.TEMPERATURE
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int | None = None
@@ -132,7 +133,7 @@ class EvalConfig:
         return {"answer": answer, "template": pick(self.template, "template", defaults["template"]),
                 "chat": bool(pick(self.chat, "chat", defaults["chat"])),
                 "think_prefix": self.think_prefix if self.think_prefix is not None else run.get("think_prefix"),
-                "max_prompt_tokens": int(pick(self.max_prompt_tokens, "max_prompt_tokens", 4096)),
+                "max_prompt_tokens": int(pick(self.max_prompt_tokens, "max_prompt_tokens", paper.PROMPT_TOKENS)),
                 "no_think": bool(pick(self.no_think, "no_think", False)),
                 "max_new_tokens": int(pick(self.max_new_tokens, "max_new_tokens",
                                            run.get("max_completion_tokens", defaults["max_new_tokens"])))}

@@ -6,12 +6,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from rpt_cli import paper
 from rpt_cli.evaluate.samples import EvalSample, Outcome
 from rpt_cli.forward import ForwardEngine
 from rpt_cli.reward import prefix_match
 
 DEFAULT_BATCH_TOKENS = 8192
-DEFAULT_MAX_CONTEXT_TOKENS = 4096   # the paper's prompt limit; capped by the model's own maximum
+DEFAULT_MAX_CONTEXT_TOKENS = paper.PROMPT_TOKENS  # capped by the model's own maximum
 # --------------------------------------------------------------------------------------------
 # ntp mode: the most likely next token, batched, sharing forward passes where exact
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from rpt_cli import paper
+
 FINISH_STOP = "stop"      # the model ended its answer (an end-of-sequence or end-of-turn token)
 FINISH_LENGTH = "length"  # cut off at max_new_tokens
 
@@ -23,8 +25,8 @@ class SamplingConfig:
     the same backend and machine. `ignore_eos` never stops early (for fixed-length benchmarks).
     """
 
-    max_new_tokens: int = 8192
-    temperature: float = 0.8
+    max_new_tokens: int = paper.NEW_TOKENS
+    temperature: float = paper.TEMPERATURE
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = 0

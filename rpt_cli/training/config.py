@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rpt_cli import paper
 from rpt_cli.answers import ANSWER_FORMATS, check_answer, prompt_defaults
 from rpt_cli.errors import InputError, UsageError
 from rpt_cli.models import BUILTIN_NAME
@@ -56,33 +57,33 @@ class TrainConfig:
     template: str = "v0"
     chat: bool = True
     think_prefix: str | None = None
-    max_prompt_tokens: int = 4096
+    max_prompt_tokens: int = paper.PROMPT_TOKENS
     # reward: the registry `rpt reward` and `rpt eval` use
     reward: str = "prefix"
     no_think: bool = False
     correct: str = "first-token"
     unsolved_reward: float = 0.0
     # GRPO, Table 5
-    num_completions: int = 8
-    contexts_per_step: int = 256
+    num_completions: int = paper.COMPLETIONS
+    contexts_per_step: int = paper.CONTEXTS_PER_STEP
     micro_batch_size: int | None = None
-    max_steps: int = 1000
-    learning_rate: float = 1e-6
+    max_steps: int = paper.STEPS
+    learning_rate: float = paper.LEARNING_RATE
     lr_scheduler: str = "constant"
     warmup_steps: int = 0
-    weight_decay: float = 0.01
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
+    weight_decay: float = paper.WEIGHT_DECAY
+    adam_beta1: float = paper.ADAM_BETA1
+    adam_beta2: float = paper.ADAM_BETA2
     max_grad_norm: float = 1.0
-    beta: float = 0.0
-    epsilon: float = 0.2
+    beta: float = paper.KL_COEFFICIENT
+    epsilon: float = paper.CLIP_RATIO
     loss_type: str = "grpo"
     scale_rewards: str = "group"
-    temperature: float = 0.8
+    temperature: float = paper.TEMPERATURE
     top_p: float = 1.0
     top_k: int = 0
-    max_new_tokens: int = 8192
-    dynamic_sampling_from_step: int = 500
+    max_new_tokens: int = paper.NEW_TOKENS
+    dynamic_sampling_from_step: int = paper.DYNAMIC_SAMPLING_FROM_STEP
     dynamic_sampling_max_rounds: int = 10
     # generation engine
     vllm: str | None = None
