@@ -115,12 +115,10 @@ def rollout(
                             ("--tensor-parallel-size", tensor_parallel_size)):
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be at least 1")
-        if temperature < 0:
-            raise UsageError("--temperature must not be negative")
-        if not 0 < top_p <= 1:
-            raise UsageError("--top-p must be in (0, 1]")
-        if top_k < 0:
-            raise UsageError("--top-k must be 0 (off) or positive")
+        from rpt_cli.generation.base import sampling_problem
+
+        if sampling_problem(temperature, top_p, top_k):
+            raise UsageError(sampling_problem(temperature, top_p, top_k))
         check_memory(batch_size, num_rollouts, max_new_tokens, names="--contexts-per-call × -G × --max-new-tokens",
                      override=no_memory_check)
         try:

@@ -90,12 +90,10 @@ class EvalConfig:
             raise UsageError(f"--reward {self.reward}: choose one of {', '.join(REWARD_FUNCTIONS)}")
         if self.answer is not None:
             check_answer(self.answer)
-        if self.temperature < 0:
-            raise UsageError("--temperature must not be negative")
-        if not 0 < self.top_p <= 1:
-            raise UsageError("--top-p must be in (0, 1]")
-        if self.top_k < 0:
-            raise UsageError("--top-k must be 0 (off) or positive")
+        from rpt_cli.generation.base import sampling_problem
+
+        if sampling_problem(self.temperature, self.top_p, self.top_k):
+            raise UsageError(sampling_problem(self.temperature, self.top_p, self.top_k))
         if self.template is not None:
             from rpt_cli.prompts import TemplateError, load_template
 

@@ -16,6 +16,18 @@ FINISH_STOP = "stop"      # the model ended its answer (an end-of-sequence or en
 FINISH_LENGTH = "length"  # cut off at max_new_tokens
 
 
+def sampling_problem(temperature: float, top_p: float, top_k: int) -> str | None:
+    """What is wrong with these sampling settings, named as the options name them, or None. The one
+    check of rollout, eval and train (which also needs a positive temperature)."""
+    if temperature < 0:
+        return "--temperature must not be negative"
+    if not 0 < top_p <= 1:
+        return "--top-p must be in (0, 1]"
+    if top_k < 0:
+        return "--top-k must be 0 (off) or positive"
+    return None
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     """How completions are sampled. Defaults are the paper's (temperature 0.8, 8,192 new tokens).
@@ -35,12 +47,9 @@ class SamplingConfig:
     def check(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must not be negative")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError("top_k must be 0 (off) or positive")
+        problem = sampling_problem(self.temperature, self.top_p, self.top_k)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def greedy(self) -> bool:
