@@ -50,5 +50,4 @@ def recorded_answer(record: dict) -> str | None:
     return value if isinstance(value, str) else None
 
 
-__all__ = ["ANSWER_FORMATS", "BOXED", "DEFAULT_ANSWER", "DIRECT", "check_answer", "prompt_defaults",
-           "recorded_answer"]
+__all__ = ["ANSWER_FORMATS", "BOXED", "DEFAULT_ANSWER", "DIRECT", "check_answer", "prompt_defaults", "recorded_answer"]

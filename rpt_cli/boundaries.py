@@ -58,8 +58,11 @@ def fingerprint(tokenizer) -> str:
         spec = json.loads(backend.to_str())
         parts: Any = {key: spec.get(key) for key in _TOKENIZATION_PARTS}
     else:
-        parts = {"class": type(tokenizer).__name__, "vocab": sorted(tokenizer.get_vocab().items()),
-                 "lowercase": getattr(tokenizer, "do_lower_case", None)}
+        parts = {
+            "class": type(tokenizer).__name__,
+            "vocab": sorted(tokenizer.get_vocab().items()),
+            "lowercase": getattr(tokenizer, "do_lower_case", None),
+        }
     text = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -73,10 +76,16 @@ def recorded_identity(record: dict) -> TokenizerIdentity | None:
     value = record.get(FIELD)
     if value is None:
         return None
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str) \
-            or not isinstance(value.get("fingerprint"), str) or not value["fingerprint"]:
-        raise RecordError(f'field "{FIELD}" must be an object with string "name" and "fingerprint" '
-                          f'(as rpt entropy writes it), got {value!r}')
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("name"), str)
+        or not isinstance(value.get("fingerprint"), str)
+        or not value["fingerprint"]
+    ):
+        raise RecordError(
+            f'field "{FIELD}" must be an object with string "name" and "fingerprint" '
+            f"(as rpt entropy writes it), got {value!r}"
+        )
     return TokenizerIdentity(value["name"], value["fingerprint"])
 
 
@@ -102,8 +111,10 @@ class PolicyTokenizer:
         tokenizer's token boundaries and are certain whatever follows the target, or the reason
         there are none."""
         docs = self.doc_tokenizer([c + t for c, t in zip(contexts, targets)], words=self.word_level)
-        return [self._boundaries(doc, len(c.encode("utf-8")), len(t.encode("utf-8")))
-                for doc, c, t in zip(docs, contexts, targets)]
+        return [
+            self._boundaries(doc, len(c.encode("utf-8")), len(t.encode("utf-8")))
+            for doc, c, t in zip(docs, contexts, targets)
+        ]
 
     def _boundaries(self, doc: TokenizedDoc, start: int, length: int) -> tuple[int, ...] | str:
         offsets = doc.offsets
@@ -112,8 +123,10 @@ class PolicyTokenizer:
         certain_end = self._certain_end(doc)
         found = tuple(o - start for o in offsets if start < o <= min(certain_end, start + length))
         if not found:
-            return ("none of its token ends in the target is certain (the target's first token may run on into "
-                    "the document's next words)")
+            return (
+                "none of its token ends in the target is certain (the target's first token may run on into "
+                "the document's next words)"
+            )
         return found
 
     @staticmethod
@@ -145,21 +158,30 @@ class Alignment:
     def notes(self) -> list[str]:
         out = []
         if self.unmarked:
-            out.append(f"{self.unmarked:,} sample(s) carry no tokenizer identity (made before rpt recorded it, or by "
-                       f"hand): their boundaries are taken to be token ends of the policy's tokenizer "
-                       f"{self.policy}, unchecked")
+            out.append(
+                f"{self.unmarked:,} sample(s) carry no tokenizer identity (made before rpt recorded it, or by "
+                f"hand): their boundaries are taken to be token ends of the policy's tokenizer "
+                f"{self.policy}, unchecked"
+            )
         for made_with, count in self.rederived.items():
-            out.append(f"{count:,} sample(s) were made with tokenizer {made_with}, not the policy's {self.policy}: "
-                       f"their boundaries were re-derived from context and target with the policy's tokenizer")
+            out.append(
+                f"{count:,} sample(s) were made with tokenizer {made_with}, not the policy's {self.policy}: "
+                f"their boundaries were re-derived from context and target with the policy's tokenizer"
+            )
         return out
 
     def as_fields(self) -> dict:
-        return {**self.policy.as_field(), "samples_unmarked": self.unmarked,
-                "samples_rederived": sum(self.rederived.values()), "samples_skipped": self.skipped}
+        return {
+            **self.policy.as_field(),
+            "samples_unmarked": self.unmarked,
+            "samples_rederived": sum(self.rederived.values()),
+            "samples_skipped": self.skipped,
+        }
 
 
-def align(entries: Sequence[tuple[int | None, dict]], policy: PolicyTokenizer, source: str, *,
-          stats: ReadStats | None = None) -> tuple[list[tuple[int, ...] | None], Alignment]:
+def align(
+    entries: Sequence[tuple[int | None, dict]], policy: PolicyTokenizer, source: str, *, stats: ReadStats | None = None
+) -> tuple[list[tuple[int, ...] | None], Alignment]:
     """For each (line, sample): None when its boundaries stand, else the policy's boundaries.
 
     A sample whose boundaries cannot be re-derived is an InputError (file and line, both
@@ -180,17 +202,23 @@ def align(entries: Sequence[tuple[int | None, dict]], policy: PolicyTokenizer, s
         elif made_with.fingerprint != policy.identity.fingerprint:
             pending.append((index, made_with))
     for start in range(0, len(pending), CHUNK):
-        chunk = pending[start:start + CHUNK]
+        chunk = pending[start : start + CHUNK]
         records = [entries[i][1] for i, _ in chunk]
         usable = [isinstance(r.get("context"), str) for r in records]
-        derived = iter(policy.rederive([r["context"] for r, ok in zip(records, usable) if ok],
-                                       [r["target"] for r, ok in zip(records, usable) if ok]))
+        derived = iter(
+            policy.rederive(
+                [r["context"] for r, ok in zip(records, usable) if ok],
+                [r["target"] for r, ok in zip(records, usable) if ok],
+            )
+        )
         for (index, made_with), ok in zip(chunk, usable):
             boundaries = next(derived) if ok else 'it has no "context" to re-derive them from'
             if isinstance(boundaries, str):
                 message = cannot_rederive(policy, made_with, boundaries)
                 if stats is None:
-                    raise InputError(source, entries[index][0], f"{message}, or pass --skip-bad to leave such samples out")
+                    raise InputError(
+                        source, entries[index][0], f"{message}, or pass --skip-bad to leave such samples out"
+                    )
                 stats.skipped.append((source, entries[index][0], message))
                 dropped.add(index)
                 continue
@@ -201,9 +229,14 @@ def align(entries: Sequence[tuple[int | None, dict]], policy: PolicyTokenizer, s
     return [found[i] for i in alignment.kept], alignment
 
 
-def aligned_records(numbered: Iterable[tuple[int, dict]], policy: PolicyTokenizer, source: str, *,
-                    stats: ReadStats | None = None, alignment: Alignment | None = None
-                    ) -> Iterator[tuple[int, dict]]:
+def aligned_records(
+    numbered: Iterable[tuple[int, dict]],
+    policy: PolicyTokenizer,
+    source: str,
+    *,
+    stats: ReadStats | None = None,
+    alignment: Alignment | None = None,
+) -> Iterator[tuple[int, dict]]:
     """`align` for a stream of (line, record) pairs, `CHUNK` at a time (`rpt reward`). A record
     whose boundaries are re-derived gets the policy's `boundaries` and `tokenizer`, and keeps the
     ones it came with under `rederived_from`; counts add up in `alignment`."""
@@ -233,10 +266,23 @@ def aligned_records(numbered: Iterable[tuple[int, dict]], policy: PolicyTokenize
 
 
 def cannot_rederive(policy: PolicyTokenizer, made_with: TokenizerIdentity, reason: str) -> str:
-    return (f"this sample's boundaries were made with tokenizer {made_with} and cannot be re-derived with the "
-            f"policy's tokenizer {policy.identity}: {reason}; make the samples with the policy's tokenizer "
-            f"(rpt entropy --model {policy.spec} ... | rpt filter ...)")
+    return (
+        f"this sample's boundaries were made with tokenizer {made_with} and cannot be re-derived with the "
+        f"policy's tokenizer {policy.identity}: {reason}; make the samples with the policy's tokenizer "
+        f"(rpt entropy --model {policy.spec} ... | rpt filter ...)"
+    )
 
 
-__all__ = ["Alignment", "FIELD", "PolicyTokenizer", "TokenizerIdentity", "align", "aligned_records", "cannot_rederive",
-           "check_identity_field", "fingerprint", "identity_of", "recorded_identity"]
+__all__ = [
+    "Alignment",
+    "FIELD",
+    "PolicyTokenizer",
+    "TokenizerIdentity",
+    "align",
+    "aligned_records",
+    "cannot_rederive",
+    "check_identity_field",
+    "fingerprint",
+    "identity_of",
+    "recorded_identity",
+]

@@ -23,8 +23,8 @@ DEFAULT_WINDOW = 5
 @dataclass(frozen=True)
 class StepPoint:
     step: int
-    reward: float | None          # mean reward of the completions trained on (None: none scored)
-    zero_variance: float | None   # share of drawn groups whose G rewards were all equal
+    reward: float | None  # mean reward of the completions trained on (None: none scored)
+    zero_variance: float | None  # share of drawn groups whose G rewards were all equal
     no_prediction: float | None
 
 
@@ -67,11 +67,17 @@ def read_curve(spec: str, name: str | None = None) -> Curve:
     for lineno, record in read_log(source):
         step = record.get("step")
         if type(step) is not int or step < 1:
-            raise InputError(source, lineno, f'"step" must be a positive integer, got {step!r} '
-                                             "(is this the metrics.jsonl of rpt train?)")
-        by_step[step] = StepPoint(step, _number(record, "reward_mean", source, lineno),
-                                  _number(record, "zero_variance_share_before", source, lineno),
-                                  _number(record, "no_prediction_share", source, lineno))
+            raise InputError(
+                source,
+                lineno,
+                f'"step" must be a positive integer, got {step!r} (is this the metrics.jsonl of rpt train?)',
+            )
+        by_step[step] = StepPoint(
+            step,
+            _number(record, "reward_mean", source, lineno),
+            _number(record, "zero_variance_share_before", source, lineno),
+            _number(record, "no_prediction_share", source, lineno),
+        )
     if not by_step:
         raise InputError(source, None, "no steps logged yet")
     folder = path.parent if path.name == METRICS_FILE else path
@@ -97,10 +103,16 @@ def summary(curve: Curve, window: int) -> dict:
     w = max(1, min(window, len(values) // 2 or 1))
     start = sum(values[:w]) / w if values else None
     end = sum(values[-w:]) / w if values else None
-    return {"run": curve.name, "metrics": str(curve.metrics), "steps": len(curve.points), "window": w,
-            "reward_start": start, "reward_end": end,
-            "reward_change": end - start if values else None,
-            "reward": [[step, value] for step, value in rewards]}
+    return {
+        "run": curve.name,
+        "metrics": str(curve.metrics),
+        "steps": len(curve.points),
+        "window": w,
+        "reward_start": start,
+        "reward_end": end,
+        "reward_change": end - start if values else None,
+        "reward": [[step, value] for step, value in rewards],
+    }
 
 
 def table_rows(curve: Curve, window: int, max_rows: int = 25) -> list[tuple[str, ...]]:
@@ -115,9 +127,17 @@ def table_rows(curve: Curve, window: int, max_rows: int = 25) -> list[tuple[str,
 
     def pct(value):
         return "-" if value is None else f"{value:.0%}"
-    return [(str(p.step), "-" if p.reward is None else f"{p.reward:.3f}",
-             "-" if p.step not in smooth else f"{smooth[p.step]:.3f}", pct(p.zero_variance), pct(p.no_prediction))
-            for p in points]
+
+    return [
+        (
+            str(p.step),
+            "-" if p.reward is None else f"{p.reward:.3f}",
+            "-" if p.step not in smooth else f"{smooth[p.step]:.3f}",
+            pct(p.zero_variance),
+            pct(p.no_prediction),
+        )
+        for p in points
+    ]
 
 
 def plot_curves(curves: Sequence[Curve], path: str, *, window: int, title: str | None = None) -> None:
@@ -140,8 +160,14 @@ def plot_curves(curves: Sequence[Curve], path: str, *, window: int, title: str |
             values = [r for _, r in rewards]
             color = f"C{index % 10}"
             ax.plot(steps, values, "o", color=color, alpha=0.35, markersize=4)
-            ax.plot(steps, running_mean(values, window), "-", color=color, linewidth=2,
-                    label=f"{curve.name} (running mean of {window})" if window > 1 else curve.name)
+            ax.plot(
+                steps,
+                running_mean(values, window),
+                "-",
+                color=color,
+                linewidth=2,
+                label=f"{curve.name} (running mean of {window})" if window > 1 else curve.name,
+            )
             top = max([top, *values])
         ax.set_xlabel("Training step")
         ax.set_ylabel("Mean reward of the step's completions")

@@ -29,12 +29,13 @@ ENTROPY_DECIMALS = 5
 # Windows and batches
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Segment:
-    doc: int          # index of the document in the chunk
-    start: int        # first token of the window (document token index)
-    end: int          # one past the last token of the window
-    score_from: int   # first token whose entropy this window provides
+    doc: int  # index of the document in the chunk
+    start: int  # first token of the window (document token index)
+    end: int  # one past the last token of the window
+    score_from: int  # first token whose entropy this window provides
 
     def __len__(self) -> int:
         return self.end - self.start
@@ -73,6 +74,7 @@ def pack_batches(segments: list[Segment], prefix_len: int, batch_tokens: int) ->
 # ---------------------------------------------------------------------------------------------
 # The scorer
 # ---------------------------------------------------------------------------------------------
+
 
 def topk_entropy(logits, k: int, transform: Callable | None = None):
     """Entropy (nats, float32) of the softmax over the k largest logits of each row."""
@@ -133,6 +135,7 @@ def _logit_transform(config) -> Callable | None:
         for step in steps:
             v = step(v)
         return v
+
     return apply
 
 
@@ -141,7 +144,7 @@ class ScoreStats:
     documents: int = 0
     tokens: int = 0
     seconds: float = 0.0
-    dropped_bytes: int = 0      # bytes the tokenizer has no token for: kept in the text, unseen
+    dropped_bytes: int = 0  # bytes the tokenizer has no token for: kept in the text, unseen
     dropped_documents: int = 0
 
     @property
@@ -152,9 +155,18 @@ class ScoreStats:
 class EntropyScorer:
     """Scores documents with one loaded causal LM."""
 
-    def __init__(self, model, tokenizer, *, device: str, top_k: int = DEFAULT_TOP_K,
-                 window: int | None = None, overlap: int | None = None,
-                 batch_tokens: int = 8192, chunk_tokens: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        device: str,
+        top_k: int = DEFAULT_TOP_K,
+        window: int | None = None,
+        overlap: int | None = None,
+        batch_tokens: int = 8192,
+        chunk_tokens: int | None = None,
+    ):
         self.engine = ForwardEngine(model, tokenizer, device)
         self.model, self.device = model, self.engine.device
         self.doc_tokenizer = self.engine.doc_tokenizer
@@ -186,7 +198,7 @@ class EntropyScorer:
         head = self.model.get_output_embeddings()
         out = []
         for i in range(0, hidden.shape[0], self.head_rows):
-            out.append(head_topk_entropy(head, hidden[i:i + self.head_rows], self.top_k, self.transform))
+            out.append(head_topk_entropy(head, hidden[i : i + self.head_rows], self.top_k, self.transform))
         return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
 
     # entropies of the head path and of the model's own logits on the probe, both in the model's
@@ -218,8 +230,10 @@ class EntropyScorer:
     def _run_batch(self, batch: list[Segment], docs: list[TokenizedDoc], results: list[list]):
         import torch
 
-        rows = [self.prefix + (docs[seg.doc].lead if seg.start == 0 else [])
-                + docs[seg.doc].ids[seg.start:seg.end] for seg in batch]
+        rows = [
+            self.prefix + (docs[seg.doc].lead if seg.start == 0 else []) + docs[seg.doc].ids[seg.start : seg.end]
+            for seg in batch
+        ]
         ids, attention, _ = self.engine.batch(rows)
         wanted = torch.zeros(ids.shape, dtype=torch.bool)
         context = []  # tokens before the window's first document token, per row
@@ -243,7 +257,7 @@ class EntropyScorer:
             first_token = seg.score_from if (p > 0 or seg.score_from > seg.start) else seg.start + 1
             count = seg.end - first_token
             target = results[seg.doc]
-            for j, value in enumerate(values[cursor:cursor + count]):
+            for j, value in enumerate(values[cursor : cursor + count]):
                 target[first_token + j] = round(value, ENTROPY_DECIMALS)
             cursor += count
 
@@ -253,8 +267,12 @@ class EntropyScorer:
         docs = self.doc_tokenizer(texts)
         # one entry per span of the offsets: a text the tokenizer drops whole is one unscored span
         results: list[list[float | None]] = [[None] * (len(d.offsets) - 1) for d in docs]
-        segments = [Segment(k, s, e, f) for k, d in enumerate(docs)
-                    for s, e, f in windows(len(d.ids), self.body, self.overlap) if e > s]
+        segments = [
+            Segment(k, s, e, f)
+            for k, d in enumerate(docs)
+            for s, e, f in windows(len(d.ids), self.body, self.overlap)
+            if e > s
+        ]
         for batch in pack_batches(segments, len(self.prefix), self.batch_tokens):
             self._run_batch(batch, docs, results)
         self.stats.documents += len(texts)
@@ -264,8 +282,14 @@ class EntropyScorer:
         self.stats.seconds += time.perf_counter() - started
         return [(d.offsets, r) for d, r in zip(docs, results)]
 
-    def score(self, docs: Iterable[dict], text_field: str = "text", *,
-              model_name: str = "", on_chunk: Callable[[ScoreStats], None] | None = None) -> Iterator[dict]:
+    def score(
+        self,
+        docs: Iterable[dict],
+        text_field: str = "text",
+        *,
+        model_name: str = "",
+        on_chunk: Callable[[ScoreStats], None] | None = None,
+    ) -> Iterator[dict]:
         """Add offsets, entropy, entropy_model, entropy_top_k and tokenizer (the identity of the
         tokenizer the offsets come from, boundaries.py) to each document, in input order."""
         from rpt_cli.boundaries import identity_of

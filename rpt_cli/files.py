@@ -109,9 +109,10 @@ def check_outputs(outputs: Sequence[tuple[str, str | None]], inputs: Sequence[st
             if source not in (None, STDIO) and os.path.exists(source) and _same_file(out.path, source):
                 raise UsageError(f"{out.label}: is the input file {source}; write to another file")
     for i, first in enumerate(planned):
-        for second in planned[i + 1:]:
-            clash = (first.kind == second.kind == "stdout") or \
-                (first.kind == second.kind == "file" and _same_file(first.path, second.path))
+        for second in planned[i + 1 :]:
+            clash = (first.kind == second.kind == "stdout") or (
+                first.kind == second.kind == "file" and _same_file(first.path, second.path)
+            )
             if clash:
                 where = "standard output" if first.kind == "stdout" else f"the same file {first.path}"
                 raise UsageError(f"{first.label} and {second.label} both write to {where}; give them different files")
@@ -138,16 +139,18 @@ class OutputStream:
             elif out.kind == "stream":
                 self._stream = open(out.path, "wb")
             else:
-                fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out.path)}.", suffix=".tmp",
-                                                 dir=os.path.dirname(out.path))
+                fd, self._tmp = tempfile.mkstemp(
+                    prefix=f".{os.path.basename(out.path)}.", suffix=".tmp", dir=os.path.dirname(out.path)
+                )
                 self._stream = os.fdopen(fd, "wb")
         except OSError as exc:
             raise self._failure(exc) from None
         return self
 
     def _failure(self, exc: OSError) -> RuntimeFailure:
-        return RuntimeFailure(f"cannot write {self.output.given or 'standard output'}: "
-                              f"{(exc.strerror or str(exc)).lower()}")
+        return RuntimeFailure(
+            f"cannot write {self.output.given or 'standard output'}: {(exc.strerror or str(exc)).lower()}"
+        )
 
     def write(self, data: bytes) -> None:
         try:

@@ -80,8 +80,7 @@ class FilterOptions:
         for name, value in (("--min", self.min_entropy), ("--max", self.max_entropy)):
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} {value}: must be a finite number")
-        if (self.min_entropy is not None and self.max_entropy is not None
-                and self.max_entropy < self.min_entropy):
+        if self.min_entropy is not None and self.max_entropy is not None and self.max_entropy < self.min_entropy:
             raise ValueError("--max must not be below --min")
 
     @property
@@ -160,8 +159,7 @@ def make_samples(doc: dict, doc_id, opts: FilterOptions, stats: FilterStats) -> 
             positions = [i for i in positions if rng.random() < opts.fraction]
         if opts.per_doc is not None and len(positions) > opts.per_doc:
             positions = sorted(rng.sample(positions, opts.per_doc))
-    extra = {k: v for k, v in doc.items() if k not in DOC_ONLY_FIELDS and k not in
-             (opts.text_field, opts.id_field)}
+    extra = {k: v for k, v in doc.items() if k not in DOC_ONLY_FIELDS and k not in (opts.text_field, opts.id_field)}
     if len(positions) > 1:
         for name in [k for k, v in extra.items() if k not in opts.keep_fields and _json_size(v) > FIELD_COPY_LIMIT]:
             del extra[name]
@@ -185,7 +183,7 @@ def make_samples(doc: dict, doc_id, opts: FilterOptions, stats: FilterStats) -> 
             "id": f"{doc_id}@{i}",
             "doc_id": doc_id,
             "position": i,
-            "context": data[offsets[start_token]:base].decode("utf-8"),
+            "context": data[offsets[start_token] : base].decode("utf-8"),
             "target": data[base:end].decode("utf-8"),
             "boundaries": [offsets[j] - base for j in range(i + 1, last + 1)],
             "entropy": entropy[i],
@@ -198,8 +196,9 @@ def make_samples(doc: dict, doc_id, opts: FilterOptions, stats: FilterStats) -> 
         yield sample
 
 
-def filter_documents(docs: Iterable[tuple[int, dict]], opts: FilterOptions,
-                     stats: FilterStats | None = None, *, source: str = "<input>") -> Iterator[dict]:
+def filter_documents(
+    docs: Iterable[tuple[int, dict]], opts: FilterOptions, stats: FilterStats | None = None, *, source: str = "<input>"
+) -> Iterator[dict]:
     """Samples from (line number, scored document) pairs; the line number is the default id. Two
     documents with one id would give samples with one id: an InputError naming both lines."""
     from rpt_cli.errors import InputError

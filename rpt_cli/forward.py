@@ -68,8 +68,9 @@ class ForwardEngine:
         if not contexts:
             return []
         encoded = self.tokenizer(list(contexts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        start = next((i for i in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id) if i is not None),
-                     self.pad_id)
+        start = next(
+            (i for i in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id) if i is not None), self.pad_id
+        )
         out = []
         for ids in encoded:
             ids = self.prefix + list(ids)
@@ -77,7 +78,7 @@ class ForwardEngine:
                 ids = [start]
             if len(ids) > max_tokens:
                 keep = max_tokens - len(self.prefix)
-                ids = self.prefix + ids[len(ids) - keep:] if keep > 0 else ids[-max_tokens:]
+                ids = self.prefix + ids[len(ids) - keep :] if keep > 0 else ids[-max_tokens:]
             out.append(ids)
         return out
 
@@ -123,8 +124,13 @@ class ForwardEngine:
         index = {c: i for i, c in enumerate(wanted)}
         extra = {"position_ids": position_ids} if position_ids is not None else {}
         try:
-            logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False,
-                                logits_to_keep=torch.tensor(wanted, device=self.device), **extra).logits
+            logits = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                use_cache=False,
+                logits_to_keep=torch.tensor(wanted, device=self.device),
+                **extra,
+            ).logits
             picked = torch.tensor([index[int(c)] for c in columns], dtype=torch.long, device=self.device)
         except TypeError:  # a model without logits_to_keep: all of them
             logits = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False, **extra).logits

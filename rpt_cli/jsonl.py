@@ -32,8 +32,10 @@ class ReadStats:
 
     def report(self, console) -> None:
         if self.skipped:
-            console.print(f"[yellow]skipped {len(self.skipped)} bad record(s)[/]; first: "
-                          f"{self.skipped[0][0]}:{self.skipped[0][1]}: {self.skipped[0][2]}")
+            console.print(
+                f"[yellow]skipped {len(self.skipped)} bad record(s)[/]; first: "
+                f"{self.skipped[0][0]}:{self.skipped[0][1]}: {self.skipped[0][2]}"
+            )
 
 
 def source_name(path: str | None) -> str:
@@ -69,7 +71,7 @@ def parse_line(raw: bytes, source: str, lineno: int) -> dict:
         else:
             obj = orjson.loads(raw)
     except (orjson.JSONDecodeError, ValueError) as exc:
-        reason = exc.args[0].split(':')[0] if isinstance(exc, orjson.JSONDecodeError) else str(exc).split(':')[0]
+        reason = exc.args[0].split(":")[0] if isinstance(exc, orjson.JSONDecodeError) else str(exc).split(":")[0]
         raise InputError(source, lineno, f"invalid JSON ({reason})") from None
     if not isinstance(obj, dict):
         raise InputError(source, lineno, f"expected a JSON object, got {type(obj).__name__}")
@@ -171,8 +173,14 @@ class RecordWriter:
         self._out.__exit__(exc_type, exc, tb)
 
 
-_DATASET_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv",
-                     ".txt": "text", ".arrow": "arrow"}
+_DATASET_BUILDERS = {
+    ".parquet": "parquet",
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".txt": "text",
+    ".arrow": "arrow",
+}
 
 
 def read_dataset(

@@ -88,8 +88,11 @@ def convert_gguf(gguf: Path) -> Path:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
                 model = AutoModelForCausalLM.from_pretrained(
-                    gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16,
-                    quantization_config=GgufConfig(dequantize=True))
+                    gguf.parent,
+                    gguf_file=gguf.name,
+                    dtype=torch.bfloat16,
+                    quantization_config=GgufConfig(dequantize=True),
+                )
             except (ValueError, KeyError, OSError, EOFError) as exc:  # not GGUF, or a model transformers cannot read
                 raise UsageError(f"model file {gguf}: cannot be read as a GGUF model ({_first_line(exc)})") from None
             model.save_pretrained(tmp)
@@ -120,8 +123,7 @@ def resolve(spec: str) -> str:
             raise UsageError(f"model folder {spec} has no config.json (expected a Hugging Face model folder)")
         return str(path)
     if path.exists():
-        raise UsageError(f"--model {spec}: expected a Hugging Face folder, a .gguf file, a hub id or "
-                         f"'{BUILTIN_NAME}'")
+        raise UsageError(f"--model {spec}: expected a Hugging Face folder, a .gguf file, a hub id or '{BUILTIN_NAME}'")
     looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1
     if looks_local:
         raise UsageError(f"model folder {spec} not found")
@@ -157,9 +159,11 @@ def resolve_hub_id(spec: str) -> str:
     try:
         return snapshot_download(spec, local_files_only=True)
     except Exception:  # noqa: BLE001 - any failure here means: not in the local cache
-        raise UsageError(f"model {spec!r} is not in the local Hugging Face cache and the hub cannot be reached "
-                         "(offline, or HF_HUB_OFFLINE is set): check the name, or download it once on a machine "
-                         "online (e.g. hf download " + spec + ")") from None
+        raise UsageError(
+            f"model {spec!r} is not in the local Hugging Face cache and the hub cannot be reached "
+            "(offline, or HF_HUB_OFFLINE is set): check the name, or download it once on a machine "
+            "online (e.g. hf download " + spec + ")"
+        ) from None
 
 
 def resolve_device(device: str) -> str:
@@ -195,11 +199,15 @@ def _load_error(spec: str, source: str, exc: Exception) -> Exception:
     first = _first_line(exc)
     if Path(source).is_dir():
         if Path(source).resolve().is_relative_to(cache_root().resolve()):
-            return RuntimeFailure(f"the cached conversion {source} of model {spec!r} cannot be loaded ({first}); "
-                                  f"clear it with: rm -rf {source} (the next run converts the model again)")
+            return RuntimeFailure(
+                f"the cached conversion {source} of model {spec!r} cannot be loaded ({first}); "
+                f"clear it with: rm -rf {source} (the next run converts the model again)"
+            )
         return UsageError(f"model folder {source} cannot be loaded ({first})")
-    return UsageError(f"model {spec!r} could not be loaded: not a local folder or .gguf file, and the "
-                      f"Hugging Face hub could not provide it ({first})")
+    return UsageError(
+        f"model {spec!r} could not be loaded: not a local folder or .gguf file, and the "
+        f"Hugging Face hub could not provide it ({first})"
+    )
 
 
 def quiet_transformers() -> None:
@@ -231,8 +239,7 @@ def load_model(spec: str, *, device: str = "auto", dtype: str = "auto", trust_re
     source = resolve(spec)
     tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, source=source)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype,
-                                                     trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except _LOAD_ERRORS + (SafetensorError,) as exc:  # a broken weights file, config or hub answer: one line
         raise _load_error(spec, source, exc) from None
     model.to(device).eval()

@@ -48,9 +48,9 @@ _FEWSHOT = (
     "Each text below stops in the middle. Predict the next token of the text: think briefly, then "
     "write </think> and the next token in \\boxed{}. A token may begin with a space.\n\n"
     "Text: Let $f(x) = x^2 + 1$. Then $f(2) =\n"
-    "<think> After \"f(2) =\" comes its value, 5, after a space. </think> \\boxed{ 5}\n\n"
+    '<think> After "f(2) =" comes its value, 5, after a space. </think> \\boxed{ 5}\n\n'
     "Text: We expand the square and collect like\n"
-    "<think> \"collect like\" is followed by the word \"terms\". </think> \\boxed{ terms}\n\n"
+    '<think> "collect like" is followed by the word "terms". </think> \\boxed{ terms}\n\n'
     "Text: By the triangle inequality, $|a + b| \\le |a| +\n"
     "<think> The right side continues with $|b|$, so the next token is a space and a bar. </think> \\boxed{ |}\n\n"
     f"Text: {CONTEXT_PLACEHOLDER}\n<think>"
@@ -72,11 +72,11 @@ TEMPLATE_DESCRIPTIONS: dict[str, str] = {
     "v0": "the paper's template, used for all its main results (Table 8: Random@1 3.0, Pass@8 8.5)",
     "v5": "v0 with the context in triple backticks (Table 8: 4.4 / 12.5)",
     "v6": "list candidate next tokens, then pick the most probable; context in triple backticks "
-          "(Table 8: 6.0 / 19.0, the best; wording ours)",
+    "(Table 8: 6.0 / 19.0, the best; wording ours)",
     "fewshot": "three worked examples (a text, a brief thought, its next token in a box after </think>), then the "
-               "context with the thought opened; for models too small to follow v0 (ours; use with --no-chat)",
+    "context with the thought opened; for models too small to follow v0 (ours; use with --no-chat)",
     "direct": "the context itself, no instruction: the direct answer format (--answer direct), where the "
-              "completion is the prediction (RPT without reasoning, an ablation)",
+    "completion is the prediction (RPT without reasoning, an ablation)",
 }
 
 
@@ -119,8 +119,9 @@ def load_template(spec: str | PromptTemplate) -> PromptTemplate:
         return PromptTemplate(spec, BUILTIN_TEMPLATES[spec], TEMPLATE_DESCRIPTIONS[spec])
     path = Path(spec).expanduser()
     if not path.exists():
-        raise TemplateError(f"template {spec}: neither a built-in template "
-                            f"({', '.join(BUILTIN_TEMPLATES)}) nor an existing file")
+        raise TemplateError(
+            f"template {spec}: neither a built-in template ({', '.join(BUILTIN_TEMPLATES)}) nor an existing file"
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except IsADirectoryError:
@@ -186,8 +187,8 @@ def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
     full = tokenizer(probe, add_special_tokens=True)["input_ids"]
     for start in range(len(full) - len(plain) + 1):
-        if full[start:start + len(plain)] == plain:
-            return list(full[:start]), list(full[start + len(plain):])
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain) :])
     return [], []
 
 
@@ -213,15 +214,18 @@ class PromptBuilder:
         # tokens the prompt takes besides the context (instructions, chat markup, think prefix)
         self.overhead_tokens = len(self.encode(self._assemble("")))
         if self.overhead_tokens >= self.config.max_prompt_tokens:
-            raise ValueError(f"the template {self.template.name} alone takes {self.overhead_tokens} tokens, "
-                             f"which leaves no room for a context within max_prompt_tokens="
-                             f"{self.config.max_prompt_tokens}")
+            raise ValueError(
+                f"the template {self.template.name} alone takes {self.overhead_tokens} tokens, "
+                f"which leaves no room for a context within max_prompt_tokens="
+                f"{self.config.max_prompt_tokens}"
+            )
 
     def _assemble(self, context: str) -> str:
         text = self.template.render(context)
         if self.chat:
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                      add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
         prefix = self.config.think_prefix
         if prefix and not text.rstrip().endswith(prefix.strip()):
             text += prefix
@@ -286,7 +290,7 @@ class PromptBuilder:
         starts = context_token_starts(self.tokenizer, context)
         keep = min(len(starts), limit - self.overhead_tokens)
         while keep > 0:
-            prompt = self._assemble(context[starts[len(starts) - keep]:])
+            prompt = self._assemble(context[starts[len(starts) - keep] :])
             ids = self.encode(prompt)
             if len(ids) <= limit:
                 return prompt, ids

@@ -31,6 +31,7 @@ def check_tokenizer_field(record: dict) -> None:
 
 # -- §1 corpus document (input of rpt entropy) ---------------------------------------------------
 
+
 def corpus_document(text_field: str = "text", id_field: str = "id") -> Validator:
     def validate(record: dict) -> None:
         if text_field not in record:
@@ -42,17 +43,20 @@ def corpus_document(text_field: str = "text", id_field: str = "id") -> Validator
             record[text_field].encode("utf-8")
         except UnicodeEncodeError:
             raise RecordError(f'field "{text_field}" holds an unpaired surrogate (not valid UTF-8 text)') from None
+
     return validate
 
 
 # -- §2 scored document (output of rpt entropy, input of rpt filter) -----------------------------
 
+
 def scored_document(text_field: str = "text", id_field: str = "id") -> Validator:
     def validate(doc: dict) -> None:
         text = doc.get(text_field)
         if not isinstance(text, str):
-            raise RecordError(f'missing field "{text_field}"' if text_field not in doc
-                              else f'field "{text_field}" must be a string')
+            raise RecordError(
+                f'missing field "{text_field}"' if text_field not in doc else f'field "{text_field}" must be a string'
+            )
         for name in DOC_ONLY_FIELDS:
             if name not in doc:
                 raise RecordError(f'missing field "{name}" (is this the output of rpt entropy?)')
@@ -61,8 +65,9 @@ def scored_document(text_field: str = "text", id_field: str = "id") -> Validator
         offsets, entropy = doc["offsets"], doc["entropy"]
         _check_id(doc, id_field)
         if len(offsets) != len(entropy) + 1:
-            raise RecordError(f'"offsets" must have one more entry than "entropy" '
-                              f'({len(offsets)} offsets, {len(entropy)} entropies)')
+            raise RecordError(
+                f'"offsets" must have one more entry than "entropy" ({len(offsets)} offsets, {len(entropy)} entropies)'
+            )
         if any(type(o) is not int for o in offsets):
             raise RecordError('"offsets" must hold integers')
         try:
@@ -70,18 +75,22 @@ def scored_document(text_field: str = "text", id_field: str = "id") -> Validator
         except UnicodeEncodeError:
             raise RecordError(f'field "{text_field}" holds an unpaired surrogate') from None
         if offsets[0] != 0 or offsets[-1] != size:
-            raise RecordError(f'offsets do not fit the text: they must run from 0 to its UTF-8 length '
-                              f'{size}, got {offsets[0]}..{offsets[-1]}')
+            raise RecordError(
+                f"offsets do not fit the text: they must run from 0 to its UTF-8 length "
+                f"{size}, got {offsets[0]}..{offsets[-1]}"
+            )
         if any(b <= a for a, b in zip(offsets, offsets[1:])):
             raise RecordError('"offsets" must be strictly increasing')
         check_tokenizer_field(doc)
         for value in entropy:
             if value is not None and (type(value) not in (float, int) or value != value or value < 0):
                 raise RecordError('"entropy" must hold non-negative numbers or null')
+
     return validate
 
 
 # -- §3 sample (output of rpt filter) ------------------------------------------------------------
+
 
 def sample_context(record: dict) -> None:
     """A sample as `rpt rollout` needs it: its context, as a string; other fields pass through."""
@@ -123,6 +132,7 @@ def evaluation_sample(record: dict) -> None:
 
 # -- §4 rollout (output of rpt rollout, input of rpt reward) -------------------------------------
 
+
 def check_completions(completions: Any) -> list:
     if not isinstance(completions, list):
         raise RecordError('field "completions" must be a list of strings')
@@ -130,8 +140,9 @@ def check_completions(completions: Any) -> list:
         raise RecordError('field "completions" must not be empty')
     for i, completion in enumerate(completions):
         if not isinstance(completion, (str, list)):
-            raise RecordError(f'"completions[{i}]" must be a string (or a list of chat messages), '
-                              f'got {type(completion).__name__}')
+            raise RecordError(
+                f'"completions[{i}]" must be a string (or a list of chat messages), got {type(completion).__name__}'
+            )
     return completions
 
 
@@ -145,10 +156,12 @@ def rollout(need_context: bool = False) -> Validator:
         check_completions(record["completions"])
         sample_of(record, need_context=need_context)
         check_tokenizer_field(record)
+
     return validate
 
 
 # -- §6 evaluation report (output of rpt eval, input of rpt scaling) -----------------------------
+
 
 def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -166,5 +179,15 @@ def report(record: dict) -> None:
             raise RecordError(f'"splits.{name}.accuracy" is {entry["accuracy"]}: an accuracy lies between 0 and 1')
 
 
-__all__ = ["DOC_ONLY_FIELDS", "check_completions", "check_tokenizer_field", "corpus_document", "evaluation_sample",
-           "report", "rollout", "sample_context", "scored_document", "training_sample"]
+__all__ = [
+    "DOC_ONLY_FIELDS",
+    "check_completions",
+    "check_tokenizer_field",
+    "corpus_document",
+    "evaluation_sample",
+    "report",
+    "rollout",
+    "sample_context",
+    "scored_document",
+    "training_sample",
+]

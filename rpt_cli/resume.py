@@ -80,8 +80,10 @@ class ResumableFile:
         from rpt_cli.files import plan_output
 
         if plan_output(self.path).kind != "file":
-            raise UsageError(f"-o {self.path}: --resume reads back and appends to a regular file, not a device, "
-                             "pipe or standard stream")
+            raise UsageError(
+                f"-o {self.path}: --resume reads back and appends to a regular file, not a device, "
+                "pipe or standard stream"
+            )
         if os.path.exists(self.path):
             self._recover()
         return self
@@ -100,12 +102,19 @@ class ResumableFile:
                     # a torn last line that happens to end in a newline: the same crash trace
                     tail = raw
                     break
-                raise InputError(self.path, lineno, "not a complete JSON record; the file was changed by "
-                                                    "something else than rpt, so it cannot be resumed safely")
+                raise InputError(
+                    self.path,
+                    lineno,
+                    "not a complete JSON record; the file was changed by "
+                    "something else than rpt, so it cannot be resumed safely",
+                )
             if record is not ...:
                 if self.id_field not in record:
-                    raise InputError(self.path, lineno, f'record has no "{self.id_field}"; cannot tell '
-                                                        "which samples it holds, so it cannot be resumed")
+                    raise InputError(
+                        self.path,
+                        lineno,
+                        f'record has no "{self.id_field}"; cannot tell which samples it holds, so it cannot be resumed',
+                    )
                 self.done.add(id_key(record[self.id_field]))
                 made_with = record.get(self.settings_field)
                 if isinstance(made_with, dict) and all(made_with != seen for _, seen in self.settings):
@@ -123,12 +132,20 @@ class ResumableFile:
         file would mix two experiments without a word. Settings a record does not carry (files of
         an older rpt) are not compared."""
         for lineno, recorded in self.settings:
-            differences = [f"{key} {recorded[key]!r} there, {value!r} now" for key, value in settings.items()
-                           if key in recorded and recorded[key] != value]
+            differences = [
+                f"{key} {recorded[key]!r} there, {value!r} now"
+                for key, value in settings.items()
+                if key in recorded and recorded[key] != value
+            ]
             if differences:
-                raise InputError(self.path, lineno, "--resume: the file holds records made with other settings ("
-                                 + "; ".join(differences) + "); resume with the same settings, or write to "
-                                 "another file")
+                raise InputError(
+                    self.path,
+                    lineno,
+                    "--resume: the file holds records made with other settings ("
+                    + "; ".join(differences)
+                    + "); resume with the same settings, or write to "
+                    "another file",
+                )
 
     @staticmethod
     def _parse(raw: bytes):

@@ -24,7 +24,7 @@ from rpt_cli.generation.base import (
 )
 from rpt_cli.prompts import PromptBuilder
 
-DEFAULT_ROLLOUTS = 8        # G in the paper
+DEFAULT_ROLLOUTS = 8  # G in the paper
 DEFAULT_CHUNK_CONTEXTS = 32  # contexts per backend call and per write
 
 
@@ -32,9 +32,9 @@ DEFAULT_CHUNK_CONTEXTS = 32  # contexts per backend call and per write
 class RolloutStats:
     contexts: int = 0
     completions: int = 0
-    truncated: int = 0        # completions cut off at max_new_tokens
+    truncated: int = 0  # completions cut off at max_new_tokens
     new_tokens: int = 0
-    skipped_done: int = 0     # samples already in the output (--resume)
+    skipped_done: int = 0  # samples already in the output (--resume)
     generate_seconds: float = 0.0
 
     @property
@@ -95,20 +95,28 @@ def _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, s
         stats.completions += len(completions)
         stats.truncated += sum(c.finish_reason == FINISH_LENGTH for c in completions)
         stats.new_tokens += sum(c.tokens for c in completions)
-        records.append({
-            **sample,
-            "prompt": prompt,
-            "prompt_tokens": len(prompt_ids),
-            "completions": [c.text for c in completions],
-            "finish_reasons": [c.finish_reason for c in completions],
-            "completion_tokens": [c.tokens for c in completions],
-            "rollout": metadata,
-        })
+        records.append(
+            {
+                **sample,
+                "prompt": prompt,
+                "prompt_tokens": len(prompt_ids),
+                "completions": [c.text for c in completions],
+                "finish_reasons": [c.finish_reason for c in completions],
+                "completion_tokens": [c.tokens for c in completions],
+                "rollout": metadata,
+            }
+        )
     yield records
 
 
-def numbered_samples(numbered: Iterable[tuple[int, dict]], *, source: str, unique: bool = False,
-                     limit: int | None = None, with_lines: bool = False) -> Iterator:
+def numbered_samples(
+    numbered: Iterable[tuple[int, dict]],
+    *,
+    source: str,
+    unique: bool = False,
+    limit: int | None = None,
+    with_lines: bool = False,
+) -> Iterator:
     """Samples from (line number, record) pairs, each with an `id` (its line number when it has
     none), the first `limit` of them. With `unique`, a repeated id is an input error naming both
     lines (records.md: ids tell samples apart wherever a command keys on them). With
@@ -131,5 +139,7 @@ def numbered_samples(numbered: Iterable[tuple[int, dict]], *, source: str, uniqu
 
 
 def duplicate_id_message(value, first_line: int) -> str:
-    return (f"duplicate id {value!r} (first on line {first_line}): ids must tell samples apart (results, "
-            f"logs and --resume are keyed on them); give each sample its own id")
+    return (
+        f"duplicate id {value!r} (first on line {first_line}): ids must tell samples apart (results, "
+        f"logs and --resume are keyed on them); give each sample its own id"
+    )

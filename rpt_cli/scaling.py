@@ -57,8 +57,14 @@ class PowerLawFit:
         return self.b * np.exp(-self.alpha * u) + self.p_star
 
     def as_dict(self) -> dict:
-        return {"A": self.A, "alpha": self.alpha, "p_star": self.p_star, "r2": self.r2, "points": self.points,
-                "at_bound": list(self.at_bound)}
+        return {
+            "A": self.A,
+            "alpha": self.alpha,
+            "p_star": self.p_star,
+            "r2": self.r2,
+            "points": self.points,
+            "at_bound": list(self.at_bound),
+        }
 
 
 def check_points(compute: Sequence[float], accuracy: Sequence[float]) -> None:
@@ -110,8 +116,17 @@ def fit_power_law(compute: Sequence[float], accuracy: Sequence[float]) -> PowerL
     if start is None:
         raise FitError("no starting point gives a finite error")
     try:
-        result = least_squares(residuals, start, bounds=(lo, hi), method="trf", x_scale="jac",
-                               xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=20000)
+        result = least_squares(
+            residuals,
+            start,
+            bounds=(lo, hi),
+            method="trf",
+            x_scale="jac",
+            xtol=1e-14,
+            ftol=1e-14,
+            gtol=1e-14,
+            max_nfev=20000,
+        )
     except (ValueError, FloatingPointError) as exc:
         raise FitError(f"the least-squares fit failed ({exc})") from None
     if not result.success or not np.all(np.isfinite(result.x)):
@@ -121,20 +136,23 @@ def fit_power_law(compute: Sequence[float], accuracy: Sequence[float]) -> PowerL
         A = float(b * np.exp(alpha * centre))
     if not math.isfinite(A):
         raise FitError(f"A overflows (α = {alpha:.3g} at compute around e^{centre:.0f})")
-    sse = float(np.sum(result.fun ** 2))
+    sse = float(np.sum(result.fun**2))
     sst = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - sse / sst
     names = ("b", "alpha", "p_star")
-    at_bound = tuple(name for name, value, low, high in zip(names, result.x, lo, hi)
-                     if name != "b" and (abs(value - low) <= 1e-6 * max(1.0, abs(low))
-                                         or abs(value - high) <= 1e-6 * max(1.0, abs(high))))
-    return PowerLawFit(A=A, alpha=alpha, p_star=p_star, r2=r2, points=len(y), at_bound=at_bound, b=b,
-                       log_centre=centre)
+    at_bound = tuple(
+        name
+        for name, value, low, high in zip(names, result.x, lo, hi)
+        if name != "b"
+        and (abs(value - low) <= 1e-6 * max(1.0, abs(low)) or abs(value - high) <= 1e-6 * max(1.0, abs(high)))
+    )
+    return PowerLawFit(A=A, alpha=alpha, p_star=p_star, r2=r2, points=len(y), at_bound=at_bound, b=b, log_centre=centre)
 
 
 # --------------------------------------------------------------------------------------------
 # Points from evaluation reports
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ScalingPoint:
@@ -147,9 +165,14 @@ class ScalingPoint:
         return {"model": self.model, "step": self.step, "compute": self.compute, "accuracy": self.accuracy}
 
 
-def points_from_reports(numbered: Iterable[tuple[int, dict]], source: str, *, mode: str | None = None,
-                        flops_by_step: dict[int, float] | None = None,
-                        metrics_name: str = "metrics.jsonl") -> tuple[str, str | None, list[ScalingPoint]]:
+def points_from_reports(
+    numbered: Iterable[tuple[int, dict]],
+    source: str,
+    *,
+    mode: str | None = None,
+    flops_by_step: dict[int, float] | None = None,
+    metrics_name: str = "metrics.jsonl",
+) -> tuple[str, str | None, list[ScalingPoint]]:
     """(mode, answer format, points) from (line number, report) pairs: each report's compute is its
     `flops`, or with `flops_by_step` the compute logged at its `step`. Reports of another mode than
     `mode` are left out; without `mode`, all reports must share one. Reasoning reports must share
@@ -162,27 +185,42 @@ def points_from_reports(numbered: Iterable[tuple[int, dict]], source: str, *, mo
         raise UsageError(f"{source}: no evaluation reports{f' of mode {mode}' if mode else ''} to fit")
     answers = sorted({str(r.get("answer") or "boxed") for _, r in kept if r["mode"] == "reasoning"})
     if len(answers) > 1:
-        raise UsageError(f"{source}: the reasoning reports hold both answer formats ({' and '.join(answers)}); "
-                         "fit each format's reports on their own")
+        raise UsageError(
+            f"{source}: the reasoning reports hold both answer formats ({' and '.join(answers)}); "
+            "fit each format's reports on their own"
+        )
     points = []
     for lineno, report in kept:
         if flops_by_step is not None:
             step = report.get("step")
             if type(step) is not int:
-                raise InputError(source, lineno, 'no "step" to look up in --metrics (is the model a checkpoint of rpt train?)')
+                raise InputError(
+                    source, lineno, 'no "step" to look up in --metrics (is the model a checkpoint of rpt train?)'
+                )
             if step not in flops_by_step:
                 raise InputError(source, lineno, f"step {step} has no compute in {metrics_name}")
             compute = flops_by_step[step]
         else:
             compute = report.get("flops")
             if compute is None:
-                raise InputError(source, lineno, 'no training compute: the report has no "flops" (evaluate checkpoints '
-                                                 'of an rpt train run, or pass --metrics RUN/metrics.jsonl)')
+                raise InputError(
+                    source,
+                    lineno,
+                    'no training compute: the report has no "flops" (evaluate checkpoints '
+                    "of an rpt train run, or pass --metrics RUN/metrics.jsonl)",
+                )
         if not is_number(compute) or not math.isfinite(compute) or compute <= 0:
-            raise InputError(source, lineno, f"training compute must be positive, got {compute!r} "
-                                             "(the model before training has none: leave it out)")
-        accuracy = {name: float(entry["accuracy"]) for name, entry in report["splits"].items()
-                    if entry.get("accuracy") is not None}
+            raise InputError(
+                source,
+                lineno,
+                f"training compute must be positive, got {compute!r} "
+                "(the model before training has none: leave it out)",
+            )
+        accuracy = {
+            name: float(entry["accuracy"])
+            for name, entry in report["splits"].items()
+            if entry.get("accuracy") is not None
+        }
         points.append(ScalingPoint(float(compute), str(report.get("model")), report.get("step"), accuracy))
     return modes[0], (answers[0] if answers else None), sorted(points, key=lambda p: p.compute)
 
@@ -213,6 +251,7 @@ def splits_to_fit(points: Sequence[ScalingPoint], split: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Evaluating the checkpoints of a run folder
 # --------------------------------------------------------------------------------------------
+
 
 def run_samples_path(run: Path, samples: str | None) -> tuple[str, bool]:
     """(samples file, whether it is the run's own training file): `samples` when given, else the
@@ -247,6 +286,7 @@ def evaluate_run(run: Path, samples, config, *, source: str | None = None, progr
 # The plot (Figure 5): points, fitted curves, log compute axis
 # --------------------------------------------------------------------------------------------
 
+
 def check_plot_path(path: str) -> None:
     """Refuse a plot path that cannot be written, before any work (outputs.py)."""
     from rpt_cli.files import plan_output
@@ -256,8 +296,15 @@ def check_plot_path(path: str) -> None:
     plan_output(path, "-o")
 
 
-def plot_scaling(points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit], path: str, *, mode: str,
-                 answer: str | None = None, title: str | None = None) -> None:
+def plot_scaling(
+    points: Sequence[ScalingPoint],
+    fits: dict[str, PowerLawFit],
+    path: str,
+    *,
+    mode: str,
+    answer: str | None = None,
+    title: str | None = None,
+) -> None:
     """A PNG in the style of the paper's Figure 5, written atomically (no partial file)."""
     import matplotlib
 
@@ -272,18 +319,36 @@ def plot_scaling(points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit], p
             have = [p for p in points if name in p.accuracy]
             xs = np.array([p.compute for p in have])
             color = SPLIT_COLORS.get(name)
-            ax.scatter(xs, [100 * p.accuracy[name] for p in have], color=color, s=36, zorder=3,
-                       edgecolors="white", linewidths=0.8)
+            ax.scatter(
+                xs,
+                [100 * p.accuracy[name] for p in have],
+                color=color,
+                s=36,
+                zorder=3,
+                edgecolors="white",
+                linewidths=0.8,
+            )
             grid = np.geomspace(xs.min() / 1.2, xs.max() * 1.2, 200)
-            ax.plot(grid, 100 * fit.predict(grid), color=color, linewidth=2,
-                    label=f"{name.capitalize()} (R² = {fit.r2:.3f})")
+            ax.plot(
+                grid,
+                100 * fit.predict(grid),
+                color=color,
+                linewidth=2,
+                label=f"{name.capitalize()} (R² = {fit.r2:.3f})",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("Training compute (FLOPs)")
         ax.set_ylabel("Next-token prediction accuracy (%)")
-        mode_name = ("standard next-token" if mode != "reasoning" else
-                     "sampled guesses, direct format" if answer == "direct" else "next-token reasoning")
-        ax.set_title(title or rf"Accuracy vs. training compute ({mode_name}): $P(C) = A\,/\,C^{{\alpha}} + P^*$",
-                     fontsize=10)
+        mode_name = (
+            "standard next-token"
+            if mode != "reasoning"
+            else "sampled guesses, direct format"
+            if answer == "direct"
+            else "next-token reasoning"
+        )
+        ax.set_title(
+            title or rf"Accuracy vs. training compute ({mode_name}): $P(C) = A\,/\,C^{{\alpha}} + P^*$", fontsize=10
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(frameon=False)
         fig.tight_layout()
@@ -305,13 +370,31 @@ def save_png(fig, path: str) -> None:
         out.write(buffer.getvalue())
 
 
-def scaling_result(mode: str, points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit],
-                   plot: str | None, answer: str | None = None) -> dict:
+def scaling_result(
+    mode: str, points: Sequence[ScalingPoint], fits: dict[str, PowerLawFit], plot: str | None, answer: str | None = None
+) -> dict:
     """What `rpt scaling` writes to standard output."""
-    return {"mode": mode, "answer": answer, "law": "P(C) = A / C^alpha + p_star", "points": [p.as_dict() for p in points],
-            "fits": {name: fit.as_dict() for name, fit in fits.items()}, "plot": plot}
+    return {
+        "mode": mode,
+        "answer": answer,
+        "law": "P(C) = A / C^alpha + p_star",
+        "points": [p.as_dict() for p in points],
+        "fits": {name: fit.as_dict() for name, fit in fits.items()},
+        "plot": plot,
+    }
 
 
-__all__ = ["FitError", "PowerLawFit", "ScalingPoint", "check_plot_path", "evaluate_run", "fit_power_law", "fit_splits",
-           "plot_scaling", "points_from_reports", "run_samples_path", "scaling_result",
-           "splits_to_fit"]
+__all__ = [
+    "FitError",
+    "PowerLawFit",
+    "ScalingPoint",
+    "check_plot_path",
+    "evaluate_run",
+    "fit_power_law",
+    "fit_splits",
+    "plot_scaling",
+    "points_from_reports",
+    "run_samples_path",
+    "scaling_result",
+    "splits_to_fit",
+]

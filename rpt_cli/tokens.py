@@ -15,8 +15,7 @@ from rpt_cli.errors import RecordError
 def _byte_level_alphabet() -> dict[str, int]:
     """The printable-character alphabet of byte-level BPE (GPT-2 and its descendants): bytes that
     are printable map to the same code point, the others to code points from 256 upwards."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     char_to_byte = {chr(b): b for b in printable}
     extra = 0
     for b in range(256):
@@ -51,8 +50,13 @@ def token_byte_table(tokenizer) -> list[bytes | None] | None:
     alphabet = _byte_level_alphabet() if kind == "byte-level" else None
     table: list[bytes | None] = []
     for tid, piece in enumerate(pieces):
-        if alphabet is None and piece is not None and len(piece) == 6 and piece.startswith("<0x") \
-                and piece.endswith(">"):
+        if (
+            alphabet is None
+            and piece is not None
+            and len(piece) == 6
+            and piece.startswith("<0x")
+            and piece.endswith(">")
+        ):
             table.append(bytes([int(piece[3:5], 16)]))  # byte fallback, even if marked special
         elif piece is None or tid in special_ids or (tid in added and added[tid].special):
             table.append(None)
@@ -70,8 +74,8 @@ def token_byte_table(tokenizer) -> list[bytes | None] | None:
 
 @dataclass
 class TokenizedDoc:
-    ids: list[int]       # the document's own tokens (no special tokens)
-    offsets: list[int]   # n + 1 byte offsets into the UTF-8 text (see tokenize_exact for one exception)
+    ids: list[int]  # the document's own tokens (no special tokens)
+    offsets: list[int]  # n + 1 byte offsets into the UTF-8 text (see tokenize_exact for one exception)
     # tokens the tokenizer put before the text that stand for no byte of it: SentencePiece's
     # added prefix space when it is a token of its own ("▁" before a byte-fallback character).
     # They are context for the first token, like BOS, not tokens of the document.
@@ -136,9 +140,13 @@ def _align_with_dropped_bytes(data: bytes, pieces: list[bytes], missing: frozens
     return offsets
 
 
-def tokenize_exact(text: str, ids: list[int], table: list[bytes | None] | None,
-                   spans: list[tuple[int, int]] | None,
-                   table_missing: frozenset[int] | None = None) -> TokenizedDoc:
+def tokenize_exact(
+    text: str,
+    ids: list[int],
+    table: list[bytes | None] | None,
+    spans: list[tuple[int, int]] | None,
+    table_missing: frozenset[int] | None = None,
+) -> TokenizedDoc:
     """Byte offsets of the tokens `ids` of `text`: exact when the token bytes concatenate back to
     the text (byte-level BPE, SentencePiece with byte fallback), else from character offsets."""
     data = text.encode("utf-8")
@@ -188,7 +196,7 @@ class DocTokenizer:
         with_special = self.tokenizer(probe, add_special_tokens=True)["input_ids"]
         plain = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
         for start in range(len(with_special) - len(plain) + 1):
-            if with_special[start:start + len(plain)] == plain:
+            if with_special[start : start + len(plain)] == plain:
                 return list(with_special[:start])
         return []
 
@@ -210,6 +218,6 @@ class DocTokenizer:
                     raise
                 doc = tokenize_exact(text, ids, None, spans)
             if words and is_fast and len(ids) == len(doc.lead) + len(doc.ids):
-                doc.words = list(enc.word_ids(k))[len(doc.lead):]
+                doc.words = list(enc.word_ids(k))[len(doc.lead) :]
             docs.append(doc)
         return docs

@@ -18,9 +18,9 @@ from rpt_cli.models import BUILTIN_NAME
 app = typer.Typer(
     name="rpt",
     help="Reinforcement Pre-Training (arXiv 2506.08007) as JSON Lines stages.\n\n"
-         "Every command reads JSONL (a file, or standard input) and writes JSONL to standard output "
-         "or -o FILE, so stages run alone or piped:\n\n"
-         "  rpt entropy corpus.jsonl | rpt filter --min 1.0 > samples.jsonl",
+    "Every command reads JSONL (a file, or standard input) and writes JSONL to standard output "
+    "or -o FILE, so stages run alone or piped:\n\n"
+    "  rpt entropy corpus.jsonl | rpt filter --min 1.0 > samples.jsonl",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
@@ -29,32 +29,61 @@ app = typer.Typer(
 )
 
 # Options shared by several commands: same names, same help, everywhere.
-InputArg = Annotated[str, typer.Argument(metavar="INPUT", show_default=False,
-                                         help="JSONL input file; '-' or nothing reads standard input.")]
-OutputOpt = Annotated[str | None, typer.Option(
-    "--output", "-o", metavar="FILE",
-    help="Write to FILE instead of standard output (atomically: no partial file on failure).")]
-ModelOpt = Annotated[str, typer.Option(
-    "--model", "-m",
-    help=f"'{BUILTIN_NAME}' (built in), a Hugging Face folder (e.g. an rpt train checkpoint), "
-         "a .gguf file, or a hub id.")]
+InputArg = Annotated[
+    str,
+    typer.Argument(metavar="INPUT", show_default=False, help="JSONL input file; '-' or nothing reads standard input."),
+]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write to FILE instead of standard output (atomically: no partial file on failure).",
+    ),
+]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help=f"'{BUILTIN_NAME}' (built in), a Hugging Face folder (e.g. an rpt train checkpoint), "
+        "a .gguf file, or a hub id.",
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option(help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[str, typer.Option(
-    help="auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16 or float16.")]
-SkipBadOpt = Annotated[bool, typer.Option(
-    "--skip-bad", help="Skip malformed records (counted on standard error) instead of stopping.")]
-SkipBadScoredOpt = Annotated[bool, typer.Option(
-    "--skip-bad", help="Skip malformed records, and samples whose boundaries cannot be re-derived in the model's "
-                       "tokens, (counted on standard error) instead of stopping.")]
-TrustOpt = Annotated[bool, typer.Option(
-    "--trust-remote-code", help="Allow model code from the hub to run (off unless asked).")]
+DtypeOpt = Annotated[
+    str, typer.Option(help="auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16 or float16.")
+]
+SkipBadOpt = Annotated[
+    bool, typer.Option("--skip-bad", help="Skip malformed records (counted on standard error) instead of stopping.")
+]
+SkipBadScoredOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad",
+        help="Skip malformed records, and samples whose boundaries cannot be re-derived in the model's "
+        "tokens, (counted on standard error) instead of stopping.",
+    ),
+]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Allow model code from the hub to run (off unless asked).")
+]
 TextFieldOpt = Annotated[str, typer.Option(help="Field that holds the document text.")]
 IdFieldOpt = Annotated[str, typer.Option(help="Field that holds the document id (default: the line number).")]
-ANSWER_HELP = ("Answer format: boxed (the paper's: think, then the guess in \\boxed{}) or direct (the prompt is "
-               "the context alone and the completion is the guess: RPT without reasoning, an ablation).")
-AnswerOpt = Annotated[str | None, typer.Option(
-    "--answer", metavar="boxed|direct", show_default=False,
-    help=ANSWER_HELP + " Default: what the rollouts say (rollout.answer), else boxed.")]
+ANSWER_HELP = (
+    "Answer format: boxed (the paper's: think, then the guess in \\boxed{}) or direct (the prompt is "
+    "the context alone and the completion is the guess: RPT without reasoning, an ablation)."
+)
+AnswerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--answer",
+        metavar="boxed|direct",
+        show_default=False,
+        help=ANSWER_HELP + " Default: what the rollouts say (rollout.answer), else boxed.",
+    ),
+]
 
 
 # -- one vocabulary ------------------------------------------------------------------------
@@ -62,14 +91,19 @@ AnswerOpt = Annotated[str | None, typer.Option(
 # aliases for one release (`renamed`).
 COMPLETIONS_HELP = f"Completions sampled per context (G; paper: {paper.COMPLETIONS})."
 CompletionsOpt = Annotated[int, typer.Option("--num-completions", "-G", help=COMPLETIONS_HELP)]
-RewardOpt = Annotated[str, typer.Option(
-    "--reward", help="Reward function: prefix (Eq. 3, the default), first-token, dense or conditional-dense.")]
+RewardOpt = Annotated[
+    str,
+    typer.Option(
+        "--reward", help="Reward function: prefix (Eq. 3, the default), first-token, dense or conditional-dense."
+    ),
+]
 
 
 def old_name_option(new: str, *names: str, metavar: str | None = None):
     """A hidden option under an old name of `new`, kept for one release (`renamed` reads it)."""
-    return typer.Option(*names, hidden=True, show_default=False, metavar=metavar,
-                        help=f"Old name of {new}, kept for one release.")
+    return typer.Option(
+        *names, hidden=True, show_default=False, metavar=metavar, help=f"Old name of {new}, kept for one release."
+    )
 
 
 def renamed(value, old_value, *, new: str, old: str, default, command: str):
@@ -86,26 +120,74 @@ def renamed(value, old_value, *, new: str, old: str, default, command: str):
 # -- help panels ---------------------------------------------------------------------------
 # Every command groups its options the same way; a parameter's panel is set here, in one place.
 PANELS = {
-    "Input and output": ("input", "output", "details", "reports", "resume", "skip_bad", "text_field", "id_field",
-                         "dataset", "dataset_split", "dataset_config", "shard", "limit", "samples", "metrics",
-                         "config", "runs", "keep_fields"),
+    "Input and output": (
+        "input",
+        "output",
+        "details",
+        "reports",
+        "resume",
+        "skip_bad",
+        "text_field",
+        "id_field",
+        "dataset",
+        "dataset_split",
+        "dataset_config",
+        "shard",
+        "limit",
+        "samples",
+        "metrics",
+        "config",
+        "runs",
+        "keep_fields",
+    ),
     "Model": ("model", "device", "dtype", "trust_remote_code"),
     "Prompt": ("answer", "template", "list_templates", "chat", "think_prefix", "max_prompt_tokens"),
     "Sampling": ("num_completions", "temperature", "top_p", "top_k", "max_new_tokens", "seed"),
     "Reward": ("reward", "no_think", "correct", "unsolved_reward"),
-    "Engine": ("backend", "contexts_per_call", "contexts_per_pass", "max_batch_sequences", "tensor_parallel_size",
-               "gpu_memory_utilization", "max_model_len", "enforce_eager", "no_memory_check", "batch_tokens",
-               "window", "overlap", "no_share", "vllm", "vllm_server_host", "vllm_server_port",
-               "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size", "micro_batch_size",
-               "gradient_checkpointing"),
-    "Selection": ("min", "max", "split", "min_context_tokens", "target_tokens", "max_context_tokens", "per_doc",
-                  "fraction", "entropy_top_k", "mode"),
+    "Engine": (
+        "backend",
+        "contexts_per_call",
+        "contexts_per_pass",
+        "max_batch_sequences",
+        "tensor_parallel_size",
+        "gpu_memory_utilization",
+        "max_model_len",
+        "enforce_eager",
+        "no_memory_check",
+        "batch_tokens",
+        "window",
+        "overlap",
+        "no_share",
+        "vllm",
+        "vllm_server_host",
+        "vllm_server_port",
+        "vllm_gpu_memory_utilization",
+        "vllm_tensor_parallel_size",
+        "micro_batch_size",
+        "gradient_checkpointing",
+    ),
+    "Selection": (
+        "min",
+        "max",
+        "split",
+        "min_context_tokens",
+        "target_tokens",
+        "max_context_tokens",
+        "per_doc",
+        "fraction",
+        "entropy_top_k",
+        "mode",
+    ),
     "Plot": ("title",),
 }
 PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
 # per command, where a name means something else
-PANEL_OF_COMMAND = {("curves", "window"): "Plot", ("scaling", "split"): "Plot", ("scaling", "mode"): "Plot",
-                    ("filter", "seed"): "Selection"}
+PANEL_OF_COMMAND = {
+    ("curves", "window"): "Plot",
+    ("scaling", "split"): "Plot",
+    ("scaling", "mode"): "Plot",
+    ("filter", "seed"): "Selection",
+}
 OTHER_PANEL = {"train": "Training", "scaling": "Run folder"}
 
 
@@ -122,8 +204,9 @@ def group_options(typer_app: typer.Typer) -> None:
         for param, hint in hints.items():
             for info in getattr(hint, "__metadata__", ()):
                 if isinstance(info, (typer.models.OptionInfo, typer.models.ArgumentInfo)):
-                    info.rich_help_panel = PANEL_OF_COMMAND.get((name, param)) or PANEL_OF.get(param) \
-                        or OTHER_PANEL.get(name, "Options")
+                    info.rich_help_panel = (
+                        PANEL_OF_COMMAND.get((name, param)) or PANEL_OF.get(param) or OTHER_PANEL.get(name, "Options")
+                    )
         command.callback.__annotations__ = hints
 
 
@@ -206,14 +289,21 @@ def check_memory(contexts: int, completions: int, tokens: int, *, names: str, ov
         return
     need = contexts * completions * tokens * BYTES_PER_HELD_TOKEN
     if need > memory / 2:
-        raise UsageError(f"{names} = {contexts:,} × {completions:,} × {tokens:,} tokens could take about "
-                         f"{need / 2**30:,.0f} GiB of memory at once, more than half of this machine's "
-                         f"{memory / 2**30:,.0f} GiB; lower them, or pass --no-memory-check")
+        raise UsageError(
+            f"{names} = {contexts:,} × {completions:,} × {tokens:,} tokens could take about "
+            f"{need / 2**30:,.0f} GiB of memory at once, more than half of this machine's "
+            f"{memory / 2**30:,.0f} GiB; lower them, or pass --no-memory-check"
+        )
 
 
-NoMemoryCheckOpt = Annotated[bool, typer.Option(
-    "--no-memory-check", help="Skip the check that one generation call's completions (--contexts-per-call × -G × "
-                              "--max-new-tokens tokens) fit in half of this machine's memory.")]
+NoMemoryCheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-memory-check",
+        help="Skip the check that one generation call's completions (--contexts-per-call × -G × "
+        "--max-new-tokens tokens) fit in half of this machine's memory.",
+    ),
+]
 
 
 def check_outputs(inputs: str | list[str] | None, *outputs: tuple[str, str | None]) -> None:

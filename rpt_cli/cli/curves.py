@@ -13,16 +13,34 @@ from rpt_cli.console import cli_errors, stderr
 from rpt_cli.errors import UsageError
 
 
-@app.command(epilog="Examples:  rpt curves runs/demo -o reward.png\n\n"
-                    "  rpt curves runs/direct runs/boxed --window 10 -o compare.png | jq -c '[.run, .reward_start, .reward_end]'")
+@app.command(
+    epilog="Examples:  rpt curves runs/demo -o reward.png\n\n"
+    "  rpt curves runs/direct runs/boxed --window 10 -o compare.png | jq -c '[.run, .reward_start, .reward_end]'"
+)
 def curves(
-    runs: Annotated[list[str], typer.Argument(
-        metavar="RUN...", show_default=False,
-        help="rpt train run folders (their metrics.jsonl) or metrics.jsonl files; several are drawn together.")],
-    output: Annotated[str | None, typer.Option(
-        "--output", "-o", metavar="FILE.png", help="Write the plot (reward against step) to FILE; without it, no plot.")] = None,
-    window: Annotated[int, typer.Option(
-        help="Steps in the running mean drawn through the points, and in the start and end means of the summary.")] = 5,
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN...",
+            show_default=False,
+            help="rpt train run folders (their metrics.jsonl) or metrics.jsonl files; several are drawn together.",
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE.png",
+            help="Write the plot (reward against step) to FILE; without it, no plot.",
+        ),
+    ] = None,
+    window: Annotated[
+        int,
+        typer.Option(
+            help="Steps in the running mean drawn through the points, and in the start and end means of the summary."
+        ),
+    ] = 5,
     title: Annotated[str | None, typer.Option(help="Title of the plot.")] = None,
 ) -> None:
     """The mean reward per training step of one or more runs: a table, a summary and a plot.
@@ -42,15 +60,18 @@ def curves(
             from rpt_cli.scaling import check_plot_path
 
             check_plot_path(output)
-            check_outputs([os.path.join(spec, "metrics.jsonl") if os.path.isdir(spec) else spec for spec in runs],
-                          ("-o", output))
+            check_outputs(
+                [os.path.join(spec, "metrics.jsonl") if os.path.isdir(spec) else spec for spec in runs], ("-o", output)
+            )
         read = [read_curve(spec) for spec in runs]
         for curve in read:
             result = summary(curve, window)
             sys.stdout.buffer.write(dumps(result))
-            table = Table(title=f"{curve.name}: {result['steps']} steps; mean reward of the first {result['window']} "
-                                f"{_fmt(result['reward_start'])}, of the last {result['window']} {_fmt(result['reward_end'])}",
-                          title_justify="left")
+            table = Table(
+                title=f"{curve.name}: {result['steps']} steps; mean reward of the first {result['window']} "
+                f"{_fmt(result['reward_start'])}, of the last {result['window']} {_fmt(result['reward_end'])}",
+                title_justify="left",
+            )
             for name in ("step", "reward", f"mean of {window}", "no-var", "no-pred"):
                 table.add_column(name, justify="right")
             for row in table_rows(curve, window):

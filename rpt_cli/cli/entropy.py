@@ -39,23 +39,38 @@ def entropy(
     model: ModelOpt = BUILTIN_NAME,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    entropy_top_k: Annotated[int, typer.Option(
-        "--entropy-top-k", metavar="K",
-        help=f"The entropy is over the model's K most likely next tokens, renormalized (paper: {paper.ENTROPY_TOP_K}); "
-             "recorded as entropy_top_k.")] = paper.ENTROPY_TOP_K,
+    entropy_top_k: Annotated[
+        int,
+        typer.Option(
+            "--entropy-top-k",
+            metavar="K",
+            help=f"The entropy is over the model's K most likely next tokens, renormalized (paper: {paper.ENTROPY_TOP_K}); "
+            "recorded as entropy_top_k.",
+        ),
+    ] = paper.ENTROPY_TOP_K,
     top_k_old: Annotated[int | None, old_name_option("--entropy-top-k", "--top-k")] = None,
     text_field: TextFieldOpt = "text",
     id_field: IdFieldOpt = "id",
-    dataset: Annotated[str | None, typer.Option(
-        help="Read the corpus through `datasets` instead: a parquet/JSON/CSV file or a hub name.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Read the corpus through `datasets` instead: a parquet/JSON/CSV file or a hub name."),
+    ] = None,
     dataset_split: Annotated[str, typer.Option(help="Split of --dataset.")] = "train",
     dataset_config: Annotated[str | None, typer.Option(help="Configuration name of --dataset.")] = None,
-    window: Annotated[int, typer.Option(help="Tokens per forward pass at most (capped by the model's maximum).")] = 4096,
-    overlap: Annotated[int | None, typer.Option(
-        help="Context tokens carried into the next window of a long document (default: a quarter of the window).")] = None,
+    window: Annotated[
+        int, typer.Option(help="Tokens per forward pass at most (capped by the model's maximum).")
+    ] = 4096,
+    overlap: Annotated[
+        int | None,
+        typer.Option(
+            help="Context tokens carried into the next window of a long document (default: a quarter of the window)."
+        ),
+    ] = None,
     batch_tokens: Annotated[int, typer.Option(help="Padded tokens per batch (rows × longest row).")] = 8192,
-    shard: Annotated[str | None, typer.Option(
-        metavar="I/N", help="Score only the I-th of N disjoint slices of the input (1-based), e.g. 3/8.")] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(metavar="I/N", help="Score only the I-th of N disjoint slices of the input (1-based), e.g. 3/8."),
+    ] = None,
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
@@ -72,7 +87,14 @@ def entropy(
         from rpt_cli.records import corpus_document
 
         shard_slice = parse_shard(shard)
-        top_k = renamed(entropy_top_k, top_k_old, new="--entropy-top-k", old="--top-k", default=paper.ENTROPY_TOP_K, command="entropy")
+        top_k = renamed(
+            entropy_top_k,
+            top_k_old,
+            new="--entropy-top-k",
+            old="--top-k",
+            default=paper.ENTROPY_TOP_K,
+            command="entropy",
+        )
         if top_k < 1:
             raise UsageError("--entropy-top-k must be at least 1")
         if batch_tokens < 1 or window < 2:
@@ -82,16 +104,22 @@ def entropy(
         if dataset is not None:
             if input != STDIO:
                 raise UsageError("give either an INPUT file or --dataset, not both")
-            records = read_dataset(dataset, validate, split=dataset_split, config=dataset_config,
-                                   skip_bad=skip_bad, stats=stats, shard=shard_slice)
+            records = read_dataset(
+                dataset,
+                validate,
+                split=dataset_split,
+                config=dataset_config,
+                skip_bad=skip_bad,
+                stats=stats,
+                shard=shard_slice,
+            )
         else:
             check_input(input)
         check_outputs(dataset or input, ("-o", output))
         if dataset is None:
             if not skip_bad:
                 prevalidate(input, validate, shard_slice)
-            records = read_records(input, validate, skip_bad=skip_bad, stats=stats,
-                                   shard=shard_slice, with_lines=True)
+            records = read_records(input, validate, skip_bad=skip_bad, stats=stats, shard=shard_slice, with_lines=True)
 
         def with_ids():
             for lineno, doc in records:
@@ -99,32 +127,57 @@ def entropy(
                     doc[id_field] = lineno
                 yield doc
 
-        lm, tokenizer, resolved_device = load_model(model, device=device, dtype=dtype,
-                                                    trust_remote_code=trust_remote_code)
+        lm, tokenizer, resolved_device = load_model(
+            model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+        )
         try:
-            scorer = EntropyScorer(lm, tokenizer, device=resolved_device, top_k=top_k, window=window,
-                                   overlap=overlap, batch_tokens=batch_tokens)
+            scorer = EntropyScorer(
+                lm,
+                tokenizer,
+                device=resolved_device,
+                top_k=top_k,
+                window=window,
+                overlap=overlap,
+                batch_tokens=batch_tokens,
+            )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if not scorer.uses_head and lm.base_model is not lm:
-            stderr.print("entropy: note: the model's logits are not its output layer on its hidden states (an "
-                         "unknown post-processing); scoring from its full logits (slower)")
+            stderr.print(
+                "entropy: note: the model's logits are not its output layer on its hidden states (an "
+                "unknown post-processing); scoring from its full logits (slower)"
+            )
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=stderr,
-                      transient=True, disable=not stderr.is_terminal) as progress, RecordWriter(output) as out:
+        with (
+            Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                console=stderr,
+                transient=True,
+                disable=not stderr.is_terminal,
+            ) as progress,
+            RecordWriter(output) as out,
+        ):
             task = progress.add_task("entropy: starting")
 
             def show(s):
-                progress.update(task, description=f"entropy: {s.documents:,} documents, "
-                                                  f"{s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s")
-            out.write_all(scorer.score(with_ids(), text_field, model_name=display_name(model),
-                                       on_chunk=show))
+                progress.update(
+                    task,
+                    description=f"entropy: {s.documents:,} documents, "
+                    f"{s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s",
+                )
+
+            out.write_all(scorer.score(with_ids(), text_field, model_name=display_name(model), on_chunk=show))
         s = scorer.stats
-        stderr.print(f"entropy: {s.documents:,} documents, {s.tokens:,} tokens in {s.seconds:.1f} s "
-                     f"({s.tokens_per_second:,.0f} tokens/s, {resolved_device})")
+        stderr.print(
+            f"entropy: {s.documents:,} documents, {s.tokens:,} tokens in {s.seconds:.1f} s "
+            f"({s.tokens_per_second:,.0f} tokens/s, {resolved_device})"
+        )
         if s.dropped_bytes:
-            stderr.print(f"warning: {s.dropped_documents:,} document(s) hold {s.dropped_bytes:,} byte(s) the "
-                         f"tokenizer has no token for: they stay in the text, inside the span of the "
-                         f"token after them, but the model does not see them")
+            stderr.print(
+                f"warning: {s.dropped_documents:,} document(s) hold {s.dropped_bytes:,} byte(s) the "
+                f"tokenizer has no token for: they stay in the text, inside the span of the "
+                f"token after them, but the model does not see them"
+            )
         stats.report(stderr)

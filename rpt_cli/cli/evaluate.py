@@ -34,74 +34,166 @@ EVAL_EXAMPLES = (
     "  rpt eval val_samples.jsonl --model smollm2-135m --model runs/demo --mode ntp\n\n"
     "  rpt eval val_samples.jsonl --model runs/demo/checkpoint-100 --mode reasoning -G 8 --max-new-tokens 512 "
     "--details per_sample.jsonl\n\n"
-    "  rpt eval val_samples.jsonl -m smollm2-135m -m runs/demo --mode ntp --mode reasoning --split hard | jq -c .splits")
+    "  rpt eval val_samples.jsonl -m smollm2-135m -m runs/demo --mode ntp --mode reasoning --split hard | jq -c .splits"
+)
 
 
 @app.command(name="eval", epilog=f"Examples:  {EVAL_EXAMPLES}")
 def eval_(
     input: InputArg = STDIO,
     output: OutputOpt = None,
-    model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m",
-        help=f"'{BUILTIN_NAME}' (built in, the default), a Hugging Face folder, a .gguf file, a hub id, an rpt train "
-             "checkpoint or run folder (its final model). Repeat to evaluate several models on the same samples.")] = None,
-    mode: Annotated[list[str] | None, typer.Option(
-        "--mode", help="ntp (standard next-token: the most likely next token, no thinking) or reasoning (sampled "
-                       "completions in the --answer format: think, then answer in \\boxed{}; or, with --answer "
-                       "direct, the sampled continuation itself); repeat for both. Default: ntp.")] = None,
-    split: Annotated[str, typer.Option(
-        help="Evaluate one of the paper's nested splits, easy (entropy > 0.5), medium (> 1.0) or hard (> 1.5), or all samples.")] = "all",
-    limit: Annotated[int | None, typer.Option(help="Use only the first N samples of the split (smoke runs).", metavar="N")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help=f"'{BUILTIN_NAME}' (built in, the default), a Hugging Face folder, a .gguf file, a hub id, an rpt train "
+            "checkpoint or run folder (its final model). Repeat to evaluate several models on the same samples.",
+        ),
+    ] = None,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mode",
+            help="ntp (standard next-token: the most likely next token, no thinking) or reasoning (sampled "
+            "completions in the --answer format: think, then answer in \\boxed{}; or, with --answer "
+            "direct, the sampled continuation itself); repeat for both. Default: ntp.",
+        ),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="Evaluate one of the paper's nested splits, easy (entropy > 0.5), medium (> 1.0) or hard (> 1.5), or all samples."
+        ),
+    ] = "all",
+    limit: Annotated[
+        int | None, typer.Option(help="Use only the first N samples of the split (smoke runs).", metavar="N")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the reasoning-mode sampling (recorded in the report).")] = 0,
-    details: Annotated[str | None, typer.Option(
-        "--details", metavar="FILE",
-        help="Also write one line per sample, model and mode: predictions, rewards, correctness (and completions).")] = None,
+    details: Annotated[
+        str | None,
+        typer.Option(
+            "--details",
+            metavar="FILE",
+            help="Also write one line per sample, model and mode: predictions, rewards, correctness (and completions).",
+        ),
+    ] = None,
     batch_tokens: Annotated[int, typer.Option(help="ntp: padded tokens per forward pass (rows × longest row).")] = 8192,
-    max_context_tokens: Annotated[int | None, typer.Option(
-        help="ntp: cut contexts from the left to this many tokens (default: 4096, capped by the model's maximum).")] = None,
-    no_share: Annotated[bool, typer.Option(
-        "--no-share", help="ntp: give every context its own forward pass, even where a longer context of the same "
-                           "document could provide its logits exactly (same results, slower).")] = False,
-    num_completions: Annotated[int, typer.Option(
-        "--num-completions", "-G", help="reasoning: completions per context, k; accuracy is their mean, pass@k the "
-                                        "share of contexts with a correct one.")] = 1,
+    max_context_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="ntp: cut contexts from the left to this many tokens (default: 4096, capped by the model's maximum)."
+        ),
+    ] = None,
+    no_share: Annotated[
+        bool,
+        typer.Option(
+            "--no-share",
+            help="ntp: give every context its own forward pass, even where a longer context of the same "
+            "document could provide its logits exactly (same results, slower).",
+        ),
+    ] = False,
+    num_completions: Annotated[
+        int,
+        typer.Option(
+            "--num-completions",
+            "-G",
+            help="reasoning: completions per context, k; accuracy is their mean, pass@k the "
+            "share of contexts with a correct one.",
+        ),
+    ] = 1,
     num_samples_old: Annotated[int | None, old_name_option("-G/--num-completions", "--num-samples", "-n")] = None,
-    answer: Annotated[str | None, typer.Option(
-        "--answer", metavar="boxed|direct", show_default=False,
-        help="reasoning: " + ANSWER_HELP + " Default: the training run's, else boxed.")] = None,
-    reward: Annotated[str, typer.Option(
-        "--reward", help="reasoning: reward function that decides correctness: prefix (Eq. 3), first-token, dense or "
-                         "conditional-dense.")] = "prefix",
+    answer: Annotated[
+        str | None,
+        typer.Option(
+            "--answer",
+            metavar="boxed|direct",
+            show_default=False,
+            help="reasoning: " + ANSWER_HELP + " Default: the training run's, else boxed.",
+        ),
+    ] = None,
+    reward: Annotated[
+        str,
+        typer.Option(
+            "--reward",
+            help="reasoning: reward function that decides correctness: prefix (Eq. 3), first-token, dense or "
+            "conditional-dense.",
+        ),
+    ] = "prefix",
     fn_old: Annotated[str | None, old_name_option("--reward", "--fn")] = None,
-    temperature: Annotated[float, typer.Option(
-        help=f"reasoning: sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")] = paper.TEMPERATURE,
+    temperature: Annotated[
+        float, typer.Option(help=f"reasoning: sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")
+    ] = paper.TEMPERATURE,
     top_p: Annotated[float, typer.Option("--top-p", help="reasoning: nucleus sampling (1.0: off).")] = 1.0,
-    top_k: Annotated[int, typer.Option("--top-k", help="reasoning: sample among the K most likely tokens (0: off).", metavar="K")] = 0,
-    max_new_tokens: Annotated[int | None, typer.Option(
-        help="reasoning: longest completion in tokens (default: the training run's, else 8192 as in the paper; "
-             "1 with --answer direct).")] = None,
-    max_prompt_tokens: Annotated[int | None, typer.Option(
-        help="reasoning: longest prompt in tokens; longer contexts are cut from the left (default: the run's, else 4096).")] = None,
-    template: Annotated[str | None, typer.Option(
-        help="reasoning: prompt template v0, v5, v6, fewshot, direct or a file, as in rpt rollout (default: the run's, "
-             "else v0; direct with --answer direct).")] = None,
-    chat: Annotated[bool | None, typer.Option(
-        "--chat/--no-chat", help="reasoning: wrap the prompt in the model's chat template (default: the run's, else "
-                                 "chat; no chat with --answer direct).", show_default=False)] = None,
-    think_prefix: Annotated[str | None, typer.Option(
-        help="reasoning: text that opens the model's answer, e.g. '<think>' plus a newline (default: the run's, else none).")] = None,
-    no_think: Annotated[bool | None, typer.Option(
-        "--no-think/--think", help="reasoning: take the last \\boxed{} anywhere, not only after </think> "
-                                   "(default: the run's, else --think).", show_default=False)] = None,
-    backend: Annotated[str, typer.Option(help="reasoning: auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")] = "auto",
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="reasoning: sample among the K most likely tokens (0: off).", metavar="K")
+    ] = 0,
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="reasoning: longest completion in tokens (default: the training run's, else 8192 as in the paper; "
+            "1 with --answer direct)."
+        ),
+    ] = None,
+    max_prompt_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="reasoning: longest prompt in tokens; longer contexts are cut from the left (default: the run's, else 4096)."
+        ),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            help="reasoning: prompt template v0, v5, v6, fewshot, direct or a file, as in rpt rollout (default: the run's, "
+            "else v0; direct with --answer direct)."
+        ),
+    ] = None,
+    chat: Annotated[
+        bool | None,
+        typer.Option(
+            "--chat/--no-chat",
+            help="reasoning: wrap the prompt in the model's chat template (default: the run's, else "
+            "chat; no chat with --answer direct).",
+            show_default=False,
+        ),
+    ] = None,
+    think_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="reasoning: text that opens the model's answer, e.g. '<think>' plus a newline (default: the run's, else none)."
+        ),
+    ] = None,
+    no_think: Annotated[
+        bool | None,
+        typer.Option(
+            "--no-think/--think",
+            help="reasoning: take the last \\boxed{} anywhere, not only after </think> "
+            "(default: the run's, else --think).",
+            show_default=False,
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="reasoning: auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")
+    ] = "auto",
     contexts_per_call: Annotated[int, typer.Option(help="reasoning: contexts per generation call.")] = 32,
     batch_size_old: Annotated[int | None, old_name_option("--contexts-per-call", "--batch-size")] = None,
-    max_batch_sequences: Annotated[int | None, typer.Option(
-        help="reasoning, hf: sequences per generate call at most (default: as many as a quarter of memory holds).")] = None,
+    max_batch_sequences: Annotated[
+        int | None,
+        typer.Option(
+            help="reasoning, hf: sequences per generate call at most (default: as many as a quarter of memory holds)."
+        ),
+    ] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="reasoning, vllm: GPUs to split the model over.")] = 1,
-    gpu_memory_utilization: Annotated[float, typer.Option(help="reasoning, vllm: share of GPU memory for weights and KV cache.")] = 0.9,
-    max_model_len: Annotated[int | None, typer.Option(help="reasoning, vllm: longest prompt + completion (default: the model's).")] = None,
-    enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="reasoning, vllm: skip graph capture (starts faster, samples slower).")] = False,
+    gpu_memory_utilization: Annotated[
+        float, typer.Option(help="reasoning, vllm: share of GPU memory for weights and KV cache.")
+    ] = 0.9,
+    max_model_len: Annotated[
+        int | None, typer.Option(help="reasoning, vllm: longest prompt + completion (default: the model's).")
+    ] = None,
+    enforce_eager: Annotated[
+        bool,
+        typer.Option("--enforce-eager", help="reasoning, vllm: skip graph capture (starts faster, samples slower)."),
+    ] = False,
     no_memory_check: NoMemoryCheckOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -134,19 +226,50 @@ def eval_(
         from rpt_cli.rollout import numbered_samples
 
         config = EvalConfig(
-            modes=tuple(dict.fromkeys(mode or ["ntp"])), split=split, limit=limit, seed=seed, device=device,
-            dtype=dtype, trust_remote_code=trust_remote_code, batch_tokens=batch_tokens,
-            max_context_tokens=max_context_tokens, share_passes=not no_share, backend=backend,
-            num_completions=renamed(num_completions, num_samples_old, new="-G/--num-completions",
-                                    old="-n/--num-samples", default=1, command="eval"),
-            answer=answer, reward=renamed(reward, fn_old, new="--reward", old="--fn", default="prefix", command="eval"),
-            temperature=temperature, top_p=top_p, top_k=top_k,
-            max_new_tokens=max_new_tokens, template=template, chat=chat, think_prefix=think_prefix,
-            max_prompt_tokens=max_prompt_tokens, no_think=no_think,
-            contexts_per_call=renamed(contexts_per_call, batch_size_old, new="--contexts-per-call", old="--batch-size",
-                                      default=32, command="eval"),
-            max_batch_sequences=max_batch_sequences, tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, enforce_eager=enforce_eager)
+            modes=tuple(dict.fromkeys(mode or ["ntp"])),
+            split=split,
+            limit=limit,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            batch_tokens=batch_tokens,
+            max_context_tokens=max_context_tokens,
+            share_passes=not no_share,
+            backend=backend,
+            num_completions=renamed(
+                num_completions,
+                num_samples_old,
+                new="-G/--num-completions",
+                old="-n/--num-samples",
+                default=1,
+                command="eval",
+            ),
+            answer=answer,
+            reward=renamed(reward, fn_old, new="--reward", old="--fn", default="prefix", command="eval"),
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_new_tokens=max_new_tokens,
+            template=template,
+            chat=chat,
+            think_prefix=think_prefix,
+            max_prompt_tokens=max_prompt_tokens,
+            no_think=no_think,
+            contexts_per_call=renamed(
+                contexts_per_call,
+                batch_size_old,
+                new="--contexts-per-call",
+                old="--batch-size",
+                default=32,
+                command="eval",
+            ),
+            max_batch_sequences=max_batch_sequences,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+        )
         config.check()
         check_input(input)
         check_outputs(input, ("-o", output), *([("--details", details)] if details else []))
@@ -154,41 +277,70 @@ def eval_(
         for ref in refs:
             config.check_model(ref)
             if "reasoning" in config.modes:
-                check_memory(config.contexts_per_call, config.num_completions,
-                             config.prompt_settings(ref)["max_new_tokens"],
-                             names="--contexts-per-call × -G × --max-new-tokens", override=no_memory_check)
+                check_memory(
+                    config.contexts_per_call,
+                    config.num_completions,
+                    config.prompt_settings(ref)["max_new_tokens"],
+                    names="--contexts-per-call × -G × --max-new-tokens",
+                    override=no_memory_check,
+                )
         source = source_name(input)
         read_stats = ReadStats()
-        records = numbered_samples(read_records(input, evaluation_sample, skip_bad=skip_bad, stats=read_stats,
-                                                with_lines=True), source=source, unique=True, with_lines=True)
+        records = numbered_samples(
+            read_records(input, evaluation_sample, skip_bad=skip_bad, stats=read_stats, with_lines=True),
+            source=source,
+            unique=True,
+            with_lines=True,
+        )
         samples = select_samples(records, split, limit)  # all read and checked before any model loads
         if not samples:
             stderr.print(f"eval: no samples{'' if split == 'all' else f' in split {split}'}: nothing to evaluate")
         reports: list[dict] = []
-        with (RecordWriter(details) if details else nullcontext()) as detail_out, \
-                Bar(SpinnerColumn(), TextColumn("{task.description}"), console=stderr, transient=True,
-                    disable=not stderr.is_terminal) as bar:
+        with (
+            RecordWriter(details) if details else nullcontext() as detail_out,
+            Bar(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                console=stderr,
+                transient=True,
+                disable=not stderr.is_terminal,
+            ) as bar,
+        ):
             task = bar.add_task("eval: reading")
-            show = Progress(on_start=lambda text: bar.update(task, description=f"eval: {text}"),
-                            on_count=lambda text: bar.update(task, description=f"eval: {text}"),
-                            on_note=lambda text: stderr.print(f"eval: note: {text}", markup=False))
+            show = Progress(
+                on_start=lambda text: bar.update(task, description=f"eval: {text}"),
+                on_count=lambda text: bar.update(task, description=f"eval: {text}"),
+                on_note=lambda text: stderr.print(f"eval: note: {text}", markup=False),
+            )
             for ref in refs:
-                reports += evaluate_model(ref, samples, config, source=None if input == STDIO else input,
-                                          on_details=detail_out.write if detail_out else None, progress=show,
-                                          skipped=read_stats if skip_bad else None)
+                reports += evaluate_model(
+                    ref,
+                    samples,
+                    config,
+                    source=None if input == STDIO else input,
+                    on_details=detail_out.write if detail_out else None,
+                    progress=show,
+                    skipped=read_stats if skip_bad else None,
+                )
         with RecordWriter(output) as out:
             out.write_all(reports)
         stderr.print(report_table(reports))
         for report in reports:
             settings = report.get("settings", {})
             if report["mode"] == "ntp" and settings:
-                stderr.print(f"eval: {report['model']} (ntp): {report['n']:,} contexts in {settings['forward_rows']:,} "
-                             f"forward rows, {settings['positions_per_second']:,.1f} positions/s")
+                stderr.print(
+                    f"eval: {report['model']} (ntp): {report['n']:,} contexts in {settings['forward_rows']:,} "
+                    f"forward rows, {settings['positions_per_second']:,.1f} positions/s"
+                )
             elif report["mode"] == "reasoning" and settings and report.get("answer") == "direct":
-                stderr.print(f"eval: {report['model']} (direct, {settings['backend']}): {settings['max_new_tokens']} "
-                             f"new token(s) per guess, {report['no_prediction_share']:.0%} empty (the model ended at once)")
+                stderr.print(
+                    f"eval: {report['model']} (direct, {settings['backend']}): {settings['max_new_tokens']} "
+                    f"new token(s) per guess, {report['no_prediction_share']:.0%} empty (the model ended at once)"
+                )
             elif report["mode"] == "reasoning" and settings:
-                stderr.print(f"eval: {report['model']} ({mode_label(report)}, {settings['backend']}): "
-                             f"{settings['truncated_share']:.0%} of completions cut at --max-new-tokens, "
-                             f"{report['no_prediction_share']:.0%} without an answer")
+                stderr.print(
+                    f"eval: {report['model']} ({mode_label(report)}, {settings['backend']}): "
+                    f"{settings['truncated_share']:.0%} of completions cut at --max-new-tokens, "
+                    f"{report['no_prediction_share']:.0%} without an answer"
+                )
         read_stats.report(stderr)

@@ -24,28 +24,53 @@ from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.records import scored_document
 
 
-@app.command(name="filter", epilog="Example:  rpt entropy corpus.jsonl | rpt filter --split medium --per-doc 8 > samples.jsonl")
+@app.command(
+    name="filter", epilog="Example:  rpt entropy corpus.jsonl | rpt filter --split medium --per-doc 8 > samples.jsonl"
+)
 def filter_(
     input: InputArg = STDIO,
     output: OutputOpt = None,
-    min: Annotated[float | None, typer.Option("--min", help="Keep positions whose entropy exceeds X.", metavar="X")] = None,
-    max: Annotated[float | None, typer.Option("--max", help="Keep positions whose entropy is at most X.", metavar="X")] = None,
-    split: Annotated[str | None, typer.Option(
-        help="Keep one of the paper's nested splits: easy (> 0.5), medium (> 1.0), hard (> 1.5).")] = None,
-    min_context_tokens: Annotated[int, typer.Option(
-        help="Skip positions with fewer context tokens (the start of a document looks artificially uncertain).")] = 16,
-    target_tokens: Annotated[int, typer.Option(
-        help="Ground-truth tokens carried in target and boundaries (more when the last one ends inside a character). "
-             "A prediction longer than the target can never score: Eq. 3 needs its end among the boundaries.")] = 8,
-    max_context_tokens: Annotated[int | None, typer.Option(
-        help="Cut the context from the left, at a token boundary, to at most this many tokens.")] = None,
-    per_doc: Annotated[int | None, typer.Option(help="Keep at most N positions per document, at random.", metavar="N")] = None,
+    min: Annotated[
+        float | None, typer.Option("--min", help="Keep positions whose entropy exceeds X.", metavar="X")
+    ] = None,
+    max: Annotated[
+        float | None, typer.Option("--max", help="Keep positions whose entropy is at most X.", metavar="X")
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Keep one of the paper's nested splits: easy (> 0.5), medium (> 1.0), hard (> 1.5)."),
+    ] = None,
+    min_context_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Skip positions with fewer context tokens (the start of a document looks artificially uncertain)."
+        ),
+    ] = 16,
+    target_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Ground-truth tokens carried in target and boundaries (more when the last one ends inside a character). "
+            "A prediction longer than the target can never score: Eq. 3 needs its end among the boundaries."
+        ),
+    ] = 8,
+    max_context_tokens: Annotated[
+        int | None,
+        typer.Option(help="Cut the context from the left, at a token boundary, to at most this many tokens."),
+    ] = None,
+    per_doc: Annotated[
+        int | None, typer.Option(help="Keep at most N positions per document, at random.", metavar="N")
+    ] = None,
     fraction: Annotated[float | None, typer.Option(help="Keep each position with probability F.", metavar="F")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --per-doc and --fraction (recorded as filter_seed).")] = 0,
-    keep_fields: Annotated[list[str] | None, typer.Option(
-        "--keep-fields", metavar="NAME",
-        help="Copy this document field into each of its samples even when it is over 64 KiB (repeat for several); "
-             "larger fields are otherwise left out of documents with more than one sample, with a note.")] = None,
+    keep_fields: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keep-fields",
+            metavar="NAME",
+            help="Copy this document field into each of its samples even when it is over 64 KiB (repeat for several); "
+            "larger fields are otherwise left out of documents with more than one sample, with a note.",
+        ),
+    ] = None,
     text_field: TextFieldOpt = "text",
     id_field: IdFieldOpt = "id",
     skip_bad: SkipBadOpt = False,
@@ -60,10 +85,20 @@ def filter_(
         )
         from rpt_cli.jsonl import source_name
 
-        opts = FilterOptions(min_entropy=min, max_entropy=max, split=split,
-                             min_context_tokens=min_context_tokens, target_tokens=target_tokens,
-                             max_context_tokens=max_context_tokens, per_doc=per_doc, fraction=fraction,
-                             seed=seed, text_field=text_field, id_field=id_field, keep_fields=tuple(keep_fields or ()))
+        opts = FilterOptions(
+            min_entropy=min,
+            max_entropy=max,
+            split=split,
+            min_context_tokens=min_context_tokens,
+            target_tokens=target_tokens,
+            max_context_tokens=max_context_tokens,
+            per_doc=per_doc,
+            fraction=fraction,
+            seed=seed,
+            text_field=text_field,
+            id_field=id_field,
+            keep_fields=tuple(keep_fields or ()),
+        )
         try:
             opts.check()
         except ValueError as exc:
@@ -72,19 +107,27 @@ def filter_(
         check_outputs(input, ("-o", output))
         read_stats, stats = ReadStats(), FilterStats()
         started = time.perf_counter()
-        docs = read_records(input, scored_document(text_field, id_field), skip_bad=skip_bad,
-                            stats=read_stats, with_lines=True)
+        docs = read_records(
+            input, scored_document(text_field, id_field), skip_bad=skip_bad, stats=read_stats, with_lines=True
+        )
         with RecordWriter(output) as out:
             out.write_all(filter_documents(docs, opts, stats, source=source_name(input)))
         seconds = time.perf_counter() - started
-        per_split = ", ".join(f"{name} {stats.samples[name]:,}" for name in ("easy", "medium", "hard", "none")
-                              if stats.samples[name] or name != "none")
-        stderr.print(f"filter: {stats.documents:,} documents, {stats.positions:,} positions -> "
-                     f"{sum(stats.samples.values()):,} samples ({per_split}) in {seconds:.1f} s")
+        per_split = ", ".join(
+            f"{name} {stats.samples[name]:,}"
+            for name in ("easy", "medium", "hard", "none")
+            if stats.samples[name] or name != "none"
+        )
+        stderr.print(
+            f"filter: {stats.documents:,} documents, {stats.positions:,} positions -> "
+            f"{sum(stats.samples.values()):,} samples ({per_split}) in {seconds:.1f} s"
+        )
         if stats.mid_character:
             stderr.print(f"filter: skipped {stats.mid_character:,} positions that start inside a UTF-8 character")
         for name, documents in stats.uncopied_fields.items():
-            stderr.print(f"filter: note: field {name!r} is over 64 KiB in {documents:,} document(s) and was not copied "
-                         f"into each of their samples (it would repeat once per sample); --keep-fields {name} copies it",
-                         markup=False)
+            stderr.print(
+                f"filter: note: field {name!r} is over 64 KiB in {documents:,} document(s) and was not copied "
+                f"into each of their samples (it would repeat once per sample); --keep-fields {name} copies it",
+                markup=False,
+            )
         read_stats.report(stderr)

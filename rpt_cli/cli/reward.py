@@ -30,24 +30,41 @@ from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
 
 
-@app.command(epilog="Examples:  rpt rollout samples.jsonl | rpt reward | jq -c .rewards\n\n"
-                    "rpt reward rollouts.jsonl --reward dense --model smollm2-135m -o scored.jsonl")
+@app.command(
+    epilog="Examples:  rpt rollout samples.jsonl | rpt reward | jq -c .rewards\n\n"
+    "rpt reward rollouts.jsonl --reward dense --model smollm2-135m -o scored.jsonl"
+)
 def reward(
     input: InputArg = STDIO,
     output: OutputOpt = None,
     reward: RewardOpt = "prefix",
     fn_old: Annotated[str | None, old_name_option("--reward", "--fn")] = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", "-m",
-        help=f"Needed by first-token (its tokenizer) and the dense variants (its probabilities): '{BUILTIN_NAME}', "
-             "a Hugging Face folder, a .gguf file or a hub id.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help=f"Needed by first-token (its tokenizer) and the dense variants (its probabilities): '{BUILTIN_NAME}', "
+            "a Hugging Face folder, a .gguf file or a hub id.",
+        ),
+    ] = None,
     answer: AnswerOpt = None,
-    no_think: Annotated[bool, typer.Option(
-        "--no-think", help="For answers without thinking: take the last \\boxed{} anywhere, not only after </think>.")] = False,
-    correct: Annotated[str, typer.Option(
-        help="dense variants: what counts as correct (reward 1): first-token (the paper's definition) or prefix (Eq. 3).")] = "first-token",
-    unsolved_reward: Annotated[float, typer.Option(
-        help="conditional-dense: the reward of every completion in a group without a correct one.")] = 0.0,
+    no_think: Annotated[
+        bool,
+        typer.Option(
+            "--no-think",
+            help="For answers without thinking: take the last \\boxed{} anywhere, not only after </think>.",
+        ),
+    ] = False,
+    correct: Annotated[
+        str,
+        typer.Option(
+            help="dense variants: what counts as correct (reward 1): first-token (the paper's definition) or prefix (Eq. 3)."
+        ),
+    ] = "first-token",
+    unsolved_reward: Annotated[
+        float, typer.Option(help="conditional-dense: the reward of every completion in a group without a correct one.")
+    ] = 0.0,
     contexts_per_pass: Annotated[int, typer.Option(help="dense variants: contexts per forward pass.")] = 8,
     batch_size_old: Annotated[int | None, old_name_option("--contexts-per-pass", "--batch-size")] = None,
     device: DeviceOpt = "auto",
@@ -64,8 +81,14 @@ def reward(
     with cli_errors():
         check_numbers(locals())
         fn = renamed(reward, fn_old, new="--reward", old="--fn", default="prefix", command="reward")
-        batch_size = renamed(contexts_per_pass, batch_size_old, new="--contexts-per-pass", old="--batch-size",
-                             default=8, command="reward")
+        batch_size = renamed(
+            contexts_per_pass,
+            batch_size_old,
+            new="--contexts-per-pass",
+            old="--batch-size",
+            default=8,
+            command="reward",
+        )
         from rpt_cli.answers import check_answer
         from rpt_cli.jsonl import source_name
         from rpt_cli.reward import (
@@ -90,8 +113,10 @@ def reward(
             raise UsageError("--contexts-per-pass must be at least 1")
         uses_model = fn in NEEDS_MODEL or fn in NEEDS_TOKENIZER
         if uses_model and model is None:
-            raise UsageError(f"--reward {fn} needs --model (the policy whose tokenizer"
-                             f"{' and probabilities' if fn in NEEDS_MODEL else ''} it uses), e.g. --model {BUILTIN_NAME}")
+            raise UsageError(
+                f"--reward {fn} needs --model (the policy whose tokenizer"
+                f"{' and probabilities' if fn in NEEDS_MODEL else ''} it uses), e.g. --model {BUILTIN_NAME}"
+            )
         if model is not None and not uses_model:
             stderr.print(f"reward: note: --reward {fn} does not use --model; ignoring it")
         check_input(input)
@@ -108,10 +133,12 @@ def reward(
             if fn in NEEDS_TOKENIZER:
                 options["tokenizer"] = load_tokenizer(model, trust_remote_code=trust_remote_code)
             else:
-                lm, tokenizer, resolved_device = load_model(model, device=device, dtype=dtype,
-                                                            trust_remote_code=trust_remote_code)
-                options.update(model=lm, tokenizer=tokenizer, device=resolved_device, correct=correct,
-                               batch_size=batch_size)
+                lm, tokenizer, resolved_device = load_model(
+                    model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+                )
+                options.update(
+                    model=lm, tokenizer=tokenizer, device=resolved_device, correct=correct, batch_size=batch_size
+                )
                 if fn == "conditional-dense":
                     options["unsolved_reward"] = unsolved_reward
         reward_fn = get_reward_function(fn, **options)
@@ -124,16 +151,19 @@ def reward(
 
             policy = PolicyTokenizer(options["tokenizer"], notes["model"], model)
             alignment = Alignment(policy.identity)
-            numbered = aligned_records(numbered, policy, source_name(input), alignment=alignment,
-                                       stats=read_stats if skip_bad else None)
+            numbered = aligned_records(
+                numbered, policy, source_name(input), alignment=alignment, stats=read_stats if skip_bad else None
+            )
         records = answer_checked(numbered, reward_fn, given=answer, source=source_name(input))
         with RecordWriter(output) as out:
             out.write_all(score_rollouts(records, reward_fn, stats=stats, notes=notes))
         for note in alignment.notes() if alignment else ():
             stderr.print(f"reward: note: {note}", markup=False)
         seconds = time.perf_counter() - started
-        stderr.print(f"reward ({fn}, {reward_fn.answer} answers): {stats.groups:,} records, {stats.completions:,} completions: "
-                     f"mean reward {stats.mean_reward:.4f}, no prediction {stats.no_prediction_share:.1%}, "
-                     f"{stats.g_label} {stats.pass_at_g:.1%}, accuracy {stats.accuracy:.1%}, "
-                     f"{stats.tied_groups:,} groups with all rewards equal, in {seconds:.1f} s")
+        stderr.print(
+            f"reward ({fn}, {reward_fn.answer} answers): {stats.groups:,} records, {stats.completions:,} completions: "
+            f"mean reward {stats.mean_reward:.4f}, no prediction {stats.no_prediction_share:.1%}, "
+            f"{stats.g_label} {stats.pass_at_g:.1%}, accuracy {stats.accuracy:.1%}, "
+            f"{stats.tied_groups:,} groups with all rewards equal, in {seconds:.1f} s"
+        )
         read_stats.report(stderr)

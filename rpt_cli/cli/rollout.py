@@ -34,8 +34,10 @@ from rpt_cli.jsonl import STDIO, ReadStats, read_records
 from rpt_cli.models import BUILTIN_NAME
 from rpt_cli.records import sample_context
 
-ROLLOUT_EXAMPLE = ("rpt rollout samples.jsonl -G 8 --max-new-tokens 1024 -o rollouts.jsonl --resume\n\n"
-                   "  rpt filter scored.jsonl --min 1.0 | rpt rollout -G 4 --max-new-tokens 256 | rpt reward > scored.jsonl")
+ROLLOUT_EXAMPLE = (
+    "rpt rollout samples.jsonl -G 8 --max-new-tokens 1024 -o rollouts.jsonl --resume\n\n"
+    "  rpt filter scored.jsonl --min 1.0 | rpt rollout -G 4 --max-new-tokens 256 | rpt reward > scored.jsonl"
+)
 
 
 @app.command(epilog=f"Examples:  {ROLLOUT_EXAMPLE}")
@@ -45,40 +47,98 @@ def rollout(
     model: ModelOpt = BUILTIN_NAME,
     num_completions: CompletionsOpt = paper.COMPLETIONS,
     num_rollouts_old: Annotated[int | None, old_name_option("-G/--num-completions", "--num-rollouts", "-n")] = None,
-    temperature: Annotated[float, typer.Option(
-        help=f"Sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")] = paper.TEMPERATURE,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability (1.0: off).")] = 1.0,
-    top_k: Annotated[int, typer.Option("--top-k", help="Sample only among the K most likely tokens (0: off).", metavar="K")] = 0,
-    answer: Annotated[str, typer.Option(
-        "--answer", metavar="boxed|direct", help=ANSWER_HELP + " Recorded in rollout.answer.")] = "boxed",
-    max_new_tokens: Annotated[int | None, typer.Option(
-        help="Longest completion in tokens (default: 8192 as in the paper; 1 with --answer direct); longer ones end "
-             "with finish reason 'length'.", show_default=False)] = None,
-    max_prompt_tokens: Annotated[int, typer.Option(help=f"Longest prompt in tokens (paper: {paper.PROMPT_TOKENS}); longer contexts are cut from the left at a token boundary.")] = paper.PROMPT_TOKENS,
-    template: Annotated[str | None, typer.Option(
-        help="Prompt template: v0 (the paper's, the default), v5, v6, fewshot, direct (the default with --answer "
-             "direct), or a text file with a {context} placeholder.", show_default=False)] = None,
-    list_templates: Annotated[bool, typer.Option("--list-templates", help="Print the built-in templates in full and exit.")] = False,
-    chat: Annotated[bool | None, typer.Option(
-        "--chat/--no-chat", help="Wrap the prompt in the model's chat template, when it has one (default: chat; "
-                                 "no chat with --answer direct).", show_default=False)] = None,
-    think_prefix: Annotated[str | None, typer.Option(
-        help="Text that opens the model's answer, e.g. '<think>' plus a newline for thinking models (none by default).")] = None,
-    backend: Annotated[str, typer.Option(help="auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")] = "auto",
-    contexts_per_call: Annotated[int, typer.Option(
-        help="Contexts per generation call (a chunk): sampled together, then written and flushed.")] = 32,
+    temperature: Annotated[
+        float, typer.Option(help=f"Sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")
+    ] = paper.TEMPERATURE,
+    top_p: Annotated[
+        float,
+        typer.Option(
+            "--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability (1.0: off)."
+        ),
+    ] = 1.0,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Sample only among the K most likely tokens (0: off).", metavar="K")
+    ] = 0,
+    answer: Annotated[
+        str, typer.Option("--answer", metavar="boxed|direct", help=ANSWER_HELP + " Recorded in rollout.answer.")
+    ] = "boxed",
+    max_new_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Longest completion in tokens (default: 8192 as in the paper; 1 with --answer direct); longer ones end "
+            "with finish reason 'length'.",
+            show_default=False,
+        ),
+    ] = None,
+    max_prompt_tokens: Annotated[
+        int,
+        typer.Option(
+            help=f"Longest prompt in tokens (paper: {paper.PROMPT_TOKENS}); longer contexts are cut from the left at a token boundary."
+        ),
+    ] = paper.PROMPT_TOKENS,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            help="Prompt template: v0 (the paper's, the default), v5, v6, fewshot, direct (the default with --answer "
+            "direct), or a text file with a {context} placeholder.",
+            show_default=False,
+        ),
+    ] = None,
+    list_templates: Annotated[
+        bool, typer.Option("--list-templates", help="Print the built-in templates in full and exit.")
+    ] = False,
+    chat: Annotated[
+        bool | None,
+        typer.Option(
+            "--chat/--no-chat",
+            help="Wrap the prompt in the model's chat template, when it has one (default: chat; "
+            "no chat with --answer direct).",
+            show_default=False,
+        ),
+    ] = None,
+    think_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Text that opens the model's answer, e.g. '<think>' plus a newline for thinking models (none by default)."
+        ),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")
+    ] = "auto",
+    contexts_per_call: Annotated[
+        int, typer.Option(help="Contexts per generation call (a chunk): sampled together, then written and flushed.")
+    ] = 32,
     batch_size_old: Annotated[int | None, old_name_option("--contexts-per-call", "--batch-size")] = None,
-    max_batch_sequences: Annotated[int | None, typer.Option(
-        help="hf: sequences per generate call at most (default: as many as a quarter of memory holds).")] = None,
+    max_batch_sequences: Annotated[
+        int | None,
+        typer.Option(help="hf: sequences per generate call at most (default: as many as a quarter of memory holds)."),
+    ] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs to split the model over.")] = 1,
-    gpu_memory_utilization: Annotated[float, typer.Option(help="vllm: share of GPU memory for weights and KV cache.")] = 0.9,
-    max_model_len: Annotated[int | None, typer.Option(help="vllm: longest prompt + completion (default: the model's).")] = None,
-    enforce_eager: Annotated[bool, typer.Option("--enforce-eager", help="vllm: skip graph capture and compilation (starts faster, samples slower).")] = False,
+    gpu_memory_utilization: Annotated[
+        float, typer.Option(help="vllm: share of GPU memory for weights and KV cache.")
+    ] = 0.9,
+    max_model_len: Annotated[
+        int | None, typer.Option(help="vllm: longest prompt + completion (default: the model's).")
+    ] = None,
+    enforce_eager: Annotated[
+        bool,
+        typer.Option(
+            "--enforce-eager", help="vllm: skip graph capture and compilation (starts faster, samples slower)."
+        ),
+    ] = False,
     no_memory_check: NoMemoryCheckOpt = False,
-    seed: Annotated[int, typer.Option(help="Seed of the sampling (recorded in rollout.seed): same seed, same completions.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the sampling (recorded in rollout.seed): same seed, same completions.")
+    ] = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="With -o: keep the records already in FILE, skip their ids, append the rest chunk by chunk.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="With -o: keep the records already in FILE, skip their ids, append the rest chunk by chunk.",
+        ),
+    ] = False,
     limit: Annotated[int | None, typer.Option(help="Use only the first N samples (smoke runs).", metavar="N")] = None,
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustOpt = False,
@@ -91,10 +151,22 @@ def rollout(
     """
     with cli_errors():
         check_numbers(locals())
-        num_rollouts = renamed(num_completions, num_rollouts_old, new="-G/--num-completions", old="-n/--num-rollouts",
-                               default=paper.COMPLETIONS, command="rollout")
-        batch_size = renamed(contexts_per_call, batch_size_old, new="--contexts-per-call", old="--batch-size",
-                             default=32, command="rollout")
+        num_rollouts = renamed(
+            num_completions,
+            num_rollouts_old,
+            new="-G/--num-completions",
+            old="-n/--num-rollouts",
+            default=paper.COMPLETIONS,
+            command="rollout",
+        )
+        batch_size = renamed(
+            contexts_per_call,
+            batch_size_old,
+            new="--contexts-per-call",
+            old="--batch-size",
+            default=32,
+            command="rollout",
+        )
         from rpt_cli.prompts import TemplateError, load_template
 
         if list_templates:
@@ -109,18 +181,28 @@ def rollout(
         template = defaults["template"] if template is None else template
         chat = defaults["chat"] if chat is None else chat
         max_new_tokens = defaults["max_new_tokens"] if max_new_tokens is None else max_new_tokens
-        for name, value in (("--num-completions", num_rollouts), ("--contexts-per-call", batch_size),
-                            ("--max-new-tokens", max_new_tokens), ("--max-prompt-tokens", max_prompt_tokens),
-                            ("--limit", limit), ("--max-batch-sequences", max_batch_sequences),
-                            ("--tensor-parallel-size", tensor_parallel_size)):
+        for name, value in (
+            ("--num-completions", num_rollouts),
+            ("--contexts-per-call", batch_size),
+            ("--max-new-tokens", max_new_tokens),
+            ("--max-prompt-tokens", max_prompt_tokens),
+            ("--limit", limit),
+            ("--max-batch-sequences", max_batch_sequences),
+            ("--tensor-parallel-size", tensor_parallel_size),
+        ):
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be at least 1")
         from rpt_cli.generation.base import sampling_problem
 
         if sampling_problem(temperature, top_p, top_k):
             raise UsageError(sampling_problem(temperature, top_p, top_k))
-        check_memory(batch_size, num_rollouts, max_new_tokens, names="--contexts-per-call × -G × --max-new-tokens",
-                     override=no_memory_check)
+        check_memory(
+            batch_size,
+            num_rollouts,
+            max_new_tokens,
+            names="--contexts-per-call × -G × --max-new-tokens",
+            override=no_memory_check,
+        )
         try:
             prompt_template = load_template(template)
         except TemplateError as exc:
@@ -134,15 +216,20 @@ def rollout(
             rollout_chunks,
         )
 
-        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                  top_k=top_k, seed=seed)
+        sampling = SamplingConfig(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
+        )
         check_input(input)
         check_outputs(input, ("-o", output))
         source = source_name(input)
 
         def samples(stats: ReadStats | None = None):
-            return numbered_samples(read_records(input, sample_context, skip_bad=skip_bad, stats=stats,
-                                                 with_lines=True), source=source, unique=True, limit=limit)
+            return numbered_samples(
+                read_records(input, sample_context, skip_bad=skip_bad, stats=stats, with_lines=True),
+                source=source,
+                unique=True,
+                limit=limit,
+            )
 
         if not skip_bad and input != STDIO and os.path.isfile(input):
             for _ in samples():  # a bad line stops the run before the model loads
@@ -151,23 +238,49 @@ def rollout(
         with open_chunk_output(output, resume=resume) as out:
             if resume:
                 # what can be compared before the model loads; the rest once it has
-                out.check_settings({"answer": answer, "template": prompt_template.name, "think_prefix": think_prefix,
-                                    "n": num_rollouts, "temperature": temperature, "top_p": top_p, "top_k": top_k,
-                                    "max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
-                                    "seed": seed})
+                out.check_settings(
+                    {
+                        "answer": answer,
+                        "template": prompt_template.name,
+                        "think_prefix": think_prefix,
+                        "n": num_rollouts,
+                        "temperature": temperature,
+                        "top_p": top_p,
+                        "top_k": top_k,
+                        "max_new_tokens": max_new_tokens,
+                        "max_prompt_tokens": max_prompt_tokens,
+                        "seed": seed,
+                    }
+                )
                 if out.dropped_partial:
                     stderr.print(f"rollout: dropped an incomplete last line of {output} (an interrupted write)")
                 stderr.print(f"rollout: resuming: {len(out.done):,} samples already in {output}")
             from rpt_cli.generation import get_backend
             from rpt_cli.generation.session import GenerationSession, PromptSettings
 
-            engine = get_backend(backend, model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                 seed=seed, max_batch_sequences=max_batch_sequences,
-                                 tensor_parallel_size=tensor_parallel_size,
-                                 gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                                 enforce_eager=enforce_eager)
-            with GenerationSession(engine, PromptSettings(template=prompt_template, chat=chat, think_prefix=think_prefix,
-                                                          max_prompt_tokens=max_prompt_tokens, answer=answer)) as session:
+            engine = get_backend(
+                backend,
+                model,
+                device=device,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                seed=seed,
+                max_batch_sequences=max_batch_sequences,
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_model_len=max_model_len,
+                enforce_eager=enforce_eager,
+            )
+            with GenerationSession(
+                engine,
+                PromptSettings(
+                    template=prompt_template,
+                    chat=chat,
+                    think_prefix=think_prefix,
+                    max_prompt_tokens=max_prompt_tokens,
+                    answer=answer,
+                ),
+            ) as session:
                 builder = session.builder
                 metadata = session.metadata(sampling, num_rollouts)
                 if resume:
@@ -175,20 +288,38 @@ def rollout(
                 done = out.done if resume else None
                 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-                with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=stderr,
-                              transient=True, disable=not stderr.is_terminal) as progress:
+                with Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    console=stderr,
+                    transient=True,
+                    disable=not stderr.is_terminal,
+                ) as progress:
                     task = progress.add_task("rollout: loading done, sampling the first chunk")
-                    for records in rollout_chunks(samples(read_stats), engine, builder, n=num_rollouts, sampling=sampling,
-                                                  chunk_contexts=batch_size, metadata=metadata, stats=stats,
-                                                  is_done=(lambda sample: id_key(sample["id"]) in done) if resume else None):
+                    for records in rollout_chunks(
+                        samples(read_stats),
+                        engine,
+                        builder,
+                        n=num_rollouts,
+                        sampling=sampling,
+                        chunk_contexts=batch_size,
+                        metadata=metadata,
+                        stats=stats,
+                        is_done=(lambda sample: id_key(sample["id"]) in done) if resume else None,
+                    ):
                         out.write_chunk(records)
-                        progress.update(task, description=f"rollout: {stats.contexts:,} contexts, "
-                                                          f"{stats.new_tokens:,} new tokens, "
-                                                          f"{stats.tokens_per_second:,.0f} tokens/s")
-        stderr.print(f"rollout: {stats.contexts:,} contexts x {num_rollouts} = {stats.completions:,} completions, "
-                     f"{stats.new_tokens:,} new tokens in {stats.generate_seconds:.1f} s "
-                     f"({stats.tokens_per_second:,.0f} tokens/s, {engine.name}); "
-                     f"{stats.truncated:,} cut at --max-new-tokens")
+                        progress.update(
+                            task,
+                            description=f"rollout: {stats.contexts:,} contexts, "
+                            f"{stats.new_tokens:,} new tokens, "
+                            f"{stats.tokens_per_second:,.0f} tokens/s",
+                        )
+        stderr.print(
+            f"rollout: {stats.contexts:,} contexts x {num_rollouts} = {stats.completions:,} completions, "
+            f"{stats.new_tokens:,} new tokens in {stats.generate_seconds:.1f} s "
+            f"({stats.tokens_per_second:,.0f} tokens/s, {engine.name}); "
+            f"{stats.truncated:,} cut at --max-new-tokens"
+        )
         if stats.skipped_done:
             stderr.print(f"rollout: skipped {stats.skipped_done:,} samples already in {output}")
         read_stats.report(stderr)

@@ -20,7 +20,8 @@ TRAIN_EXAMPLES = (
     "  rpt train samples.jsonl -o runs/rpt1 --resume\n\n"
     "  rpt train samples.jsonl --config examples/configs/paper.yaml --model ./R1-Distill-Qwen-14B --vllm colocate -o runs/14b\n\n"
     "  accelerate launch --config_file examples/configs/zero3.yaml -m rpt_cli train samples.jsonl "
-    "--config examples/configs/paper.yaml -o runs/14b")
+    "--config examples/configs/paper.yaml -o runs/14b"
+)
 
 
 def _opt(*names: str, help: str, **kwargs):
@@ -29,110 +30,323 @@ def _opt(*names: str, help: str, **kwargs):
 
 @app.command(epilog=f"Examples:  {TRAIN_EXAMPLES}")
 def train(
-    samples: Annotated[str | None, typer.Argument(
-        metavar="SAMPLES", show_default=False, help="Samples file (the output of rpt filter).")] = None,
-    output: Annotated[str | None, _opt("--output", "-o", metavar="FOLDER", help=(
-        "Run folder: checkpoints, final/, config.yaml, metrics.jsonl, batches.jsonl."))] = None,
-    config: Annotated[str | None, _opt("--config", metavar="FILE.yaml", help=(
-        "Settings file with the options' names as keys (e.g. examples/configs/paper.yaml); "
-        "options given here override it."))] = None,
-    resume: Annotated[bool, _opt("--resume", help=(
-        "Continue the run in -o from its newest complete checkpoint (same data order, optimizer state); "
-        "starts it when there is none."))] = False,
-    model: Annotated[str | None, _opt("--model", "-m", help=(
-        f"Policy to train: '{BUILTIN_NAME}' (built in, the default), a Hugging Face folder, a .gguf file or a hub id."))] = None,
-    answer: Annotated[str | None, _opt("--answer", metavar="boxed|direct", help=(
-        ANSWER_HELP + f" Direct changes the defaults of --template, --chat and --max-completion-tokens "
-                      f"(default: {TD.answer})."))] = None,
-    template: Annotated[str | None, _opt("--template", help=(
-        f"Prompt template as in rpt rollout: v0 (the paper's), v5, v6, fewshot, direct or a file "
-        f"(default: {TD.template}; direct with --answer direct)."))] = None,
-    chat: Annotated[bool | None, _opt("--chat/--no-chat", help=(
-        "Wrap the prompt in the model's chat template when it has one (default: chat; no chat with --answer "
-        "direct)."))] = None,
-    think_prefix: Annotated[str | None, _opt("--think-prefix", help=(
-        "Text that opens the model's answer, e.g. '<think>' plus a newline (none by default)."))] = None,
-    max_prompt_tokens: Annotated[int | None, _opt("--max-prompt-tokens", help=(
-        f"Longest prompt; longer contexts are cut from the left (default: {TD.max_prompt_tokens}, the paper's)."))] = None,
-    reward: Annotated[str | None, _opt("--reward", help=(
-        "Reward function from the rpt reward registry: prefix (Eq. 3), first-token, dense or conditional-dense "
-        f"(default: {TD.reward})."))] = None,
-    no_think: Annotated[bool | None, _opt("--no-think/--think", help=(
-        "Take the last \\boxed{} anywhere, not only after </think> (default: think)."))] = None,
-    correct: Annotated[str | None, _opt("--correct", help=(
-        f"dense variants: what counts as correct: first-token or prefix (default: {TD.correct})."))] = None,
-    unsolved_reward: Annotated[float | None, _opt("--unsolved-reward", help=(
-        f"conditional-dense: reward of every completion of a group without a correct one (default: {TD.unsolved_reward})."))] = None,
-    num_completions: Annotated[int | None, _opt("--num-completions", "-G", help=(
-        f"Completions per context, G (default: {TD.num_completions}, the paper's)."))] = None,
+    samples: Annotated[
+        str | None,
+        typer.Argument(metavar="SAMPLES", show_default=False, help="Samples file (the output of rpt filter)."),
+    ] = None,
+    output: Annotated[
+        str | None,
+        _opt(
+            "--output",
+            "-o",
+            metavar="FOLDER",
+            help=("Run folder: checkpoints, final/, config.yaml, metrics.jsonl, batches.jsonl."),
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        _opt(
+            "--config",
+            metavar="FILE.yaml",
+            help=(
+                "Settings file with the options' names as keys (e.g. examples/configs/paper.yaml); "
+                "options given here override it."
+            ),
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        _opt(
+            "--resume",
+            help=(
+                "Continue the run in -o from its newest complete checkpoint (same data order, optimizer state); "
+                "starts it when there is none."
+            ),
+        ),
+    ] = False,
+    model: Annotated[
+        str | None,
+        _opt(
+            "--model",
+            "-m",
+            help=(
+                f"Policy to train: '{BUILTIN_NAME}' (built in, the default), a Hugging Face folder, a .gguf file or a hub id."
+            ),
+        ),
+    ] = None,
+    answer: Annotated[
+        str | None,
+        _opt(
+            "--answer",
+            metavar="boxed|direct",
+            help=(
+                ANSWER_HELP + f" Direct changes the defaults of --template, --chat and --max-completion-tokens "
+                f"(default: {TD.answer})."
+            ),
+        ),
+    ] = None,
+    template: Annotated[
+        str | None,
+        _opt(
+            "--template",
+            help=(
+                f"Prompt template as in rpt rollout: v0 (the paper's), v5, v6, fewshot, direct or a file "
+                f"(default: {TD.template}; direct with --answer direct)."
+            ),
+        ),
+    ] = None,
+    chat: Annotated[
+        bool | None,
+        _opt(
+            "--chat/--no-chat",
+            help=(
+                "Wrap the prompt in the model's chat template when it has one (default: chat; no chat with --answer "
+                "direct)."
+            ),
+        ),
+    ] = None,
+    think_prefix: Annotated[
+        str | None,
+        _opt(
+            "--think-prefix",
+            help=("Text that opens the model's answer, e.g. '<think>' plus a newline (none by default)."),
+        ),
+    ] = None,
+    max_prompt_tokens: Annotated[
+        int | None,
+        _opt(
+            "--max-prompt-tokens",
+            help=(
+                f"Longest prompt; longer contexts are cut from the left (default: {TD.max_prompt_tokens}, the paper's)."
+            ),
+        ),
+    ] = None,
+    reward: Annotated[
+        str | None,
+        _opt(
+            "--reward",
+            help=(
+                "Reward function from the rpt reward registry: prefix (Eq. 3), first-token, dense or conditional-dense "
+                f"(default: {TD.reward})."
+            ),
+        ),
+    ] = None,
+    no_think: Annotated[
+        bool | None,
+        _opt(
+            "--no-think/--think", help=("Take the last \\boxed{} anywhere, not only after </think> (default: think).")
+        ),
+    ] = None,
+    correct: Annotated[
+        str | None,
+        _opt(
+            "--correct",
+            help=(f"dense variants: what counts as correct: first-token or prefix (default: {TD.correct})."),
+        ),
+    ] = None,
+    unsolved_reward: Annotated[
+        float | None,
+        _opt(
+            "--unsolved-reward",
+            help=(
+                f"conditional-dense: reward of every completion of a group without a correct one (default: {TD.unsolved_reward})."
+            ),
+        ),
+    ] = None,
+    num_completions: Annotated[
+        int | None,
+        _opt(
+            "--num-completions",
+            "-G",
+            help=(f"Completions per context, G (default: {TD.num_completions}, the paper's)."),
+        ),
+    ] = None,
     num_generations_old: Annotated[int | None, old_name_option("-G/--num-completions", "--num-generations")] = None,
-    contexts_per_step: Annotated[int | None, _opt("--contexts-per-step", help=(
-        f"Contexts per optimizer step, over all processes (default: {TD.contexts_per_step}, the paper's batch size)."))] = None,
-    micro_batch_size: Annotated[int | None, _opt("--micro-batch-size", help=(
-        "Completions per forward/backward pass on each device; the rest is gradient accumulation (default: G)."))] = None,
-    max_steps: Annotated[int | None, _opt("--max-steps", help=(
-        f"Optimizer steps (default: {TD.max_steps}, the paper's)."))] = None,
-    learning_rate: Annotated[float | None, _opt("--learning-rate", "--lr", help=(
-        f"Peak learning rate (default: {TD.learning_rate:g}, the paper's)."))] = None,
-    lr_scheduler: Annotated[str | None, _opt("--lr-scheduler", help=(
-        f"Learning-rate schedule (transformers' names: constant, linear, cosine, ...) (default: {TD.lr_scheduler})."))] = None,
-    warmup_steps: Annotated[int | None, _opt("--warmup-steps", help=(
-        f"Steps of linear warm-up (default: {TD.warmup_steps})."))] = None,
-    weight_decay: Annotated[float | None, _opt("--weight-decay", help=(
-        f"AdamW weight decay (default: {TD.weight_decay}, the paper's)."))] = None,
-    adam_beta1: Annotated[float | None, _opt("--adam-beta1", help=f"Adam beta1 (default: {TD.adam_beta1}, the paper's).")] = None,
-    adam_beta2: Annotated[float | None, _opt("--adam-beta2", help=f"Adam beta2 (default: {TD.adam_beta2}, the paper's).")] = None,
-    max_grad_norm: Annotated[float | None, _opt("--max-grad-norm", help=(
-        f"Gradient clipping by norm; 0 switches it off (default: {TD.max_grad_norm})."))] = None,
-    beta: Annotated[float | None, _opt("--beta", help=(
-        f"KL coefficient; 0 loads no reference model (default: {TD.beta}, the paper's)."))] = None,
-    epsilon: Annotated[float | None, _opt("--epsilon", help=(
-        f"PPO clip ratio (default: {TD.epsilon}, the paper's)."))] = None,
-    loss_type: Annotated[str | None, _opt("--loss-type", help=(
-        f"TRL loss: grpo (the paper's), dr_grpo, dapo, bnpo, cispo, sapo (default: {TD.loss_type})."))] = None,
-    scale_rewards: Annotated[str | None, _opt("--scale-rewards", help=(
-        f"Advantage scaling: group (GRPO), batch or none (default: {TD.scale_rewards})."))] = None,
-    temperature: Annotated[float | None, _opt("--temperature", help=(
-        f"Sampling temperature (default: {TD.temperature}, the paper's)."))] = None,
+    contexts_per_step: Annotated[
+        int | None,
+        _opt(
+            "--contexts-per-step",
+            help=(
+                f"Contexts per optimizer step, over all processes (default: {TD.contexts_per_step}, the paper's batch size)."
+            ),
+        ),
+    ] = None,
+    micro_batch_size: Annotated[
+        int | None,
+        _opt(
+            "--micro-batch-size",
+            help=(
+                "Completions per forward/backward pass on each device; the rest is gradient accumulation (default: G)."
+            ),
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None, _opt("--max-steps", help=(f"Optimizer steps (default: {TD.max_steps}, the paper's)."))
+    ] = None,
+    learning_rate: Annotated[
+        float | None,
+        _opt("--learning-rate", "--lr", help=(f"Peak learning rate (default: {TD.learning_rate:g}, the paper's).")),
+    ] = None,
+    lr_scheduler: Annotated[
+        str | None,
+        _opt(
+            "--lr-scheduler",
+            help=(
+                f"Learning-rate schedule (transformers' names: constant, linear, cosine, ...) (default: {TD.lr_scheduler})."
+            ),
+        ),
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, _opt("--warmup-steps", help=(f"Steps of linear warm-up (default: {TD.warmup_steps})."))
+    ] = None,
+    weight_decay: Annotated[
+        float | None, _opt("--weight-decay", help=(f"AdamW weight decay (default: {TD.weight_decay}, the paper's)."))
+    ] = None,
+    adam_beta1: Annotated[
+        float | None, _opt("--adam-beta1", help=f"Adam beta1 (default: {TD.adam_beta1}, the paper's).")
+    ] = None,
+    adam_beta2: Annotated[
+        float | None, _opt("--adam-beta2", help=f"Adam beta2 (default: {TD.adam_beta2}, the paper's).")
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None,
+        _opt("--max-grad-norm", help=(f"Gradient clipping by norm; 0 switches it off (default: {TD.max_grad_norm}).")),
+    ] = None,
+    beta: Annotated[
+        float | None,
+        _opt("--beta", help=(f"KL coefficient; 0 loads no reference model (default: {TD.beta}, the paper's).")),
+    ] = None,
+    epsilon: Annotated[
+        float | None, _opt("--epsilon", help=(f"PPO clip ratio (default: {TD.epsilon}, the paper's)."))
+    ] = None,
+    loss_type: Annotated[
+        str | None,
+        _opt(
+            "--loss-type",
+            help=(f"TRL loss: grpo (the paper's), dr_grpo, dapo, bnpo, cispo, sapo (default: {TD.loss_type})."),
+        ),
+    ] = None,
+    scale_rewards: Annotated[
+        str | None,
+        _opt(
+            "--scale-rewards", help=(f"Advantage scaling: group (GRPO), batch or none (default: {TD.scale_rewards}).")
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None, _opt("--temperature", help=(f"Sampling temperature (default: {TD.temperature}, the paper's)."))
+    ] = None,
     top_p: Annotated[float | None, _opt("--top-p", help=f"Nucleus sampling (1.0: off) (default: {TD.top_p}).")] = None,
     top_k: Annotated[int | None, _opt("--top-k", help=f"Top-k sampling (0: off) (default: {TD.top_k}).")] = None,
-    max_new_tokens: Annotated[int | None, _opt("--max-new-tokens", help=(
-        f"Longest completion; longer ones are cut and counted as truncated (default: {TD.max_new_tokens}, "
-        "the paper's; 1 with --answer direct)."))] = None,
-    max_completion_tokens_old: Annotated[int | None, old_name_option("--max-new-tokens", "--max-completion-tokens")] = None,
-    dynamic_sampling_from_step: Annotated[int | None, _opt("--dynamic-sampling-from-step", help=(
-        "From this step on, replace groups whose G rewards are all equal with fresh contexts; 0: never "
-        f"(default: {TD.dynamic_sampling_from_step}, the paper's)."))] = None,
-    dynamic_sampling_max_rounds: Annotated[int | None, _opt("--dynamic-sampling-max-rounds", help=(
-        f"Refill rounds per step at most before training on what there is (default: {TD.dynamic_sampling_max_rounds})."))] = None,
-    vllm: Annotated[str | None, _opt("--vllm", help=(
-        "Generate with vLLM: colocate (on the training GPUs) or server (trl vllm-serve elsewhere); "
-        "default: transformers generate."))] = None,
-    vllm_server_host: Annotated[str | None, _opt("--vllm-server-host", help=(
-        f"--vllm server: host of trl vllm-serve (default: {TD.vllm_server_host})."))] = None,
-    vllm_server_port: Annotated[int | None, _opt("--vllm-server-port", help=(
-        f"--vllm server: port of trl vllm-serve (default: {TD.vllm_server_port})."))] = None,
-    vllm_gpu_memory_utilization: Annotated[float | None, _opt("--vllm-gpu-memory-utilization", help=(
-        f"--vllm colocate: share of GPU memory for vLLM (default: {TD.vllm_gpu_memory_utilization})."))] = None,
-    vllm_tensor_parallel_size: Annotated[int | None, _opt("--vllm-tensor-parallel-size", help=(
-        f"--vllm colocate: GPUs each vLLM engine spans (default: {TD.vllm_tensor_parallel_size})."))] = None,
-    save_steps: Annotated[int | None, _opt("--save-steps", help=(
-        f"Write a checkpoint every N steps (default: {TD.save_steps})."), metavar="N")] = None,
-    save_total_limit: Annotated[int | None, _opt("--save-total-limit", help=(
-        "Keep only the newest N complete checkpoints (default: all)."), metavar="N")] = None,
-    seed: Annotated[int | None, _opt("--seed", help=(
-        f"Seed of the data order, dynamic-sampling draws and sampling (default: {TD.seed})."))] = None,
-    dtype: Annotated[str | None, _opt("--dtype", help=(
-        "Parameter dtype: auto (float32, with bfloat16 autocast on a GPU), float32 or bfloat16 (default: auto)."))] = None,
-    gradient_checkpointing: Annotated[bool | None, _opt("--gradient-checkpointing/--no-gradient-checkpointing", help=(
-        "Recompute activations in the backward pass: less memory, about 20% slower (default: on, as in TRL)."))] = None,
-    report_to: Annotated[str | None, _opt("--report-to", help=(
-        "Also log to tensorboard or wandb (when installed) (default: none)."))] = None,
-    trust_remote_code: Annotated[bool | None, _opt("--trust-remote-code", help=(
-        "Allow model code from the hub to run (off unless asked)."))] = None,
-    skip_bad: Annotated[bool | None, _opt("--skip-bad", help=(
-        "Skip malformed samples, and samples whose boundaries cannot be re-derived in the policy's tokens, "
-        "(counted on standard error) instead of stopping."))] = None,
+    max_new_tokens: Annotated[
+        int | None,
+        _opt(
+            "--max-new-tokens",
+            help=(
+                f"Longest completion; longer ones are cut and counted as truncated (default: {TD.max_new_tokens}, "
+                "the paper's; 1 with --answer direct)."
+            ),
+        ),
+    ] = None,
+    max_completion_tokens_old: Annotated[
+        int | None, old_name_option("--max-new-tokens", "--max-completion-tokens")
+    ] = None,
+    dynamic_sampling_from_step: Annotated[
+        int | None,
+        _opt(
+            "--dynamic-sampling-from-step",
+            help=(
+                "From this step on, replace groups whose G rewards are all equal with fresh contexts; 0: never "
+                f"(default: {TD.dynamic_sampling_from_step}, the paper's)."
+            ),
+        ),
+    ] = None,
+    dynamic_sampling_max_rounds: Annotated[
+        int | None,
+        _opt(
+            "--dynamic-sampling-max-rounds",
+            help=(
+                f"Refill rounds per step at most before training on what there is (default: {TD.dynamic_sampling_max_rounds})."
+            ),
+        ),
+    ] = None,
+    vllm: Annotated[
+        str | None,
+        _opt(
+            "--vllm",
+            help=(
+                "Generate with vLLM: colocate (on the training GPUs) or server (trl vllm-serve elsewhere); "
+                "default: transformers generate."
+            ),
+        ),
+    ] = None,
+    vllm_server_host: Annotated[
+        str | None,
+        _opt("--vllm-server-host", help=(f"--vllm server: host of trl vllm-serve (default: {TD.vllm_server_host}).")),
+    ] = None,
+    vllm_server_port: Annotated[
+        int | None,
+        _opt("--vllm-server-port", help=(f"--vllm server: port of trl vllm-serve (default: {TD.vllm_server_port}).")),
+    ] = None,
+    vllm_gpu_memory_utilization: Annotated[
+        float | None,
+        _opt(
+            "--vllm-gpu-memory-utilization",
+            help=(f"--vllm colocate: share of GPU memory for vLLM (default: {TD.vllm_gpu_memory_utilization})."),
+        ),
+    ] = None,
+    vllm_tensor_parallel_size: Annotated[
+        int | None,
+        _opt(
+            "--vllm-tensor-parallel-size",
+            help=(f"--vllm colocate: GPUs each vLLM engine spans (default: {TD.vllm_tensor_parallel_size})."),
+        ),
+    ] = None,
+    save_steps: Annotated[
+        int | None,
+        _opt("--save-steps", help=(f"Write a checkpoint every N steps (default: {TD.save_steps})."), metavar="N"),
+    ] = None,
+    save_total_limit: Annotated[
+        int | None,
+        _opt("--save-total-limit", help=("Keep only the newest N complete checkpoints (default: all)."), metavar="N"),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        _opt("--seed", help=(f"Seed of the data order, dynamic-sampling draws and sampling (default: {TD.seed}).")),
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        _opt(
+            "--dtype",
+            help=(
+                "Parameter dtype: auto (float32, with bfloat16 autocast on a GPU), float32 or bfloat16 (default: auto)."
+            ),
+        ),
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        _opt(
+            "--gradient-checkpointing/--no-gradient-checkpointing",
+            help=(
+                "Recompute activations in the backward pass: less memory, about 20% slower (default: on, as in TRL)."
+            ),
+        ),
+    ] = None,
+    report_to: Annotated[
+        str | None, _opt("--report-to", help=("Also log to tensorboard or wandb (when installed) (default: none)."))
+    ] = None,
+    trust_remote_code: Annotated[
+        bool | None, _opt("--trust-remote-code", help=("Allow model code from the hub to run (off unless asked)."))
+    ] = None,
+    skip_bad: Annotated[
+        bool | None,
+        _opt(
+            "--skip-bad",
+            help=(
+                "Skip malformed samples, and samples whose boundaries cannot be re-derived in the policy's tokens, "
+                "(counted on standard error) instead of stopping."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Reinforcement pre-training: GRPO on TRL with the RPT reward, from samples to a trained model.
 
@@ -148,11 +362,22 @@ def train(
         from rpt_cli.training.run import end_processes
         from rpt_cli.training.run import train as run_training
 
-        options["num_completions"] = renamed(num_completions, old_names["num_generations_old"], new="-G/--num-completions",
-                                             old="--num-generations", default=None, command="train")
-        options["max_new_tokens"] = renamed(max_new_tokens, old_names["max_completion_tokens_old"],
-                                            new="--max-new-tokens", old="--max-completion-tokens", default=None,
-                                            command="train")
+        options["num_completions"] = renamed(
+            num_completions,
+            old_names["num_generations_old"],
+            new="-G/--num-completions",
+            old="--num-generations",
+            default=None,
+            command="train",
+        )
+        options["max_new_tokens"] = renamed(
+            max_new_tokens,
+            old_names["max_completion_tokens_old"],
+            new="--max-new-tokens",
+            old="--max-completion-tokens",
+            default=None,
+            command="train",
+        )
         settings = resolve_config(options, config)
         final = run_training(settings, resume=resume, console=stderr)
         end_processes()

@@ -33,6 +33,7 @@ from rpt_cli.reward import REWARD_FUNCTIONS
 # One evaluation: settings, models, reports
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class EvalConfig:
     """Every setting of `rpt eval`. Prompt settings left None come from the training run of the
@@ -79,11 +80,17 @@ class EvalConfig:
                 raise UsageError(f"--mode {mode}: choose ntp or reasoning")
         if self.split not in SPLIT_CHOICES:
             raise UsageError(f"--split {self.split}: choose one of {', '.join(SPLIT_CHOICES)}")
-        for name, value in (("--limit", self.limit), ("--batch-tokens", self.batch_tokens),
-                            ("--max-context-tokens", self.max_context_tokens), ("--num-completions", self.num_completions),
-                            ("--max-new-tokens", self.max_new_tokens), ("--max-prompt-tokens", self.max_prompt_tokens),
-                            ("--contexts-per-call", self.contexts_per_call), ("--max-batch-sequences", self.max_batch_sequences),
-                            ("--tensor-parallel-size", self.tensor_parallel_size)):
+        for name, value in (
+            ("--limit", self.limit),
+            ("--batch-tokens", self.batch_tokens),
+            ("--max-context-tokens", self.max_context_tokens),
+            ("--num-completions", self.num_completions),
+            ("--max-new-tokens", self.max_new_tokens),
+            ("--max-prompt-tokens", self.max_prompt_tokens),
+            ("--contexts-per-call", self.contexts_per_call),
+            ("--max-batch-sequences", self.max_batch_sequences),
+            ("--tensor-parallel-size", self.tensor_parallel_size),
+        ):
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be at least 1")
         if self.reward not in REWARD_FUNCTIONS:
@@ -128,13 +135,20 @@ class EvalConfig:
                 return given
             value = run.get(key)
             return value if value is not None else default
-        return {"answer": answer, "template": pick(self.template, "template", defaults["template"]),
-                "chat": bool(pick(self.chat, "chat", defaults["chat"])),
-                "think_prefix": self.think_prefix if self.think_prefix is not None else run.get("think_prefix"),
-                "max_prompt_tokens": int(pick(self.max_prompt_tokens, "max_prompt_tokens", paper.PROMPT_TOKENS)),
-                "no_think": bool(pick(self.no_think, "no_think", False)),
-                "max_new_tokens": int(pick(self.max_new_tokens, "max_new_tokens",
-                                           run.get("max_completion_tokens", defaults["max_new_tokens"])))}
+
+        return {
+            "answer": answer,
+            "template": pick(self.template, "template", defaults["template"]),
+            "chat": bool(pick(self.chat, "chat", defaults["chat"])),
+            "think_prefix": self.think_prefix if self.think_prefix is not None else run.get("think_prefix"),
+            "max_prompt_tokens": int(pick(self.max_prompt_tokens, "max_prompt_tokens", paper.PROMPT_TOKENS)),
+            "no_think": bool(pick(self.no_think, "no_think", False)),
+            "max_new_tokens": int(
+                pick(
+                    self.max_new_tokens, "max_new_tokens", run.get("max_completion_tokens", defaults["max_new_tokens"])
+                )
+            ),
+        }
 
 
 @dataclass
@@ -146,29 +160,62 @@ class Progress:
     on_note: Callable[[str], None] | None = None
 
 
-def _report(ref: ModelRef, mode: str, samples: Sequence[EvalSample], outcomes: Sequence[Outcome],
-            config: EvalConfig, source: str | None, seconds: float, settings: dict) -> dict:
+def _report(
+    ref: ModelRef,
+    mode: str,
+    samples: Sequence[EvalSample],
+    outcomes: Sequence[Outcome],
+    config: EvalConfig,
+    source: str | None,
+    seconds: float,
+    settings: dict,
+) -> dict:
     # the answer format of the sampled completions (reasoning mode); ntp reads no answer
     answer = config.prompt_settings(ref)["answer"] if mode == "reasoning" else None
     report = {**ref.as_fields(), "mode": mode, "answer": answer}
     report.update(split_report(samples, outcomes, config.split, reasoning=mode == "reasoning"))
-    report.update({"interval": INTERVAL, "split": config.split, "limit": config.limit, "seed": config.seed,
-                   "samples": source, "settings": settings, "seconds": round(seconds, 3)})
+    report.update(
+        {
+            "interval": INTERVAL,
+            "split": config.split,
+            "limit": config.limit,
+            "seed": config.seed,
+            "samples": source,
+            "settings": settings,
+            "seconds": round(seconds, 3),
+        }
+    )
     return report
 
 
 def _detail_rows(ref: ModelRef, mode: str, samples: Sequence[EvalSample], details: Sequence[dict]) -> Iterator[dict]:
     for sample, detail in zip(samples, details):
         record = sample.record
-        yield {"id": record.get("id"), "doc_id": record.get("doc_id"), "position": record.get("position"),
-               "model": ref.name, "mode": mode, "split": sample.label, "entropy": record.get("entropy"),
-               "context": record["context"], "target": record["target"], "boundaries": list(sample.truth.boundaries),
-               **detail}
+        yield {
+            "id": record.get("id"),
+            "doc_id": record.get("doc_id"),
+            "position": record.get("position"),
+            "model": ref.name,
+            "mode": mode,
+            "split": sample.label,
+            "entropy": record.get("entropy"),
+            "context": record["context"],
+            "target": record["target"],
+            "boundaries": list(sample.truth.boundaries),
+            **detail,
+        }
 
 
-def evaluate_model(ref: ModelRef, samples: Sequence[EvalSample], config: EvalConfig, *, source: str | None = None,
-                   on_details: Callable[[dict], None] | None = None, progress: Progress | None = None,
-                   skipped: ReadStats | None = None) -> list[dict]:
+def evaluate_model(
+    ref: ModelRef,
+    samples: Sequence[EvalSample],
+    config: EvalConfig,
+    *,
+    source: str | None = None,
+    on_details: Callable[[dict], None] | None = None,
+    progress: Progress | None = None,
+    skipped: ReadStats | None = None,
+) -> list[dict]:
     """Reports (records.md §6) of one model in each of `config.modes`, on the same samples (their
     boundaries in the model's tokens: `in_policy_tokens`); the per-sample details go to
     `on_details` as they are ready. With `skipped` (--skip-bad), samples whose boundaries cannot
@@ -180,19 +227,20 @@ def evaluate_model(ref: ModelRef, samples: Sequence[EvalSample], config: EvalCon
     progress = progress or Progress()
     reasoning = "reasoning" in config.modes
     backend_name = resolve_backend_name(config.backend) if reasoning else None
-    needs_loaded_model = "ntp" in config.modes or backend_name == "hf" or \
-        (reasoning and config.reward in ("dense", "conditional-dense"))
+    needs_loaded_model = (
+        "ntp" in config.modes or backend_name == "hf" or (reasoning and config.reward in ("dense", "conditional-dense"))
+    )
     model = tokenizer = device = None
     if needs_loaded_model and samples:
         if progress.on_start:
             progress.on_start(f"loading {ref.name}")
-        model, tokenizer, device = load_model(ref.source, device=config.device, dtype=config.dtype,
-                                              trust_remote_code=config.trust_remote_code)
+        model, tokenizer, device = load_model(
+            ref.source, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+        )
     alignment = None
     if samples:
         policy_tokenizer = tokenizer or load_tokenizer(ref.source, trust_remote_code=config.trust_remote_code)
-        samples, alignment = in_policy_tokens(samples, policy_tokenizer, ref, source_name(source),
-                                              skipped=skipped)
+        samples, alignment = in_policy_tokens(samples, policy_tokenizer, ref, source_name(source), skipped=skipped)
         if progress.on_note:
             for note in alignment.notes():
                 progress.on_note(f"{ref.name}: {note}")
@@ -204,8 +252,9 @@ def evaluate_model(ref: ModelRef, samples: Sequence[EvalSample], config: EvalCon
         elif mode == "ntp":
             outcomes, details, settings = _run_ntp(ref, samples, config, model, tokenizer, device, progress)
         else:
-            outcomes, details, settings = _run_reasoning(ref, samples, config, backend_name, model, tokenizer,
-                                                         device, progress)
+            outcomes, details, settings = _run_reasoning(
+                ref, samples, config, backend_name, model, tokenizer, device, progress
+            )
         seconds = time.perf_counter() - started
         reports.append(_report(ref, mode, samples, outcomes, config, source, seconds, settings))
         if alignment is not None:
@@ -218,9 +267,14 @@ def evaluate_model(ref: ModelRef, samples: Sequence[EvalSample], config: EvalCon
 
 def _run_ntp(ref, samples, config, model, tokenizer, device, progress):
     try:
-        predictor = NextTokenPredictor(model, tokenizer, device, batch_tokens=config.batch_tokens,
-                                       max_context_tokens=config.max_context_tokens,
-                                       share_passes=config.share_passes)
+        predictor = NextTokenPredictor(
+            model,
+            tokenizer,
+            device,
+            batch_tokens=config.batch_tokens,
+            max_context_tokens=config.max_context_tokens,
+            share_passes=config.share_passes,
+        )
     except ValueError as exc:
         raise UsageError(str(exc).replace("max_context_tokens", "--max-context-tokens")) from None
     if progress.on_start:
@@ -228,13 +282,20 @@ def _run_ntp(ref, samples, config, model, tokenizer, device, progress):
 
     def show(stats: PredictorStats) -> None:
         if progress.on_count:
-            progress.on_count(f"{ref.name} (ntp): {stats.contexts:,}/{len(samples):,} contexts, "
-                              f"{stats.positions_per_second:,.0f} positions/s")
+            progress.on_count(
+                f"{ref.name} (ntp): {stats.contexts:,}/{len(samples):,} contexts, "
+                f"{stats.positions_per_second:,.0f} positions/s"
+            )
+
     outcomes, details = evaluate_ntp(samples, predictor, on_batch=show)
     stats = predictor.stats
-    settings = {"max_context_tokens": predictor.max_context_tokens, "batch_tokens": config.batch_tokens,
-                "shared_passes": config.share_passes, "forward_rows": stats.rows,
-                "positions_per_second": round(stats.positions_per_second, 2)}
+    settings = {
+        "max_context_tokens": predictor.max_context_tokens,
+        "batch_tokens": config.batch_tokens,
+        "shared_passes": config.share_passes,
+        "forward_rows": stats.rows,
+        "positions_per_second": round(stats.positions_per_second, 2),
+    }
     return outcomes, details, settings
 
 
@@ -256,12 +317,24 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
     else:
         if progress.on_start:
             progress.on_start(f"starting vLLM for {ref.name}")
-        engine = get_backend(backend_name, ref.source, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                             seed=config.seed, tensor_parallel_size=config.tensor_parallel_size,
-                             gpu_memory_utilization=config.gpu_memory_utilization,
-                             max_model_len=config.max_model_len, enforce_eager=config.enforce_eager)
-    settings_of_prompt = PromptSettings(template=template, chat=prompt["chat"], think_prefix=prompt["think_prefix"],
-                                        max_prompt_tokens=prompt["max_prompt_tokens"], answer=prompt["answer"])
+        engine = get_backend(
+            backend_name,
+            ref.source,
+            dtype=config.dtype,
+            trust_remote_code=config.trust_remote_code,
+            seed=config.seed,
+            tensor_parallel_size=config.tensor_parallel_size,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            max_model_len=config.max_model_len,
+            enforce_eager=config.enforce_eager,
+        )
+    settings_of_prompt = PromptSettings(
+        template=template,
+        chat=prompt["chat"],
+        think_prefix=prompt["think_prefix"],
+        max_prompt_tokens=prompt["max_prompt_tokens"],
+        answer=prompt["answer"],
+    )
     with GenerationSession(engine, settings_of_prompt, owns_engine=backend_name != "hf") as session:
         options: dict = {"require_think": not prompt["no_think"], "answer": prompt["answer"]}
         if config.reward in NEEDS_TOKENIZER:
@@ -269,22 +342,46 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
         if config.reward in NEEDS_MODEL:
             options.update(model=model, tokenizer=tokenizer, device=device)
         reward_fn = get_reward_function(config.reward, **options)
-        sampling = SamplingConfig(max_new_tokens=prompt["max_new_tokens"], temperature=config.temperature,
-                                  top_p=config.top_p, top_k=config.top_k, seed=config.seed)
-        settings = {"backend": engine.name, "answer": prompt["answer"], "fn": config.reward,
-                    "k": config.num_completions, "template": template.name, "chat": session.builder.chat,
-                    "think_prefix": prompt["think_prefix"], "no_think": prompt["no_think"],
-                    "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
-                    "max_new_tokens": prompt["max_new_tokens"], "max_prompt_tokens": prompt["max_prompt_tokens"]}
+        sampling = SamplingConfig(
+            max_new_tokens=prompt["max_new_tokens"],
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=config.top_k,
+            seed=config.seed,
+        )
+        settings = {
+            "backend": engine.name,
+            "answer": prompt["answer"],
+            "fn": config.reward,
+            "k": config.num_completions,
+            "template": template.name,
+            "chat": session.builder.chat,
+            "think_prefix": prompt["think_prefix"],
+            "no_think": prompt["no_think"],
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "top_k": config.top_k,
+            "max_new_tokens": prompt["max_new_tokens"],
+            "max_prompt_tokens": prompt["max_prompt_tokens"],
+        }
         if progress.on_start:
             progress.on_start(f"{ref.name} (reasoning)")
 
         def show(done: int) -> None:
             if progress.on_count:
                 progress.on_count(f"{ref.name} (reasoning): {done:,}/{len(samples):,} contexts")
+
         metadata = {"model": ref.name, **settings, "n": config.num_completions, "seed": config.seed}
-        outcomes, details = evaluate_reasoning(samples, engine, session.builder, reward_fn, k=config.num_completions,
-                                               sampling=sampling, chunk_contexts=config.contexts_per_call,
-                                               metadata=metadata, on_chunk=show)
+        outcomes, details = evaluate_reasoning(
+            samples,
+            engine,
+            session.builder,
+            reward_fn,
+            k=config.num_completions,
+            sampling=sampling,
+            chunk_contexts=config.contexts_per_call,
+            metadata=metadata,
+            on_chunk=show,
+        )
     settings["truncated_share"] = sum(o.truncated for o in outcomes) / len(outcomes)
     return outcomes, details, settings

@@ -1,4 +1,5 @@
-"""Standard next-token prediction (`--mode ntp`): the model's most likely next token after each context, scored by its bytes with Eq. 3."""
+"""Standard next-token prediction (`--mode ntp`): the model's most likely next token after each
+context, scored by its bytes with Eq. 3."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ DEFAULT_MAX_CONTEXT_TOKENS = paper.PROMPT_TOKENS  # capped by the model's own ma
 # --------------------------------------------------------------------------------------------
 # ntp mode: the most likely next token, batched, sharing forward passes where exact
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -41,7 +43,7 @@ def plan_rows(contexts_ids: Sequence[list[int]], doc_ids: Sequence | None = None
         doc = doc_ids[i] if doc_ids is not None else None
         candidates = by_doc.get(doc, []) if share and doc is not None else []
         for row in candidates:
-            if row.ids[:len(ids)] == ids:
+            if row.ids[: len(ids)] == ids:
                 row.members.append((i, len(ids)))
                 break
         else:
@@ -59,7 +61,7 @@ def batch_rows(rows: Sequence[Row], batch_tokens: int) -> Iterator[list[Row]]:
     while start < len(rows):
         width = max(1, len(rows[start].ids))
         count = max(1, batch_tokens // width)
-        yield list(rows[start:start + count])
+        yield list(rows[start : start + count])
         start += count
 
 
@@ -67,15 +69,15 @@ def batch_rows(rows: Sequence[Row], batch_tokens: int) -> Iterator[list[Row]]:
 class TokenPrediction:
     token_id: int
     data: bytes | None  # the token's exact bytes (maybe part of a character); None for a special token
-    text: str | None    # those bytes as text; None for a special token or part of a character
-    shared: bool        # the logits came from a longer context's forward pass
+    text: str | None  # those bytes as text; None for a special token or part of a character
+    shared: bool  # the logits came from a longer context's forward pass
 
 
 @dataclass
 class PredictorStats:
     contexts: int = 0
-    rows: int = 0        # forward-pass rows: fewer than contexts when passes are shared
-    tokens: int = 0      # tokens run through the model (without padding)
+    rows: int = 0  # forward-pass rows: fewer than contexts when passes are shared
+    tokens: int = 0  # tokens run through the model (without padding)
     seconds: float = 0.0
 
     @property
@@ -93,8 +95,16 @@ class NextTokenPredictor:
     vocabulary-sized logits are the largest tensor a forward pass makes and are not needed.
     """
 
-    def __init__(self, model, tokenizer, device=None, *, batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 max_context_tokens: int | None = None, share_passes: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        device=None,
+        *,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_context_tokens: int | None = None,
+        share_passes: bool = True,
+    ):
         if batch_tokens < 1:
             raise ValueError("batch_tokens must be at least 1")
         self.engine = ForwardEngine(model, tokenizer, device)
@@ -105,8 +115,10 @@ class NextTokenPredictor:
         self.token_bytes = self.engine.doc_tokenizer.table  # None when the pieces do not map to bytes
         self.max_context_tokens = self.engine.context_limit(max_context_tokens or DEFAULT_MAX_CONTEXT_TOKENS)
         if self.max_context_tokens <= len(self.prefix):
-            raise ValueError(f"max_context_tokens={self.max_context_tokens} leaves no room for a context "
-                             f"after the tokenizer's {len(self.prefix)} special prefix token(s)")
+            raise ValueError(
+                f"max_context_tokens={self.max_context_tokens} leaves no room for a context "
+                f"after the tokenizer's {len(self.prefix)} special prefix token(s)"
+            )
         self.pad_id = self.engine.pad_id
         self._special_ids = frozenset(tokenizer.all_special_ids)
         self.stats = PredictorStats()
@@ -174,12 +186,17 @@ class NextTokenPredictor:
         out: list[list[int]] = []
         k = 0
         for row in rows:
-            out.append(best[k:k + len(row.members)])
+            out.append(best[k : k + len(row.members)])
             k += len(row.members)
         return out
 
-    def predict(self, contexts: Sequence[str], doc_ids: Sequence | None = None, *,
-                on_batch: Callable[[PredictorStats], None] | None = None) -> list[TokenPrediction]:
+    def predict(
+        self,
+        contexts: Sequence[str],
+        doc_ids: Sequence | None = None,
+        *,
+        on_batch: Callable[[PredictorStats], None] | None = None,
+    ) -> list[TokenPrediction]:
         """The most likely next token after each context, in input order. `doc_ids` (one per
         context) names the documents whose contexts may share forward passes."""
         started = time.perf_counter()
@@ -201,15 +218,27 @@ class NextTokenPredictor:
         return predictions  # type: ignore[return-value]
 
 
-def evaluate_ntp(samples: Sequence[EvalSample], predictor: NextTokenPredictor, *,
-                 on_batch: Callable[[PredictorStats], None] | None = None) -> tuple[list[Outcome], list[dict]]:
+def evaluate_ntp(
+    samples: Sequence[EvalSample],
+    predictor: NextTokenPredictor,
+    *,
+    on_batch: Callable[[PredictorStats], None] | None = None,
+) -> tuple[list[Outcome], list[dict]]:
     """Outcomes and per-sample details of standard next-token prediction."""
     predictions = predictor.predict([s.context for s in samples], [s.doc_id for s in samples], on_batch=on_batch)
     outcomes, details = [], []
     for sample, prediction in zip(samples, predictions):
         reward = prefix_match(prediction.data, sample.truth.target, sample.truth.boundaries)
-        outcomes.append(Outcome(accuracy=reward, solved=reward == 1.0, reward=reward,
-                                no_prediction=float(prediction.data is None)))
-        details.append({"prediction": prediction.text, "token_id": prediction.token_id, "correct": reward == 1.0,
-                        "reward": reward, "shared_pass": prediction.shared})
+        outcomes.append(
+            Outcome(accuracy=reward, solved=reward == 1.0, reward=reward, no_prediction=float(prediction.data is None))
+        )
+        details.append(
+            {
+                "prediction": prediction.text,
+                "token_id": prediction.token_id,
+                "correct": reward == 1.0,
+                "reward": reward,
+                "shared_pass": prediction.shared,
+            }
+        )
     return outcomes, details

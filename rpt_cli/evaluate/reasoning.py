@@ -1,4 +1,5 @@
-"""Next-token reasoning (`--mode reasoning`): k sampled completions per context, made and scored as `rpt rollout` and `rpt reward` make and score them."""
+"""Next-token reasoning (`--mode reasoning`): k sampled completions per context, made and scored as
+`rpt rollout` and `rpt reward` make and score them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,19 @@ from rpt_cli.reward import Group, sample_of
 # reasoning mode: the rollout layer's prompts and generation, the reward registry's scores
 # --------------------------------------------------------------------------------------------
 
-def evaluate_reasoning(samples: Sequence[EvalSample], backend, builder, reward_fn, *, k: int, sampling,
-                       chunk_contexts: int = 32, metadata: dict | None = None,
-                       on_chunk: Callable[[int], None] | None = None) -> tuple[list[Outcome], list[dict]]:
+
+def evaluate_reasoning(
+    samples: Sequence[EvalSample],
+    backend,
+    builder,
+    reward_fn,
+    *,
+    k: int,
+    sampling,
+    chunk_contexts: int = 32,
+    metadata: dict | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[list[Outcome], list[dict]]:
     """Outcomes and per-sample details of next-token reasoning: k completions per context from
     `rollout_chunks` (the prompts and seeds of `rpt rollout`), each scored by `reward_fn`.
     Accuracy counts the completions the reward function deems correct (for `prefix`, reward 1)."""
@@ -23,22 +34,40 @@ def evaluate_reasoning(samples: Sequence[EvalSample], backend, builder, reward_f
     stats = RolloutStats()
     outcomes, details = [], []
     records = ({**sample.record} for sample in samples)  # rollout adds fields: leave the inputs alone
-    for chunk in rollout_chunks(records, backend, builder, n=k, sampling=sampling, chunk_contexts=chunk_contexts,
-                                metadata=metadata, stats=stats):
-        groups = [Group(sample_of(record, need_context=reward_fn.needs_context),
-                        [reward_fn.extract(c) for c in record["completions"]]) for record in chunk]
+    for chunk in rollout_chunks(
+        records, backend, builder, n=k, sampling=sampling, chunk_contexts=chunk_contexts, metadata=metadata, stats=stats
+    ):
+        groups = [
+            Group(
+                sample_of(record, need_context=reward_fn.needs_context),
+                [reward_fn.extract(c) for c in record["completions"]],
+            )
+            for record in chunk
+        ]
         for record, group, scores in zip(chunk, groups, reward_fn.score_groups(groups)):
             count = len(scores.rewards)
-            outcomes.append(Outcome(
-                accuracy=sum(scores.correct) / count, solved=any(scores.correct),
-                reward=sum(scores.rewards) / count,
-                no_prediction=sum(p is None for p in group.predictions) / count,
-                truncated=sum(r == FINISH_LENGTH for r in record["finish_reasons"]) / count))
-            details.append({"prompt": record["prompt"], "completions": record["completions"],
-                            "finish_reasons": record["finish_reasons"],
-                            "completion_tokens": record["completion_tokens"], "predictions": group.predictions,
-                            "rewards": scores.rewards, "correct": list(scores.correct),
-                            "accuracy": outcomes[-1].accuracy, "solved": outcomes[-1].solved})
+            outcomes.append(
+                Outcome(
+                    accuracy=sum(scores.correct) / count,
+                    solved=any(scores.correct),
+                    reward=sum(scores.rewards) / count,
+                    no_prediction=sum(p is None for p in group.predictions) / count,
+                    truncated=sum(r == FINISH_LENGTH for r in record["finish_reasons"]) / count,
+                )
+            )
+            details.append(
+                {
+                    "prompt": record["prompt"],
+                    "completions": record["completions"],
+                    "finish_reasons": record["finish_reasons"],
+                    "completion_tokens": record["completion_tokens"],
+                    "predictions": group.predictions,
+                    "rewards": scores.rewards,
+                    "correct": list(scores.correct),
+                    "accuracy": outcomes[-1].accuracy,
+                    "solved": outcomes[-1].solved,
+                }
+            )
         if on_chunk is not None:
             on_chunk(stats.contexts)
     return outcomes, details

@@ -17,22 +17,27 @@ _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 # Models, training runs and checkpoints
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class ModelRef:
     """A `--model` value, with what is known about it when it comes from `rpt train`."""
 
-    spec: str                     # as given
-    source: str                   # what is loaded: a run folder becomes its final model
-    name: str                     # the report's `model`
-    run: Path | None = None       # the training run folder
-    step: int | None = None       # training steps behind this checkpoint
-    flops: float | None = None    # cumulative training compute at that step (metrics.jsonl)
+    spec: str  # as given
+    source: str  # what is loaded: a run folder becomes its final model
+    name: str  # the report's `model`
+    run: Path | None = None  # the training run folder
+    step: int | None = None  # training steps behind this checkpoint
+    flops: float | None = None  # cumulative training compute at that step (metrics.jsonl)
     run_settings: dict = field(default_factory=dict)  # the run's config.yaml
 
     def as_fields(self) -> dict:
-        return {"model": self.name, "model_path": str(Path(self.source).resolve()) if Path(self.source).exists()
-                else None, "run": str(self.run.resolve()) if self.run else None, "step": self.step,
-                "flops": self.flops}
+        return {
+            "model": self.name,
+            "model_path": str(Path(self.source).resolve()) if Path(self.source).exists() else None,
+            "run": str(self.run.resolve()) if self.run else None,
+            "step": self.step,
+            "flops": self.flops,
+        }
 
 
 def checkpoint_step(folder: Path) -> int | None:
@@ -101,7 +106,9 @@ def locate_model(spec: str) -> ModelRef:
 
         models = run_models(path)
         if not models:
-            raise UsageError(f"--model {spec}: the training run holds neither a final model nor a complete checkpoint yet")
+            raise UsageError(
+                f"--model {spec}: the training run holds neither a final model nor a complete checkpoint yet"
+            )
         run = path
         path = path / FINAL if completed_step(path / FINAL) is not None else models[-1][1]
     elif is_run_folder(path.parent):
@@ -110,5 +117,12 @@ def locate_model(spec: str) -> ModelRef:
         return ModelRef(spec, str(path), display_name(str(path)))
     step = checkpoint_step(path)
     flops = read_flops(run / RUN_METRICS).get(step) if step is not None and (run / RUN_METRICS).is_file() else None
-    return ModelRef(spec, str(path), f"{run.resolve().name}/{path.name}", run=run, step=step, flops=flops,
-                    run_settings=read_run_settings(run))
+    return ModelRef(
+        spec,
+        str(path),
+        f"{run.resolve().name}/{path.name}",
+        run=run,
+        step=step,
+        flops=flops,
+        run_settings=read_run_settings(run),
+    )

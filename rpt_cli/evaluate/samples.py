@@ -1,4 +1,5 @@
-"""Evaluation samples: reading and selecting them, their splits, and the statistics of a split (accuracy, Wilson interval)."""
+"""Evaluation samples: reading and selecting them, their splits, and the statistics of a split
+(accuracy, Wilson interval)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ INTERVAL = "wilson"
 # --------------------------------------------------------------------------------------------
 # Samples
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, eq=False)
 class EvalSample:
@@ -46,8 +48,9 @@ def sample_label(record: dict) -> str:
     return split_label(entropy) if entropy is not None else record["split"]
 
 
-def select_samples(records: Iterable[dict | tuple[int, dict]], split: str = "all",
-                   limit: int | None = None) -> list[EvalSample]:
+def select_samples(
+    records: Iterable[dict | tuple[int, dict]], split: str = "all", limit: int | None = None
+) -> list[EvalSample]:
     """The samples of `split` (nested: `medium` holds the hard ones too), the first `limit` of
     them, from records or (line, record) pairs."""
     if split not in SPLIT_CHOICES:
@@ -63,33 +66,40 @@ def select_samples(records: Iterable[dict | tuple[int, dict]], split: str = "all
     return selected
 
 
-def in_policy_tokens(samples: Sequence[EvalSample], tokenizer, ref: ModelRef, source: str, *,
-                     skipped: ReadStats | None = None):
+def in_policy_tokens(
+    samples: Sequence[EvalSample], tokenizer, ref: ModelRef, source: str, *, skipped: ReadStats | None = None
+):
     """The samples with boundaries in the tokens of the model evaluated (boundaries.py): re-derived
     where they were made with another tokenizer. Returns (samples, Alignment); a sample that
     cannot be re-derived is an InputError, or with `skipped` (--skip-bad) left out and counted."""
     from rpt_cli.boundaries import PolicyTokenizer, align
 
-    found, alignment = align([(s.line, s.record) for s in samples], PolicyTokenizer(tokenizer, ref.name, ref.spec), source,
-                             stats=skipped)
+    found, alignment = align(
+        [(s.line, s.record) for s in samples], PolicyTokenizer(tokenizer, ref.name, ref.spec), source, stats=skipped
+    )
     out = []
     for index, boundaries in zip(alignment.kept, found):
         sample = samples[index]
         if boundaries is not None:
-            sample = replace(sample, truth=make_sample(sample.record["target"], list(boundaries),
-                                                       sample.record["context"], need_context=True))
+            sample = replace(
+                sample,
+                truth=make_sample(
+                    sample.record["target"], list(boundaries), sample.record["context"], need_context=True
+                ),
+            )
         out.append(sample)
     return out, alignment
 
 
 def report_splits(split: str) -> tuple[str, ...]:
     """The splits a report lists: all three, or the chosen one and those nested inside it."""
-    return SPLIT_NAMES if split == "all" else SPLIT_NAMES[SPLIT_NAMES.index(split):]
+    return SPLIT_NAMES if split == "all" else SPLIT_NAMES[SPLIT_NAMES.index(split) :]
 
 
 # --------------------------------------------------------------------------------------------
 # Accuracy and intervals
 # --------------------------------------------------------------------------------------------
+
 
 def wilson_interval(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
     """The Wilson score interval of a proportion `accuracy` observed over `n` trials.
@@ -135,17 +145,20 @@ def summarize(outcomes: Sequence[Outcome], *, reasoning: bool) -> dict:
     entry = {"n": n, "accuracy": accuracy, "ci95": list(wilson_interval(accuracy, n))}
     if reasoning:
         solved = sum(o.solved for o in outcomes) / n
-        entry.update(pass_at_k=solved, pass_at_k_ci95=list(wilson_interval(solved, n)),
-                     mean_reward=sum(o.reward for o in outcomes) / n,
-                     no_prediction_share=sum(o.no_prediction for o in outcomes) / n)
+        entry.update(
+            pass_at_k=solved,
+            pass_at_k_ci95=list(wilson_interval(solved, n)),
+            mean_reward=sum(o.reward for o in outcomes) / n,
+            no_prediction_share=sum(o.no_prediction for o in outcomes) / n,
+        )
     return entry
 
 
-def split_report(samples: Sequence[EvalSample], outcomes: Sequence[Outcome], split: str, *,
-                 reasoning: bool) -> dict:
+def split_report(samples: Sequence[EvalSample], outcomes: Sequence[Outcome], split: str, *, reasoning: bool) -> dict:
     """The `n`, overall accuracy and per-split entries of a report (records.md §6)."""
     report = {"n": len(samples), **{k: v for k, v in summarize(outcomes, reasoning=reasoning).items() if k != "n"}}
-    report["splits"] = {name: summarize([o for s, o in zip(samples, outcomes) if in_split(s.label, name)],
-                                        reasoning=reasoning)
-                        for name in report_splits(split)}
+    report["splits"] = {
+        name: summarize([o for s, o in zip(samples, outcomes) if in_split(s.label, name)], reasoning=reasoning)
+        for name in report_splits(split)
+    }
     return report

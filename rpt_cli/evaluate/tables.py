@@ -10,6 +10,7 @@ from rpt_cli.answers import DIRECT
 # The table for people (standard error)
 # --------------------------------------------------------------------------------------------
 
+
 def _percent_cell(entry: dict, *, k: int | None) -> str:
     if entry.get("accuracy") is None:
         return "-"

@@ -66,14 +66,36 @@ def get_backend(
     if name == "hf":
         from rpt_cli.generation.hf_backend import HFBackend
 
-        return HFBackend.from_spec(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                   max_batch_sequences=max_batch_sequences)
+        return HFBackend.from_spec(
+            model,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            max_batch_sequences=max_batch_sequences,
+        )
     from rpt_cli.generation.vllm_backend import VLLMBackend
 
-    return VLLMBackend(model, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
-                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                       enforce_eager=enforce_eager, seed=seed, trust_remote_code=trust_remote_code)
+    return VLLMBackend(
+        model,
+        dtype=dtype,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        enforce_eager=enforce_eager,
+        seed=seed,
+        trust_remote_code=trust_remote_code,
+    )
 
 
-__all__ = ["BACKENDS", "FINISH_LENGTH", "FINISH_STOP", "Completion", "GenerationBackend", "SamplingConfig",
-           "derive_seed", "get_backend", "resolve_backend_name", "stop_token_ids"]
+__all__ = [
+    "BACKENDS",
+    "FINISH_LENGTH",
+    "FINISH_STOP",
+    "Completion",
+    "GenerationBackend",
+    "SamplingConfig",
+    "derive_seed",
+    "get_backend",
+    "resolve_backend_name",
+    "stop_token_ids",
+]

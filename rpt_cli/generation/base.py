@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from rpt_cli import paper
 
-FINISH_STOP = "stop"      # the model ended its answer (an end-of-sequence or end-of-turn token)
+FINISH_STOP = "stop"  # the model ended its answer (an end-of-sequence or end-of-turn token)
 FINISH_LENGTH = "length"  # cut off at max_new_tokens
 
 
@@ -71,7 +71,7 @@ class Completion:
 class GenerationBackend(Protocol):
     """The one interface rollout, evaluation and training use to sample completions."""
 
-    name: str        # "hf" or "vllm"
+    name: str  # "hf" or "vllm"
     model_name: str  # what records carry as the model
     tokenizer: object
 
@@ -110,12 +110,13 @@ def end_of_turn_token_id(tokenizer) -> int | None:
     marker = "rpt-end-of-turn-probe"
     try:
         text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False)
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False
+        )
     except Exception:  # noqa: BLE001 - some templates refuse such a conversation; then there is none to read
         return None
     if not isinstance(text, str) or marker not in text:
         return None
-    after = text[text.rindex(marker) + len(marker):]
+    after = text[text.rindex(marker) + len(marker) :]
     ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
     if not ids:
         return None

@@ -27,9 +27,15 @@ def prompt_builder(tokenizer, prompt: PromptSettings) -> PromptBuilder:
     """The builder for one tokenizer; a template too long for the prompt limit is a usage error
     naming the option."""
     try:
-        return PromptBuilder(tokenizer, PromptConfig(template=prompt.template, chat=prompt.chat,
-                                                     think_prefix=prompt.think_prefix,
-                                                     max_prompt_tokens=prompt.max_prompt_tokens))
+        return PromptBuilder(
+            tokenizer,
+            PromptConfig(
+                template=prompt.template,
+                chat=prompt.chat,
+                think_prefix=prompt.think_prefix,
+                max_prompt_tokens=prompt.max_prompt_tokens,
+            ),
+        )
     except ValueError as exc:
         raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
 
@@ -45,8 +51,10 @@ class GenerationSession:
         try:
             limit = getattr(engine, "max_model_len", None)
             if limit is not None and prompt.max_prompt_tokens >= limit:
-                raise UsageError(f"--max-prompt-tokens {prompt.max_prompt_tokens} leaves no room for a completion "
-                                 f"within the model length {limit}; lower it or raise --max-model-len")
+                raise UsageError(
+                    f"--max-prompt-tokens {prompt.max_prompt_tokens} leaves no room for a completion "
+                    f"within the model length {limit}; lower it or raise --max-model-len"
+                )
             self.builder = prompt_builder(engine.tokenizer, prompt)
         except BaseException:
             self.close()
@@ -55,11 +63,21 @@ class GenerationSession:
     def metadata(self, sampling: SamplingConfig, n: int) -> dict:
         """What every rollout record of this session says it was made with (`rollout`)."""
         prompt = self.prompt
-        return {"model": self.engine.model_name, "backend": self.engine.name, "answer": prompt.answer,
-                "template": prompt.template.name, "chat": self.builder.chat, "think_prefix": prompt.think_prefix,
-                "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
-                "max_new_tokens": sampling.max_new_tokens, "max_prompt_tokens": prompt.max_prompt_tokens,
-                "seed": sampling.seed}
+        return {
+            "model": self.engine.model_name,
+            "backend": self.engine.name,
+            "answer": prompt.answer,
+            "template": prompt.template.name,
+            "chat": self.builder.chat,
+            "think_prefix": prompt.think_prefix,
+            "n": n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+            "max_new_tokens": sampling.max_new_tokens,
+            "max_prompt_tokens": prompt.max_prompt_tokens,
+            "seed": sampling.seed,
+        }
 
     def close(self) -> None:
         if self.owns_engine:

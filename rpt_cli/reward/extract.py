@@ -1,4 +1,5 @@
-"""Answer extraction: the prediction a completion makes (the last `\\boxed{}` after `</think>`, or in the direct format the whole completion)."""
+"""Answer extraction: the prediction a completion makes (the last `\\boxed{}` after `</think>`, or in
+the direct format the whole completion)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ _BOX_TOKEN = re.compile(r"\\.|[{}]", re.DOTALL)
 # --------------------------------------------------------------------------------------------
 # Answer extraction
 # --------------------------------------------------------------------------------------------
+
 
 def extract_prediction(completion: str, *, require_think: bool = True) -> str | None:
     """The full text inside the last `\\boxed{...}` after the last `</think>`, or None.
@@ -59,7 +61,7 @@ def extract_prediction(completion: str, *, require_think: bool = True) -> str | 
         close = last
     elif close < last and completion.count("}", close + 1) > _open_groups(completion, start, box):
         close = last  # (the common case, a box that ends the answer, needs neither scan)
-    return completion[open_brace + 1:close] or None
+    return completion[open_brace + 1 : close] or None
 
 
 def _nested_close(text: str, open_brace: int) -> int | None:
@@ -116,6 +118,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # multimodal form: [{"type": "text", "text": ...}, ...]
-        return "".join(part.get("text", "") for part in content
-                       if isinstance(part, dict) and isinstance(part.get("text"), str))
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
     return ""

@@ -16,6 +16,7 @@ from rpt_cli.reward.truth import Sample, _prefix_correct, make_sample
 # Reward functions
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Group:
     """One sample and the predictions extracted from its G completions."""
@@ -111,8 +112,9 @@ def _column(columns: dict, name: str, count: int) -> Sequence:
     if not isinstance(values, (list, tuple)):
         raise RecordError(f'column "{name}" must be a list with one entry per completion')
     if len(values) != count:
-        raise RecordError(f'got {count} completions but {len(values)} values of "{name}" '
-                          '(each column needs one entry per completion)')
+        raise RecordError(
+            f'got {count} completions but {len(values)} values of "{name}" (each column needs one entry per completion)'
+        )
     return values
 
 
@@ -139,8 +141,14 @@ class FirstTokenReward(RewardFunction):
 
     name = "first-token"
 
-    def __init__(self, *, tokenizer=None, first_tokens: FirstTokens | None = None, require_think: bool = True,
-                 answer: str = DEFAULT_ANSWER):
+    def __init__(
+        self,
+        *,
+        tokenizer=None,
+        first_tokens: FirstTokens | None = None,
+        require_think: bool = True,
+        answer: str = DEFAULT_ANSWER,
+    ):
         super().__init__(require_think=require_think, answer=answer)
         if first_tokens is None:
             if tokenizer is None:
@@ -157,9 +165,10 @@ def _first_token_correct(first_tokens: FirstTokens, groups: Sequence[Group]) -> 
     firsts = iter(first_tokens([p for g in groups for p in g.predictions]))
     out = []
     for group in groups:
-        next_token = group.sample.target_bytes[:group.sample.boundaries[0]]
-        out.append([(first is not None and first[1] == next_token)
-                    for first in (next(firsts) for _ in group.predictions)])
+        next_token = group.sample.target_bytes[: group.sample.boundaries[0]]
+        out.append(
+            [(first is not None and first[1] == next_token) for first in (next(firsts) for _ in group.predictions)]
+        )
     return out
 
 
@@ -177,19 +186,31 @@ class DenseReward(RewardFunction):
     needs_context = True
     batch_records = 32
 
-    def __init__(self, *, model=None, tokenizer=None, device=None,
-                 probability: FirstTokenProbability | None = None, correct: str = "first-token",
-                 batch_size: int = 8, max_context_tokens: int | None = None, require_think: bool = True,
-                 answer: str = DEFAULT_ANSWER):
+    def __init__(
+        self,
+        *,
+        model=None,
+        tokenizer=None,
+        device=None,
+        probability: FirstTokenProbability | None = None,
+        correct: str = "first-token",
+        batch_size: int = 8,
+        max_context_tokens: int | None = None,
+        require_think: bool = True,
+        answer: str = DEFAULT_ANSWER,
+    ):
         super().__init__(require_think=require_think, answer=answer)
         if correct not in CORRECTNESS_RULES:
             raise ValueError(f"correct={correct!r}: choose one of {', '.join(CORRECTNESS_RULES)}")
         if probability is None:
             if model is None or tokenizer is None:
-                raise ValueError(f"the {self.name!r} reward needs a model and its tokenizer "
-                                 "(model=..., tokenizer=...) or probability=...")
-            probability = FirstTokenProbability(model, tokenizer, device, batch_size=batch_size,
-                                                max_context_tokens=max_context_tokens)
+                raise ValueError(
+                    f"the {self.name!r} reward needs a model and its tokenizer "
+                    "(model=..., tokenizer=...) or probability=..."
+                )
+            probability = FirstTokenProbability(
+                model, tokenizer, device, batch_size=batch_size, max_context_tokens=max_context_tokens
+            )
         self.probability = probability
         self.correct = correct
 
@@ -201,18 +222,27 @@ class DenseReward(RewardFunction):
             return [[_prefix_correct(p, g.sample) for p in g.predictions] for g in groups]
         return _first_token_correct(self.probability.first_tokens, groups)
 
-    def _dense(self, groups: Sequence[Group], correct: list[list[bool]],
-               dense_groups: Sequence[bool], other_reward: float = 0.0) -> list[GroupScores]:
+    def _dense(
+        self,
+        groups: Sequence[Group],
+        correct: list[list[bool]],
+        dense_groups: Sequence[bool],
+        other_reward: float = 0.0,
+    ) -> list[GroupScores]:
         # one probability per incorrect prediction of a group that gets dense rewards; the model
         # runs once per distinct context (the G completions of a group share theirs)
-        pairs = [(g.sample.context, p) for g, flags, dense in zip(groups, correct, dense_groups) if dense
-                 for p, ok in zip(g.predictions, flags) if not ok and p]
+        pairs = [
+            (g.sample.context, p)
+            for g, flags, dense in zip(groups, correct, dense_groups)
+            if dense
+            for p, ok in zip(g.predictions, flags)
+            if not ok and p
+        ]
         probabilities = iter(self.probability(pairs) if pairs else [])
         out = []
         for g, flags, dense in zip(groups, correct, dense_groups):
             if dense:
-                rewards = [1.0 if ok else (next(probabilities) if p else 0.0)
-                           for p, ok in zip(g.predictions, flags)]
+                rewards = [1.0 if ok else (next(probabilities) if p else 0.0) for p, ok in zip(g.predictions, flags)]
             else:
                 rewards = [other_reward] * len(flags)
             out.append(GroupScores(rewards, flags))

@@ -11,6 +11,7 @@ from rpt_cli.reward.truth import _encodable
 # Model-based pieces (torch and transformers imported here only)
 # --------------------------------------------------------------------------------------------
 
+
 class FirstTokens:
     """The first token of each prediction in a tokenizer's own tokenization of the prediction
     alone, as (token id, exact bytes), or None when there is none (no prediction, an unpaired
@@ -49,7 +50,7 @@ class FirstTokens:
                 out.append(None)
                 continue
             data = text.encode("utf-8")
-            out.append((doc.ids[0], data[doc.offsets[0]:doc.offsets[1]]))
+            out.append((doc.ids[0], data[doc.offsets[0] : doc.offsets[1]]))
         return out
 
 
@@ -64,8 +65,16 @@ class FirstTokenProbability:
     left as it is; gradients are off.
     """
 
-    def __init__(self, model, tokenizer, device=None, *, batch_size: int = 8,
-                 max_context_tokens: int | None = None, first_tokens: FirstTokens | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        device=None,
+        *,
+        batch_size: int = 8,
+        max_context_tokens: int | None = None,
+        first_tokens: FirstTokens | None = None,
+    ):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         from rpt_cli.forward import ForwardEngine
@@ -86,8 +95,10 @@ class FirstTokenProbability:
             if first is not None:
                 wanted.setdefault(context, set()).add(first[0])
         table = self._probabilities(wanted)
-        return [table[context].get(first[0], 0.0) if first is not None else 0.0
-                for (context, _), first in zip(pairs, firsts)]
+        return [
+            table[context].get(first[0], 0.0) if first is not None else 0.0
+            for (context, _), first in zip(pairs, firsts)
+        ]
 
     def _probabilities(self, wanted: dict[str, set[int]]) -> dict[str, dict[int, float]]:
         import torch
@@ -96,17 +107,19 @@ class FirstTokenProbability:
         table: dict[str, dict[int, float]] = {}
         with torch.inference_mode():
             for start in range(0, len(encoded), self.batch_size):
-                chunk = [item for item in encoded[start:start + self.batch_size] if item[0]]
-                for _, context in encoded[start:start + self.batch_size]:
+                chunk = [item for item in encoded[start : start + self.batch_size] if item[0]]
+                for _, context in encoded[start : start + self.batch_size]:
                     table[context] = {}
                 if not chunk:
                     continue
                 # left padded: every row's last position is its context's last token
                 input_ids, mask, positions = self.engine.batch([ids for ids, _ in chunk], left=True)
-                last = self.engine.logits_at(input_ids, mask, range(len(chunk)), [input_ids.shape[1] - 1] * len(chunk),
-                                             position_ids=positions)
+                last = self.engine.logits_at(
+                    input_ids, mask, range(len(chunk)), [input_ids.shape[1] - 1] * len(chunk), position_ids=positions
+                )
                 probs = last.float().softmax(-1).cpu()
                 for row, (_, context) in enumerate(chunk):
-                    table[context] = {tid: float(probs[row, tid]) for tid in wanted[context]
-                                      if 0 <= tid < probs.shape[-1]}
+                    table[context] = {
+                        tid: float(probs[row, tid]) for tid in wanted[context] if 0 <= tid < probs.shape[-1]
+                    }
         return table

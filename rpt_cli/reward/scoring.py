@@ -16,6 +16,7 @@ from rpt_cli.reward.truth import sample_of
 # Rollout records and group metrics
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class RewardStats:
     """Running totals over scored groups (one group = one rollout record).
@@ -68,13 +69,20 @@ class RewardStats:
         return f"pass@{next(iter(self.group_sizes))}" if len(self.group_sizes) == 1 else "pass@G"
 
     def as_dict(self) -> dict:
-        return {"groups": self.groups, "completions": self.completions, "mean_reward": self.mean_reward,
-                "no_prediction_share": self.no_prediction_share, "accuracy": self.accuracy,
-                "pass_at_g": self.pass_at_g, "tied_groups": self.tied_groups}
+        return {
+            "groups": self.groups,
+            "completions": self.completions,
+            "mean_reward": self.mean_reward,
+            "no_prediction_share": self.no_prediction_share,
+            "accuracy": self.accuracy,
+            "pass_at_g": self.pass_at_g,
+            "tied_groups": self.tied_groups,
+        }
 
 
-def score_rollouts(records: Iterable[dict], reward_fn: RewardFunction, *,
-                   stats: RewardStats | None = None, notes: dict | None = None) -> Iterator[dict]:
+def score_rollouts(
+    records: Iterable[dict], reward_fn: RewardFunction, *, stats: RewardStats | None = None, notes: dict | None = None
+) -> Iterator[dict]:
     """Scored rollouts (records.md §5) from rollouts (§4): each record gains `predictions`,
     `rewards` and `reward_fn`, plus `reward_options` when settings other than the defaults apply
     (with `notes` such as the model's name merged in); every other field passes through. Records
@@ -112,8 +120,9 @@ def score_rollouts(records: Iterable[dict], reward_fn: RewardFunction, *,
         yield from flush()
 
 
-def answer_checked(numbered: Iterable[tuple[int, dict]], reward_fn: RewardFunction, *, given: str | None,
-                   source: str) -> Iterator[dict]:
+def answer_checked(
+    numbered: Iterable[tuple[int, dict]], reward_fn: RewardFunction, *, given: str | None, source: str
+) -> Iterator[dict]:
     """Rollout records from (line, record) pairs, each checked against the answer format it says
     it was made in (`rollout.answer`, written by `rpt rollout`), so rollouts of one format are
     never scored in the other, which would give every completion 0 without a word.
@@ -133,10 +142,17 @@ def answer_checked(numbered: Iterable[tuple[int, dict]], reward_fn: RewardFuncti
             reward_fn.answer = chosen
         if made is not None and made != chosen:
             why = f"--answer {given}" if given else "the format of the rollouts before it"
-            hint = ("drop --answer to score each rollout in the format it was made in" if given else
-                    "score the two formats separately")
-            raise InputError(source, lineno, f"this rollout was made in the {made} answer format but is scored in "
-                                             f"the {chosen} format ({why}); {hint}")
+            hint = (
+                "drop --answer to score each rollout in the format it was made in"
+                if given
+                else "score the two formats separately"
+            )
+            raise InputError(
+                source,
+                lineno,
+                f"this rollout was made in the {made} answer format but is scored in "
+                f"the {chosen} format ({why}); {hint}",
+            )
         yield record
 
 

@@ -12,6 +12,7 @@ from rpt_cli.errors import RecordError
 # Eq. 3
 # --------------------------------------------------------------------------------------------
 
+
 def prefix_match(prediction: str | bytes | None, target: str, boundaries: Sequence[int]) -> float:
     """Eq. 3: 1.0 iff the prediction's UTF-8 bytes equal the first l bytes of `target` and l is
     one of `boundaries`; else 0.0.
@@ -48,6 +49,7 @@ def _prefix_correct(prediction: str | None, sample: Sample) -> bool:
 # Samples and their validation
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, eq=False)
 class Sample:
     """What a completion is scored against (records.md §3), checked once per group."""
@@ -73,8 +75,10 @@ def make_sample(target: Any, boundaries: Any, context: Any = None, *, need_conte
     try:
         target_bytes = target.encode("utf-8")
     except UnicodeEncodeError:
-        raise RecordError('field "target" holds an unpaired surrogate (a character cut in half), '
-                          'so it has no UTF-8 bytes to compare with') from None
+        raise RecordError(
+            'field "target" holds an unpaired surrogate (a character cut in half), '
+            "so it has no UTF-8 bytes to compare with"
+        ) from None
     if not isinstance(boundaries, (list, tuple)):
         raise RecordError('field "boundaries" must be a list of byte lengths')
     if not boundaries:
@@ -89,14 +93,15 @@ def make_sample(target: Any, boundaries: Any, context: Any = None, *, need_conte
             raise RecordError(f'"boundaries" must be strictly increasing, got {previous} then {value}')
         previous = value
     if previous > len(target_bytes):
-        raise RecordError(f'boundary {previous} exceeds the target, which is {len(target_bytes)} UTF-8 bytes long')
+        raise RecordError(f"boundary {previous} exceeds the target, which is {len(target_bytes)} UTF-8 bytes long")
     if need_context:
         if not isinstance(context, str):
             raise RecordError('missing field "context"' if context is None else 'field "context" must be a string')
         if not _encodable(context):
             raise RecordError('field "context" holds an unpaired surrogate')
-    return Sample(target, tuple(boundaries), context if isinstance(context, str) else None,
-                  target_bytes, frozenset(boundaries))
+    return Sample(
+        target, tuple(boundaries), context if isinstance(context, str) else None, target_bytes, frozenset(boundaries)
+    )
 
 
 def sample_of(record: dict, *, need_context: bool = False) -> Sample:
@@ -105,8 +110,7 @@ def sample_of(record: dict, *, need_context: bool = False) -> Sample:
             raise RecordError(f'missing field "{name}" (is this a rollout of rpt rollout?)')
     if need_context and "context" not in record:
         raise RecordError('missing field "context" (the dense rewards need it)')
-    return make_sample(record["target"], record["boundaries"], record.get("context"),
-                       need_context=need_context)
+    return make_sample(record["target"], record["boundaries"], record.get("context"), need_context=need_context)
 
 
 def _encodable(text: str) -> bool:

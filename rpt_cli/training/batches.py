@@ -11,10 +11,16 @@ from __future__ import annotations
 import torch
 
 # How each per-row field of TRL's generation output is padded, and with what.
-PAD_LEFT = {"prompt_ids": None, "prompt_mask": 0}          # None: the tokenizer's pad token id
-PAD_RIGHT = {"completion_ids": None, "completion_mask": 0, "old_per_token_logps": 0.0,
-             "sampling_per_token_logps": 0.0, "ref_per_token_logps": 0.0, "tool_mask": 1,
-             "importance_sampling_ratio": 1.0}
+PAD_LEFT = {"prompt_ids": None, "prompt_mask": 0}  # None: the tokenizer's pad token id
+PAD_RIGHT = {
+    "completion_ids": None,
+    "completion_mask": 0,
+    "old_per_token_logps": 0.0,
+    "sampling_per_token_logps": 0.0,
+    "ref_per_token_logps": 0.0,
+    "tool_mask": 1,
+    "importance_sampling_ratio": 1.0,
+}
 ROW_FIELDS = {"advantages"}
 BATCH_FIELDS = {"num_items_in_batch"}  # recomputed for the merged batch
 
@@ -44,9 +50,11 @@ def _check_fields(batch: dict) -> None:
     known = set(PAD_LEFT) | set(PAD_RIGHT) | ROW_FIELDS | BATCH_FIELDS
     unknown = [key for key, value in batch.items() if value is not None and key not in known]
     if unknown:
-        raise ValueError(f"dynamic sampling cannot merge the TRL batch field(s) {', '.join(sorted(unknown))} "
-                         "(multimodal or tool inputs are not supported); switch it off with "
-                         "--dynamic-sampling-from-step 0")
+        raise ValueError(
+            f"dynamic sampling cannot merge the TRL batch field(s) {', '.join(sorted(unknown))} "
+            "(multimodal or tool inputs are not supported); switch it off with "
+            "--dynamic-sampling-from-step 0"
+        )
 
 
 def select_rows(batch: dict, rows: torch.Tensor) -> dict:

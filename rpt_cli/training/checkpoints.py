@@ -96,6 +96,17 @@ def replace_folder(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["CHECKPOINT_PREFIX", "FINAL", "MARKER", "checkpoint_folders", "complete_checkpoints", "completed_step",
-           "latest_checkpoint", "mark_complete", "remove_incomplete", "replace_folder", "rotate_checkpoints",
-           "write_atomic"]
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "FINAL",
+    "MARKER",
+    "checkpoint_folders",
+    "complete_checkpoints",
+    "completed_step",
+    "latest_checkpoint",
+    "mark_complete",
+    "remove_incomplete",
+    "replace_folder",
+    "rotate_checkpoints",
+    "write_atomic",
+]

@@ -27,19 +27,40 @@ from rpt_cli.models import BUILTIN_NAME
 VLLM_MODES = ("colocate", "server")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
 SCALE_REWARDS = ("group", "batch", "none")
-LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
-                 "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
+LR_SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+)
 REPORT_TO = {"none": None, "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")
 
 # Settings that may change when a run is resumed: they change how the run is carried out or
 # recorded, not what it computes (the data order is fixed per step of contexts, whatever the
 # micro-batch size or number of processes).
-RESUMABLE = frozenset({
-    "samples", "output", "max_steps", "save_steps", "save_total_limit", "report_to", "micro_batch_size",
-    "gradient_checkpointing", "vllm", "vllm_server_host", "vllm_server_port", "vllm_gpu_memory_utilization",
-    "vllm_tensor_parallel_size",
-})
+RESUMABLE = frozenset(
+    {
+        "samples",
+        "output",
+        "max_steps",
+        "save_steps",
+        "save_total_limit",
+        "report_to",
+        "micro_batch_size",
+        "gradient_checkpointing",
+        "vllm",
+        "vllm_server_host",
+        "vllm_server_port",
+        "vllm_gpu_memory_utilization",
+        "vllm_tensor_parallel_size",
+    }
+)
 
 
 @dataclass
@@ -125,6 +146,7 @@ def option_name(key: str) -> str:
 # --------------------------------------------------------------------------------------------
 # YAML file < command line
 # --------------------------------------------------------------------------------------------
+
 
 def _expected(type_hint) -> tuple[tuple[type, ...], bool]:
     """(accepted Python types, whether None is allowed) for a field's annotation."""
@@ -265,6 +287,7 @@ def resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
 # Checks and the batch plan
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class BatchPlan:
     """How one optimizer step of `contexts` contexts × G completions maps onto TRL's batch sizes.
@@ -289,9 +312,11 @@ class BatchPlan:
         return self.contexts // self.processes
 
     def describe(self) -> str:
-        return (f"{self.contexts} contexts x G={self.num_generations} = {self.completions} completions per step "
-                f"= micro-batch {self.micro_batch} x {self.gradient_accumulation_steps} accumulation steps x "
-                f"{self.processes} process{'es' if self.processes != 1 else ''}")
+        return (
+            f"{self.contexts} contexts x G={self.num_generations} = {self.completions} completions per step "
+            f"= micro-batch {self.micro_batch} x {self.gradient_accumulation_steps} accumulation steps x "
+            f"{self.processes} process{'es' if self.processes != 1 else ''}"
+        )
 
 
 def world_size() -> int:
@@ -305,16 +330,22 @@ def world_size() -> int:
 def batch_plan(config: TrainConfig, processes: int) -> BatchPlan:
     G, contexts, micro = config.num_completions, config.contexts_per_step, config.micro_batch
     if contexts % processes:
-        raise UsageError(f"--contexts-per-step {contexts} is not divisible by the {processes} processes: each process "
-                         f"must hold whole groups of G completions")
+        raise UsageError(
+            f"--contexts-per-step {contexts} is not divisible by the {processes} processes: each process "
+            f"must hold whole groups of G completions"
+        )
     per_process = contexts // processes * G
     if micro > per_process:
-        raise UsageError(f"--micro-batch-size {micro} exceeds the {per_process} completions each process handles per "
-                         f"step ({contexts} contexts x G={G} over {processes} process(es))")
+        raise UsageError(
+            f"--micro-batch-size {micro} exceeds the {per_process} completions each process handles per "
+            f"step ({contexts} contexts x G={G} over {processes} process(es))"
+        )
     if per_process % micro:
-        raise UsageError(f"batch not divisible: the {per_process} completions per process and step ({contexts} contexts "
-                         f"x G={G} over {processes} process(es)) do not split into micro-batches of "
-                         f"--micro-batch-size {micro}; use a divisor of {per_process}, e.g. G={G}")
+        raise UsageError(
+            f"batch not divisible: the {per_process} completions per process and step ({contexts} contexts "
+            f"x G={G} over {processes} process(es)) do not split into micro-batches of "
+            f"--micro-batch-size {micro}; use a divisor of {per_process}, e.g. G={G}"
+        )
     return BatchPlan(contexts, G, processes, micro, per_process // micro)
 
 
@@ -334,9 +365,16 @@ def check_config(config: TrainConfig) -> None:
             raise UsageError(f"{option_name(key)} {value}: must be a finite number")
     if not 0 <= config.seed < 2**32:
         raise UsageError(f"--seed {config.seed}: must be between 0 and {2**32 - 1}")
-    at_least = {"num_completions": 2, "contexts_per_step": 1, "max_steps": 1, "save_steps": 1,
-                "max_prompt_tokens": 1, "max_new_tokens": 1, "dynamic_sampling_max_rounds": 1,
-                "vllm_tensor_parallel_size": 1}
+    at_least = {
+        "num_completions": 2,
+        "contexts_per_step": 1,
+        "max_steps": 1,
+        "save_steps": 1,
+        "max_prompt_tokens": 1,
+        "max_new_tokens": 1,
+        "dynamic_sampling_max_rounds": 1,
+        "vllm_tensor_parallel_size": 1,
+    }
     for key, least in at_least.items():
         if getattr(config, key) < least:
             why = " (GRPO compares the G completions of a context)" if key == "num_completions" else ""
@@ -353,8 +391,10 @@ def check_config(config: TrainConfig) -> None:
     if not config.epsilon > 0:
         raise UsageError(f"--epsilon (the clip ratio) must be positive, got {config.epsilon}")
     if not config.temperature > 0:
-        raise UsageError(f"--temperature must be positive, got {config.temperature}: GRPO needs G different "
-                         "completions per context, which greedy decoding cannot give")
+        raise UsageError(
+            f"--temperature must be positive, got {config.temperature}: GRPO needs G different "
+            "completions per context, which greedy decoding cannot give"
+        )
     problem = sampling_problem(config.temperature, config.top_p, config.top_k)
     if problem:
         raise UsageError(problem)
@@ -363,16 +403,24 @@ def check_config(config: TrainConfig) -> None:
             raise UsageError(f"{option_name(key)} must be in [0, 1), got {getattr(config, key)}")
     if not 0 < config.vllm_gpu_memory_utilization <= 1:
         raise UsageError(f"--vllm-gpu-memory-utilization must be in (0, 1], got {config.vllm_gpu_memory_utilization}")
-    choices = {"loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS, "lr_scheduler": LR_SCHEDULERS,
-               "report_to": tuple(REPORT_TO), "dtype": TRAIN_DTYPES, "reward": tuple(REWARD_FUNCTIONS),
-               "correct": CORRECTNESS_RULES}
+    choices = {
+        "loss_type": LOSS_TYPES,
+        "scale_rewards": SCALE_REWARDS,
+        "lr_scheduler": LR_SCHEDULERS,
+        "report_to": tuple(REPORT_TO),
+        "dtype": TRAIN_DTYPES,
+        "reward": tuple(REWARD_FUNCTIONS),
+        "correct": CORRECTNESS_RULES,
+    }
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise UsageError(f"{option_name(key)} {getattr(config, key)}: choose one of {', '.join(allowed)}")
     check_answer(config.answer)
     if config.vllm is not None and config.vllm not in VLLM_MODES:
-        raise UsageError(f"--vllm {config.vllm}: choose colocate (vLLM on the training GPUs) or server "
-                         "(a `trl vllm-serve` on other GPUs)")
+        raise UsageError(
+            f"--vllm {config.vllm}: choose colocate (vLLM on the training GPUs) or server "
+            "(a `trl vllm-serve` on other GPUs)"
+        )
     if config.vllm is not None and importlib.util.find_spec("vllm") is None:
         raise UsageError(f"--vllm {config.vllm} needs vLLM: pip install 'rpt[vllm]'")
     modules = REPORT_TO[config.report_to]
@@ -386,5 +434,17 @@ def check_config(config: TrainConfig) -> None:
         raise UsageError(f"--template: {exc}") from None
 
 
-__all__ = ["DEFAULTS", "BatchPlan", "TrainConfig", "batch_plan", "check_config", "dump_config",
-           "load_saved_config", "option_name", "read_yaml_config", "resolve_config", "resume_conflicts", "world_size"]
+__all__ = [
+    "DEFAULTS",
+    "BatchPlan",
+    "TrainConfig",
+    "batch_plan",
+    "check_config",
+    "dump_config",
+    "load_saved_config",
+    "option_name",
+    "read_yaml_config",
+    "resolve_config",
+    "resume_conflicts",
+    "world_size",
+]

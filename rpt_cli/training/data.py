@@ -25,12 +25,12 @@ from rpt_cli.rollout import duplicate_id_message
 
 @dataclass(frozen=True)
 class Samples:
-    rows: list[dict]   # id, context, target, boundaries
-    sha256: str        # of the file's bytes: a resumed run must read the same file
+    rows: list[dict]  # id, context, target, boundaries
+    sha256: str  # of the file's bytes: a resumed run must read the same file
     path: str
-    lines: list[int] = field(default_factory=list)            # each row's line in the file
+    lines: list[int] = field(default_factory=list)  # each row's line in the file
     made_with: list[dict | None] = field(default_factory=list)  # each row's `tokenizer` field
-    stats: ReadStats = field(default_factory=ReadStats)     # what --skip-bad skipped
+    stats: ReadStats = field(default_factory=ReadStats)  # what --skip-bad skipped
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -46,13 +46,24 @@ def read_samples(path: str, *, skip_bad: bool = False) -> Samples:
         if sample_id in seen:
             raise InputError(path, lineno, duplicate_id_message(record.get("id", lineno), seen[sample_id]))
         seen[sample_id] = lineno
-        rows.append({"id": sample_id, "context": record["context"],
-                     "target": record["target"], "boundaries": list(record["boundaries"])})
+        rows.append(
+            {
+                "id": sample_id,
+                "context": record["context"],
+                "target": record["target"],
+                "boundaries": list(record["boundaries"]),
+            }
+        )
         lines.append(lineno)
         made_with.append(record.get("tokenizer"))
     if not rows:
-        raise InputError(path, None, "no samples (the file is empty); make some with rpt filter" if not stats.skipped
-                         else f"no samples left: all {len(stats.skipped):,} were skipped as bad")
+        raise InputError(
+            path,
+            None,
+            "no samples (the file is empty); make some with rpt filter"
+            if not stats.skipped
+            else f"no samples left: all {len(stats.skipped):,} were skipped as bad",
+        )
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -64,16 +75,24 @@ def align_samples(samples: Samples, policy: PolicyTokenizer, *, skip_bad: bool =
     """The samples with boundaries in the policy's tokens (boundaries.py): as they are when they
     were made with its tokenizer (or say nothing), re-derived when made with another; one that
     cannot be re-derived stops the run (or, with `skip_bad`, is left out and counted)."""
-    entries = [(line, {**row, "tokenizer": made}) for line, row, made in
-               zip(samples.lines, samples.rows, samples.made_with)]
+    entries = [
+        (line, {**row, "tokenizer": made}) for line, row, made in zip(samples.lines, samples.rows, samples.made_with)
+    ]
     found, alignment = align(entries, policy, samples.path, stats=samples.stats if skip_bad else None)
-    rows = [samples.rows[i] if boundaries is None else {**samples.rows[i], "boundaries": list(boundaries)}
-            for i, boundaries in zip(alignment.kept, found)]
+    rows = [
+        samples.rows[i] if boundaries is None else {**samples.rows[i], "boundaries": list(boundaries)}
+        for i, boundaries in zip(alignment.kept, found)
+    ]
     if not rows:
-        raise InputError(samples.path, None, f"no samples left: none can be re-derived with the policy's tokenizer "
-                                             f"{policy.identity}")
-    return replace(samples, rows=rows, lines=[samples.lines[i] for i in alignment.kept],
-                   made_with=[samples.made_with[i] for i in alignment.kept]), alignment
+        raise InputError(
+            samples.path, None, f"no samples left: none can be re-derived with the policy's tokenizer {policy.identity}"
+        )
+    return replace(
+        samples,
+        rows=rows,
+        lines=[samples.lines[i] for i in alignment.kept],
+        made_with=[samples.made_with[i] for i in alignment.kept],
+    ), alignment
 
 
 def build_rows(samples: Samples, builder) -> list[dict]:
@@ -90,7 +109,7 @@ class DataOrder:
         self.contexts_per_step = contexts_per_step
         self.seed = seed
 
-    @lru_cache(maxsize=4)
+    @lru_cache(maxsize=4)  # noqa: B019 - one DataOrder lives as long as its run; the cache is bounded
     def _permutation(self, epoch: int) -> tuple[int, ...]:
         order = list(range(self.num_samples))
         random.Random(derive_seed(self.seed, "data-order", epoch)).shuffle(order)
@@ -105,7 +124,7 @@ class DataOrder:
             out.append(self._permutation(epoch)[offset])
         return out
 
-    @lru_cache(maxsize=2)
+    @lru_cache(maxsize=2)  # noqa: B019 - as above
     def refill_stream(self, step: int) -> tuple[int, ...]:
         """The contexts dynamic sampling may draw in (0-based) step `step`, in the order it draws
         them: never one of the step's own contexts; first those the current pass has not reached
@@ -113,7 +132,7 @@ class DataOrder:
         redraws the same ones."""
         drawn = set(self.step_indices(step))
         epoch, offset = divmod((step + 1) * self.contexts_per_step - 1, self.num_samples)
-        unseen = [i for i in self._permutation(epoch)[offset + 1:] if i not in drawn]
+        unseen = [i for i in self._permutation(epoch)[offset + 1 :] if i not in drawn]
         later = set(unseen)
         seen = [i for i in range(self.num_samples) if i not in drawn and i not in later]
         rng = random.Random(derive_seed(self.seed, "refill", step))
