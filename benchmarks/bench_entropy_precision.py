@@ -33,9 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     folder = resolve(BUILTIN_NAME)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    texts = [json.loads(line)["text"] for line in open(ROOT / "examples/data/val.jsonl", encoding="utf-8")][:args.docs]
-    models = {dtype: AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(args.device).eval()
-              for dtype in (torch.float32, torch.bfloat16)}
+    texts = [json.loads(line)["text"] for line in open(ROOT / "examples/data/val.jsonl", encoding="utf-8")][: args.docs]
+    models = {
+        dtype: AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(args.device).eval()
+        for dtype in (torch.float32, torch.bfloat16)
+    }
     reference = entropy.EntropyScorer(models[torch.float32], tokenizer, device=args.device).score_texts(texts)
     ours = entropy.EntropyScorer(models[torch.bfloat16], tokenizer, device=args.device).score_texts(texts)
     # the way before: top-k entropy of the bfloat16 logits as they come out of the output layer
@@ -43,8 +45,10 @@ def main() -> None:
     before = entropy.EntropyScorer(models[torch.bfloat16], tokenizer, device=args.device).score_texts(texts)
     for name, run in (("bfloat16, top-k in float32 (rpt)", ours), ("bfloat16, top-k of bf16 logits", before)):
         mean, largest, flips, n = compare(reference, run)
-        print(f"{name}: mean |diff| {mean:.4f} nats, max {largest:.4f}, {flips} of {3 * n} split thresholds crossed "
-              f"({n} positions)")
+        print(
+            f"{name}: mean |diff| {mean:.4f} nats, max {largest:.4f}, {flips} of {3 * n} split thresholds crossed "
+            f"({n} positions)"
+        )
 
 
 if __name__ == "__main__":

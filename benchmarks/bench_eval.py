@@ -39,8 +39,11 @@ def ensure_samples(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rpt = str(Path(sys.executable).parent / "rpt")
     print(f"making {path}: rpt entropy examples/data/corpus.jsonl | rpt filter --min 1.0 --per-doc 8", file=sys.stderr)
-    subprocess.run(f"{rpt} entropy {ROOT / 'examples/data/corpus.jsonl'} | {rpt} filter --min 1.0 --per-doc 8 "
-                   f"-o {path}", shell=True, check=True)
+    subprocess.run(
+        f"{rpt} entropy {ROOT / 'examples/data/corpus.jsonl'} | {rpt} filter --min 1.0 --per-doc 8 -o {path}",
+        shell=True,
+        check=True,
+    )
 
 
 def sync(device) -> None:
@@ -58,13 +61,13 @@ def bare_batches(predictor, contexts: list[str], batch_tokens: int):
     batches, start = [], 0
     while start < len(rows):
         count = max(1, batch_tokens // len(rows[start]))
-        chunk = rows[start:start + count]
+        chunk = rows[start : start + count]
         width = len(chunk[0])
         ids = torch.full((len(chunk), width), predictor.pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for r, row in enumerate(chunk):
-            ids[r, width - len(row):] = torch.tensor(row)
-            mask[r, width - len(row):] = 1
+            ids[r, width - len(row) :] = torch.tensor(row)
+            mask[r, width - len(row) :] = 1
         batches.append((ids.to(predictor.device), mask.to(predictor.device)))
         start += count
     return batches
@@ -107,9 +110,11 @@ def main() -> None:
     batches = bare_batches(alone, contexts, args.batch_tokens)
     order = sorted(range(len(contexts)), key=lambda i: len(alone.context_ids([contexts[i]])[0]), reverse=True)
     tokens = sum(len(ids) for ids in alone.context_ids(contexts))
-    print(f"{len(samples)} samples of {len({s.doc_id for s in samples})} documents, {tokens:,} context tokens, "
-          f"{args.model} on {device} ({torch.get_num_threads()} threads), batches of <= {args.batch_tokens} tokens",
-          file=sys.stderr)
+    print(
+        f"{len(samples)} samples of {len({s.doc_id for s in samples})} documents, {tokens:,} context tokens, "
+        f"{args.model} on {device} ({torch.get_num_threads()} threads), batches of <= {args.batch_tokens} tokens",
+        file=sys.stderr,
+    )
 
     def timed(fn):
         sync(device)
@@ -131,7 +136,7 @@ def main() -> None:
             results["bare"][i] = token
         for name, predictor in (("rpt, no sharing", alone), ("rpt, shared passes", shared)):
             rows_before = predictor.stats.rows
-            seconds, (_, details) = timed(lambda: evaluate_ntp(samples, predictor))
+            seconds, (_, details) = timed(lambda predictor=predictor: evaluate_ntp(samples, predictor))
             times[name].append(seconds)
             results[name] = [d["token_id"] for d in details]
             results[name + " rows"] = predictor.stats.rows - rows_before
@@ -139,8 +144,10 @@ def main() -> None:
     for name, values in times.items():
         rate = len(contexts) / statistics.median(values)
         rows = results.get(name + " rows", len(contexts))
-        print(f"{name:>20}: {rate:8.2f} positions/s  ({statistics.median(values):7.1f} s, {rows} forward rows)  "
-              f"{rate / base:5.2f}x bare")
+        print(
+            f"{name:>20}: {rate:8.2f} positions/s  ({statistics.median(values):7.1f} s, {rows} forward rows)  "
+            f"{rate / base:5.2f}x bare"
+        )
     for name in ("rpt, no sharing", "rpt, shared passes"):
         same = sum(a == b for a, b in zip(results[name], results["bare"]))
         print(f"{name:>20}: {same}/{len(contexts)} predictions equal to bare")

@@ -19,8 +19,29 @@ from pathlib import Path
 
 import orjson
 
-WORDS = ["Let", " $x", "$", " be", " a", " real", " number", " such", " that", " \\frac{1}{2}", " =", " 3",
-         ".", " Hence", " the", " answer", " is", " \\boxed{7}", " café", " 数学", "\n"]
+WORDS = [
+    "Let",
+    " $x",
+    "$",
+    " be",
+    " a",
+    " real",
+    " number",
+    " such",
+    " that",
+    " \\frac{1}{2}",
+    " =",
+    " 3",
+    ".",
+    " Hence",
+    " the",
+    " answer",
+    " is",
+    " \\boxed{7}",
+    " café",
+    " 数学",
+    "\n",
+]
 
 
 def make_doc(rng: random.Random, k: int) -> dict:
@@ -31,8 +52,14 @@ def make_doc(rng: random.Random, k: int) -> dict:
         pos += len(piece.encode("utf-8"))
         offsets.append(pos)
     entropy = [None] + [round(rng.random() * 2.77, 5) for _ in pieces[1:]]
-    return {"id": f"doc-{k}", "text": text, "offsets": offsets, "entropy": entropy,
-            "entropy_model": "synthetic", "entropy_top_k": 16}
+    return {
+        "id": f"doc-{k}",
+        "text": text,
+        "offsets": offsets,
+        "entropy": entropy,
+        "entropy_model": "synthetic",
+        "entropy_top_k": 16,
+    }
 
 
 def write_corpus(path: Path, n: int) -> None:
@@ -44,11 +71,25 @@ def write_corpus(path: Path, n: int) -> None:
 
 def run_filter(path: Path) -> tuple[float, int]:
     """(seconds, peak RSS in MB) of one `rpt filter` run in a fresh process."""
-    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    cmd = [sys.executable, "-c", probe, sys.executable, "-m", "rpt_cli", "filter", str(path),
-           "--min", "1.0", "--per-doc", "8"]
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    cmd = [
+        sys.executable,
+        "-c",
+        probe,
+        sys.executable,
+        "-m",
+        "rpt_cli",
+        "filter",
+        str(path),
+        "--min",
+        "1.0",
+        "--per-doc",
+        "8",
+    ]
     seconds, kib = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
     return float(seconds), int(kib) // 1024
 
@@ -63,8 +104,10 @@ def main() -> None:
             write_corpus(path, n)
             size_mb = path.stat().st_size / 1e6
             seconds, peak = run_filter(path)
-            print(f"{n:>7,} documents, {size_mb:7.1f} MB: {seconds:6.1f} s, {size_mb / seconds:5.1f} MB/s, "
-                  f"peak memory {peak} MB")
+            print(
+                f"{n:>7,} documents, {size_mb:7.1f} MB: {seconds:6.1f} s, {size_mb / seconds:5.1f} MB/s, "
+                f"peak memory {peak} MB"
+            )
 
 
 if __name__ == "__main__":

@@ -31,10 +31,34 @@ sys.path.insert(0, str(ROOT))
 
 from rpt_cli.reward import extract_prediction, prefix_reward  # noqa: E402
 
-WORDS = ["Let", " $x$", " be", " the", " number", " such", " that", " \\frac{1}{2}", " +", " \\sqrt{2}",
-         " Hence", " so", " we", " get", " maybe", " the next", " token", " is", " 日本", " é", "\n"]
-TARGETS = [(" 3$. Hence the", [2, 4, 5, 10, 14]), (" \\frac{1}{2}", [2, 6, 7, 8, 9, 10, 11, 12]),
-           ("日本語 数学", [3, 9, 16])]
+WORDS = [
+    "Let",
+    " $x$",
+    " be",
+    " the",
+    " number",
+    " such",
+    " that",
+    " \\frac{1}{2}",
+    " +",
+    " \\sqrt{2}",
+    " Hence",
+    " so",
+    " we",
+    " get",
+    " maybe",
+    " the next",
+    " token",
+    " is",
+    " 日本",
+    " é",
+    "\n",
+]
+TARGETS = [
+    (" 3$. Hence the", [2, 4, 5, 10, 14]),
+    (" \\frac{1}{2}", [2, 6, 7, 8, 9, 10, 11, 12]),
+    ("日本語 数学", [3, 9, 16]),
+]
 
 
 def make_completion(rng: random.Random, size: int, target: str, boundaries: list[int]) -> str:
@@ -60,11 +84,16 @@ def make_rollouts(path: Path, records: int, group: int, size: int, seed: int = 0
     with open(path, "wb") as out:
         for i in range(records):
             target, boundaries = TARGETS[i % len(TARGETS)]
-            record = {"id": f"doc-{i // 10}@{i % 10}", "context": "so $x =", "target": target,
-                      "boundaries": boundaries, "split": "hard",
-                      "completions": [make_completion(rng, size, target, boundaries) for _ in range(group)],
-                      "finish_reasons": ["stop"] * group,
-                      "rollout": {"model": "bench", "template": "v0", "temperature": 0.8, "seed": 1}}
+            record = {
+                "id": f"doc-{i // 10}@{i % 10}",
+                "context": "so $x =",
+                "target": target,
+                "boundaries": boundaries,
+                "split": "hard",
+                "completions": [make_completion(rng, size, target, boundaries) for _ in range(group)],
+                "finish_reasons": ["stop"] * group,
+                "rollout": {"model": "bench", "template": "v0", "temperature": 0.8, "seed": 1},
+            }
             out.write(orjson.dumps(record) + b"\n")
     return path.stat().st_size
 
@@ -116,19 +145,19 @@ def end_to_end(records: int, group: int, size: int) -> None:
         rpt = shutil.which("rpt", path=str(Path(sys.executable).parent)) or "rpt"
 
         def rpt_reward():
-            subprocess.run([rpt, "reward", str(rollouts), "-o", str(scored)], check=True,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run([rpt, "reward", str(rollouts), "-o", str(scored)], check=True, stderr=subprocess.DEVNULL)
 
         copy_s = best_of(3, orjson_copy)
         reward_s = best_of(3, rpt_reward)
         with open(scored, "rb") as f:
             lines = sum(1 for _ in f)
         assert lines == records, f"rpt reward wrote {lines} records, expected {records}"
-        print(f"(b) end to end, {records:,} records x G={group} (~{size:,} characters each), "
-              f"{nbytes / 2**20:,.0f} MiB")
+        print(f"(b) end to end, {records:,} records x G={group} (~{size:,} characters each), {nbytes / 2**20:,.0f} MiB")
         print(f"    orjson read + write only: {copy_s:6.2f} s  {records / copy_s:>10,.0f} records/s")
-        print(f"    rpt reward -o FILE:       {reward_s:6.2f} s  {records / reward_s:>10,.0f} records/s"
-              f"   (target >= 5,000)")
+        print(
+            f"    rpt reward -o FILE:       {reward_s:6.2f} s  {records / reward_s:>10,.0f} records/s"
+            f"   (target >= 5,000)"
+        )
         print(f"    rpt reward / plain orjson copy: {reward_s / copy_s:.2f}x the time")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

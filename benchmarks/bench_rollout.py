@@ -58,8 +58,11 @@ def cpu_prompts(tokenizer, count: int) -> list[str]:
     from rpt_cli.prompts import PromptBuilder, PromptConfig
 
     builder = PromptBuilder(tokenizer, PromptConfig())
-    docs = [json.loads(line)["text"] for line in (ROOT / "examples/data/corpus.jsonl").read_text().splitlines()
-            if line.strip()]
+    docs = [
+        json.loads(line)["text"]
+        for line in (ROOT / "examples/data/corpus.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     rng = random.Random(0)
     contexts = []
     for k in range(count):
@@ -81,12 +84,20 @@ def random_qwen2(device: str):
     vocab.update({token: vocab_size - len(specials) + k for k, token in enumerate(specials)})
     core = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>",
-                                        pad_token="<|endoftext|>")
-    config = Qwen2Config(vocab_size=vocab_size, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                         rope_theta=1_000_000.0, tie_word_embeddings=True,
-                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
     torch.manual_seed(0)
     with torch.device(device):
         model = Qwen2ForCausalLM(config).to(torch.bfloat16).eval()
@@ -105,8 +116,8 @@ def bare_generate_fn(model, tokenizer, prompts, n, params, kwargs):
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for r, row in enumerate(encoded):
-        ids[r, width - len(row):] = torch.tensor(row)
-        mask[r, width - len(row):] = 1
+        ids[r, width - len(row) :] = torch.tensor(row)
+        mask[r, width - len(row) :] = 1
     ids, mask = ids.to(model.device), mask.to(model.device)
 
     def run():
@@ -114,6 +125,7 @@ def bare_generate_fn(model, tokenizer, prompts, n, params, kwargs):
             torch.manual_seed(params.seed)
             out = model.generate(input_ids=ids, attention_mask=mask, num_return_sequences=n, **kwargs)
         assert out.shape == (len(prompts) * n, width + params.max_new_tokens)
+
     return run
 
 
@@ -142,15 +154,22 @@ def bench_hf(model, tokenizer, prompts, n, max_new_tokens, repeats, device) -> d
     for k in range(repeats):
         # alternate which side goes first: the second of a pair inherits the first's allocator state
         order = [("bare", bare), ("backend", via_backend)]
-        for name, fn in (order if k % 2 == 0 else order[::-1]):
+        for name, fn in order if k % 2 == 0 else order[::-1]:
             (bare_s if name == "bare" else backend_s).append(timed(fn, device))
-        print(f"  bare generate {tokens / bare_s[-1]:8.1f} tokens/s   hf backend {tokens / backend_s[-1]:8.1f} tokens/s",
-              file=sys.stderr, flush=True)
+        print(
+            f"  bare generate {tokens / bare_s[-1]:8.1f} tokens/s   hf backend {tokens / backend_s[-1]:8.1f} tokens/s",
+            file=sys.stderr,
+            flush=True,
+        )
     bare_rate = tokens / statistics.median(bare_s)
     backend_rate = tokens / statistics.median(backend_s)
-    return {"tokens_per_run": tokens, "bare_generate_tokens_per_s": round(bare_rate, 1),
-            "hf_backend_tokens_per_s": round(backend_rate, 1), "ratio": round(backend_rate / bare_rate, 3),
-            "rows_per_generate_call": backend.rows_per_call(max(len(p) for p in prompts) + max_new_tokens)}
+    return {
+        "tokens_per_run": tokens,
+        "bare_generate_tokens_per_s": round(bare_rate, 1),
+        "hf_backend_tokens_per_s": round(backend_rate, 1),
+        "ratio": round(backend_rate / bare_rate, 3),
+        "rows_per_generate_call": backend.rows_per_call(max(len(p) for p in prompts) + max_new_tokens),
+    }
 
 
 def bench_vllm(model_spec, prompts, n, max_new_tokens, repeats, *, enforce_eager, dtype) -> dict:
@@ -158,8 +177,9 @@ def bench_vllm(model_spec, prompts, n, max_new_tokens, repeats, *, enforce_eager
     from rpt_cli.generation.vllm_backend import VLLMBackend
 
     started = time.perf_counter()
-    engine = VLLMBackend(model_spec, dtype=dtype, enforce_eager=enforce_eager,
-                         max_model_len=2048, gpu_memory_utilization=0.5)
+    engine = VLLMBackend(
+        model_spec, dtype=dtype, enforce_eager=enforce_eager, max_model_len=2048, gpu_memory_utilization=0.5
+    )
     start_s = time.perf_counter() - started
     try:
         params = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.8, seed=1, ignore_eos=True)
@@ -174,8 +194,12 @@ def bench_vllm(model_spec, prompts, n, max_new_tokens, repeats, *, enforce_eager
             print(f"  vllm {tokens / runs[-1]:8.1f} tokens/s", file=sys.stderr, flush=True)
     finally:
         engine.close()
-    return {"vllm_tokens_per_s": round(tokens / statistics.median(runs), 1), "vllm_start_s": round(start_s, 1),
-            "vllm_enforce_eager": enforce_eager, "vllm_dtype": dtype}
+    return {
+        "vllm_tokens_per_s": round(tokens / statistics.median(runs), 1),
+        "vllm_start_s": round(start_s, 1),
+        "vllm_enforce_eager": enforce_eager,
+        "vllm_dtype": dtype,
+    }
 
 
 def main() -> None:
@@ -186,10 +210,16 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: 128 (CPU), 512 (--gpu)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-vllm", action="store_true", help="skip vLLM even where it is installed")
-    parser.add_argument("--vllm-eager", action="store_true", help="start vLLM with enforce_eager (faster start, slower)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for the hf runs (on a CPU shared with other work, 1 avoids "
-                             "OpenMP threads waiting on each other, which slowed decoding 40x here)")
+    parser.add_argument(
+        "--vllm-eager", action="store_true", help="start vLLM with enforce_eager (faster start, slower)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for the hf runs (on a CPU shared with other work, 1 avoids "
+        "OpenMP threads waiting on each other, which slowed decoding 40x here)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -206,8 +236,9 @@ def main() -> None:
         device, max_new = "cuda", args.max_new_tokens or 512
         model, tokenizer = random_qwen2(device)
         rng = random.Random(0)
-        prompts = [" ".join(f"w{rng.randrange(150_000)}" for _ in range(rng.randint(96, 160)))
-                   for _ in range(args.prompts)]
+        prompts = [
+            " ".join(f"w{rng.randrange(150_000)}" for _ in range(rng.randint(96, 160))) for _ in range(args.prompts)
+        ]
         report.update(model="random Qwen2 494M, bf16", device=torch.cuda.get_device_name())
     else:
         from rpt_cli.models import BUILTIN_NAME, load_model
@@ -235,8 +266,11 @@ def main() -> None:
             spec, dtype = BUILTIN_NAME, "auto"
         del model
         print(f"vllm ({'eager' if args.vllm_eager else 'default settings'}): starting the engine", file=sys.stderr)
-        report.update(bench_vllm(spec, prompts, args.n, max_new, max(1, args.repeats - 1),
-                                 enforce_eager=args.vllm_eager, dtype=dtype))
+        report.update(
+            bench_vllm(
+                spec, prompts, args.n, max_new, max(1, args.repeats - 1), enforce_eager=args.vllm_eager, dtype=dtype
+            )
+        )
         report["vllm_over_hf"] = round(report["vllm_tokens_per_s"] / report["hf_backend_tokens_per_s"], 2)
     print(json.dumps(report, indent=1))
 

@@ -43,12 +43,13 @@ def make_samples(tokenizer, path: Path, count: int, context_tokens: int, target_
         for position in range(context_tokens, len(starts) - target_tokens, 37):
             begin, at = starts[position - context_tokens], starts[position]
             ends = [starts[position + k] for k in range(1, target_tokens + 1)]
-            target = text[at:ends[-1]]
+            target = text[at : ends[-1]]
             boundaries = [len(text[at:end].encode()) for end in ends]
             if boundaries != sorted(set(boundaries)) or not boundaries[0]:
                 continue
-            rows.append({"id": f"{doc['id']}@{position}", "context": text[begin:at], "target": target,
-                         "boundaries": boundaries})
+            rows.append(
+                {"id": f"{doc['id']}@{position}", "context": text[begin:at], "target": target, "boundaries": boundaries}
+            )
             if len(rows) == count:
                 break
         if len(rows) == count:
@@ -63,10 +64,19 @@ def random_qwen2_model(folder: Path, tokenizer_source: str) -> Path:
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -101,14 +111,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", action="store_true", help="0.5B-class model on a GPU, 8 contexts x G=8 x 256 tokens")
     parser.add_argument("--model", help="model (default: built-in on CPU, a random 0.5B Qwen2 shape with --gpu)")
-    parser.add_argument("--tokenizer", help="--gpu: tokenizer folder for the random model (default: the built-in model's)")
+    parser.add_argument(
+        "--tokenizer", help="--gpu: tokenizer folder for the random model (default: the built-in model's)"
+    )
     parser.add_argument("--contexts", type=int, help="contexts per step (CPU 4, GPU 8)")
     parser.add_argument("-G", "--num-generations", type=int, help="completions per context (CPU 4, GPU 8)")
     parser.add_argument("--new-tokens", type=int, help="completion tokens (CPU 32, GPU 256)")
     parser.add_argument("--context-tokens", type=int, default=160, help="context tokens of every sample")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per run, after one warm-up step")
     parser.add_argument("--repeats", type=int, default=2, help="runs per side, alternating")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is steadier on a busy machine)")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: torch's; 1 is steadier on a busy machine)"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     options = parser.parse_args()
     contexts = options.contexts or (8 if options.gpu else 4)
@@ -141,10 +155,18 @@ def main() -> None:
         samples = work / "samples.jsonl"
         make_samples(AutoTokenizer.from_pretrained(source), samples, count=64, context_tokens=options.context_tokens)
         steps = options.steps + 1
-        config = TrainConfig(samples=str(samples), model=model, num_completions=G, contexts_per_step=contexts,
-                             max_steps=steps, save_steps=10_000, max_new_tokens=new_tokens,
-                             max_prompt_tokens=options.context_tokens + 400, dynamic_sampling_from_step=0,
-                             gradient_checkpointing=options.gpu)
+        config = TrainConfig(
+            samples=str(samples),
+            model=model,
+            num_completions=G,
+            contexts_per_step=contexts,
+            max_steps=steps,
+            save_steps=10_000,
+            max_new_tokens=new_tokens,
+            max_prompt_tokens=options.context_tokens + 400,
+            dynamic_sampling_from_step=0,
+            gradient_checkpointing=options.gpu,
+        )
         force_length = {"min_new_tokens": new_tokens}
         results: dict[str, list[float]] = {"trl": [], "rpt": []}
         tokens: dict[str, list[float]] = {"trl": [], "rpt": []}
@@ -165,8 +187,10 @@ def main() -> None:
                 results[side] += times
                 generated = contexts * G * new_tokens
                 tokens[side] += [generated / t for t in times]
-                print(f"bench_train: {side} run {repeat + 1}: " + ", ".join(f"{t:.2f}" for t in times) + " s/step",
-                      file=sys.stderr)
+                print(
+                    f"bench_train: {side} run {repeat + 1}: " + ", ".join(f"{t:.2f}" for t in times) + " s/step",
+                    file=sys.stderr,
+                )
                 del trainer, clock
                 if side == "rpt":
                     del job
@@ -177,11 +201,17 @@ def main() -> None:
         figures = {
             "device": torch.cuda.get_device_name() if options.gpu else f"cpu x{torch.get_num_threads()} threads",
             "model": model if not options.gpu else "random Qwen2-shaped (Qwen2.5-0.5B layer sizes)",
-            "parameters": sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM
-                              .from_pretrained(source).parameters()),
-            "contexts": contexts, "G": G, "new_tokens": new_tokens, "context_tokens": options.context_tokens,
+            "parameters": sum(
+                p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(source).parameters()
+            ),
+            "contexts": contexts,
+            "G": G,
+            "new_tokens": new_tokens,
+            "context_tokens": options.context_tokens,
             "steps_measured_per_side": len(results["trl"]),
-            "trl_step_s": trl_median, "rpt_step_s": rpt_median, "ratio": rpt_median / trl_median,
+            "trl_step_s": trl_median,
+            "rpt_step_s": rpt_median,
+            "ratio": rpt_median / trl_median,
             "trl_generated_tokens_per_s": statistics.median(tokens["trl"]),
             "rpt_generated_tokens_per_s": statistics.median(tokens["rpt"]),
         }
@@ -205,8 +235,13 @@ def bare_trainer(config, source: str, out: Path, plan, grpo_args):
     tokenizer = AutoTokenizer.from_pretrained(source, padding_side="left")
     builder = PromptBuilder(tokenizer, PromptConfig(max_prompt_tokens=config.max_prompt_tokens))
     dataset = datasets.Dataset.from_list(build_rows(read_samples(config.samples), builder))
-    trainer = GRPOTrainer(model=source, reward_funcs=[get_reward_function("prefix")], args=grpo_args(config, plan, out),
-                          train_dataset=dataset, processing_class=tokenizer)
+    trainer = GRPOTrainer(
+        model=source,
+        reward_funcs=[get_reward_function("prefix")],
+        args=grpo_args(config, plan, out),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
     trainer.remove_callback(PrinterCallback)
     return trainer
 

@@ -21,15 +21,21 @@ def main(paths: list[str]) -> None:
     reports = [json.loads(line) for path in paths for line in open(path, encoding="utf-8") if line.strip()]
     reports.sort(key=lambda r: (r.get("step") or 0, r["mode"]))
     first = reports[0]
-    print("| model | step | mode | " + " | ".join(f"{s} (n={first['splits'][s]['n']})" for s in SPLITS)
-          + f" | all (n={first['n']}) |")
+    print(
+        "| model | step | mode | "
+        + " | ".join(f"{s} (n={first['splits'][s]['n']})" for s in SPLITS)
+        + f" | all (n={first['n']}) |"
+    )
     print("|---|---:|---|" + "---:|" * (len(SPLITS) + 1))
     for r in reports:
         mode = "direct" if r["mode"] == "reasoning" and r.get("answer") == "direct" else r["mode"]
         if r["mode"] == "reasoning":
             mode += f", k={r['settings']['k']}"
-        print(f"| {r['model']} | {r.get('step') or 0} | {mode} | "
-              + " | ".join(cell(r["splits"].get(s, {})) for s in SPLITS) + f" | {cell(r)} |")
+        print(
+            f"| {r['model']} | {r.get('step') or 0} | {mode} | "
+            + " | ".join(cell(r["splits"].get(s, {})) for s in SPLITS)
+            + f" | {cell(r)} |"
+        )
 
 
 if __name__ == "__main__":

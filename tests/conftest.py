@@ -4,7 +4,8 @@
   real byte-level BPE tokenizer trained on the fly and a ChatML chat template, saved as a plain
   Hugging Face folder. Fast enough for every test that needs a model.
 - `builtin_model_dir`: the built-in SmolLM2-135M-Instruct, converted once from its GGUF file into
-  the rpt cache (about 20 s the first time). For end-to-end tests (marked `slow`).
+  the rpt cache (about 20 s the first time). For end-to-end tests: every test that uses it is
+  marked `slow` by `pytest_collection_modifyitems` below.
 """
 
 from __future__ import annotations
@@ -40,19 +41,35 @@ def build_tiny_model(folder: Path, *, seed: int = 0, vocab_size: int = 512) -> P
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(TOKENIZER_TEXT * 20, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>",
-                                        eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        unk_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
     tokenizer.chat_template = CHATML
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
@@ -67,12 +84,14 @@ def build_byte_fallback_tokenizer():
 
     tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     specials = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=specials, show_progress=False)
-    tok.train_from_iterator(["Let x be a real number such that x squared is 4. Hence the answer is 2."] * 10,
-                            trainer=trainer)
+    tok.train_from_iterator(
+        ["Let x be a real number such that x squared is 4. Hence the answer is 2."] * 10, trainer=trainer
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
@@ -86,6 +105,14 @@ def builtin_model_dir() -> Path:
     from rpt_cli.models import BUILTIN_NAME, resolve
 
     return Path(resolve(BUILTIN_NAME))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the built-in model (directly or through another fixture) is `slow`,
+    so `pytest -m "not slow and not vllm"` (`make test-fast`) leaves it out."""
+    for item in items:
+        if "builtin_model_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

@@ -41,8 +41,15 @@ def made_with(tokenizer, name: str, *, docs: int = 6, target_tokens: int = 8) ->
     scored = []
     for k, text in enumerate(documents(docs)):
         offsets = DocTokenizer(tokenizer)([text])[0].offsets
-        scored.append({"id": f"d{k}", "text": text, "offsets": offsets, "tokenizer": stamp,
-                       "entropy": [None] + [1.0] * (len(offsets) - 2)})
+        scored.append(
+            {
+                "id": f"d{k}",
+                "text": text,
+                "offsets": offsets,
+                "tokenizer": stamp,
+                "entropy": [None] + [1.0] * (len(offsets) - 2),
+            }
+        )
     opts = FilterOptions(min_context_tokens=1, target_tokens=target_tokens)
     return list(filter_documents(enumerate(scored, start=1), opts))
 
@@ -60,9 +67,11 @@ def true_ends(tokenizer, sample: dict) -> tuple[bool, list[int]]:
 def tokenizers(tiny_model_dir, builtin_model_dir):
     from transformers import AutoTokenizer
 
-    return {"builtin": AutoTokenizer.from_pretrained(builtin_model_dir),
-            "tiny": AutoTokenizer.from_pretrained(tiny_model_dir),
-            "byte-fallback": build_byte_fallback_tokenizer()}
+    return {
+        "builtin": AutoTokenizer.from_pretrained(builtin_model_dir),
+        "tiny": AutoTokenizer.from_pretrained(tiny_model_dir),
+        "byte-fallback": build_byte_fallback_tokenizer(),
+    }
 
 
 def test_the_fingerprint_follows_what_decides_tokens_and_nothing_else(tiny_model_dir, tmp_path, tokenizers):
@@ -87,10 +96,10 @@ def test_the_fingerprint_follows_what_decides_tokens_and_nothing_else(tiny_model
     assert fingerprint(lowered) != original
 
 
-@pytest.mark.parametrize("maker, policy, least_kept", [
-    ("builtin", "tiny", 0.9), ("tiny", "builtin", 0.5), ("builtin", "byte-fallback", 0.7)])
-def test_rederived_boundaries_are_the_policys_token_ends_in_the_whole_document(tokenizers, maker, policy,
-                                                                              least_kept):
+@pytest.mark.parametrize(
+    "maker, policy, least_kept", [("builtin", "tiny", 0.9), ("tiny", "builtin", 0.5), ("builtin", "byte-fallback", 0.7)]
+)
+def test_rederived_boundaries_are_the_policys_token_ends_in_the_whole_document(tokenizers, maker, policy, least_kept):
     samples = made_with(tokenizers[maker], maker)
     policy_tokenizer = PolicyTokenizer(tokenizers[policy], policy)
     found = policy_tokenizer.rederive([s["context"] for s in samples], [s["target"] for s in samples])
@@ -104,7 +113,7 @@ def test_rederived_boundaries_are_the_policys_token_ends_in_the_whole_document(t
         kept += 1
         assert starts_token, sample["id"]
         # never a boundary the whole document does not have; the first is the policy's next token
-        assert list(boundaries) == ends[:len(boundaries)], (sample["id"], sample["target"], boundaries, ends)
+        assert list(boundaries) == ends[: len(boundaries)], (sample["id"], sample["target"], boundaries, ends)
     assert kept >= least_kept * len(samples), (kept, len(samples))
 
 
@@ -115,23 +124,26 @@ def test_the_same_tokenizer_keeps_the_samples_boundaries(tokenizers):
     found, alignment = align(list(enumerate(samples, 1)), PolicyTokenizer(tokenizers["tiny"], "tiny"), "s.jsonl")
     assert found == [None] * len(samples) and not alignment.rederived and alignment.unmarked == 0
     # re-deriving them anyway gives what rpt filter wrote, less the ends after the last word's start
-    redone = PolicyTokenizer(tokenizers["tiny"], "tiny").rederive([s["context"] for s in samples],
-                                                                  [s["target"] for s in samples])
+    redone = PolicyTokenizer(tokenizers["tiny"], "tiny").rederive(
+        [s["context"] for s in samples], [s["target"] for s in samples]
+    )
     for sample, boundaries in zip(samples, redone):
         if not isinstance(boundaries, str):
-            assert list(boundaries) == sample["boundaries"][:len(boundaries)]
+            assert list(boundaries) == sample["boundaries"][: len(boundaries)]
 
 
 # --------------------------------------------------------------------------------------------
 # The commands
 # --------------------------------------------------------------------------------------------
 
+
 def split_samples(tokenizers) -> tuple[list[dict], list[dict], list]:
     """Built-in-made samples that the tiny tokenizer can re-derive (the first twelve) and those it
     cannot, with the tiny tokenizer's boundaries of the first."""
     samples = made_with(tokenizers["builtin"], "smollm2-135m", docs=3)
-    found = PolicyTokenizer(tokenizers["tiny"], "tiny").rederive([s["context"] for s in samples],
-                                                                 [s["target"] for s in samples])
+    found = PolicyTokenizer(tokenizers["tiny"], "tiny").rederive(
+        [s["context"] for s in samples], [s["target"] for s in samples]
+    )
     good = [(s, b) for s, b in zip(samples, found) if not isinstance(b, str)]
     bad = [s for s, b in zip(samples, found) if isinstance(b, str)]
     assert any(list(b) != s["boundaries"] for s, b in good[:12])  # the two tokenizers differ here
@@ -141,12 +153,18 @@ def split_samples(tokenizers) -> tuple[list[dict], list[dict], list]:
 def test_eval_judges_the_models_own_tokens(tokenizers, tiny_model_dir, tmp_path):
     good, bad, expected = split_samples(tokenizers)
     samples = write_jsonl(tmp_path / "samples.jsonl", good)
-    result = CliRunner().invoke(app, ["eval", str(samples), "-m", str(tiny_model_dir),
-                                      "--details", str(tmp_path / "details.jsonl")])
+    result = CliRunner().invoke(
+        app, ["eval", str(samples), "-m", str(tiny_model_dir), "--details", str(tmp_path / "details.jsonl")]
+    )
     assert result.exit_code == 0, result.output
     report = read_jsonl(result.stdout)[0]
-    assert report["tokenizer"] == {"name": tiny_model_dir.name, "fingerprint": fingerprint(tokenizers["tiny"]),
-                                   "samples_unmarked": 0, "samples_rederived": 12, "samples_skipped": 0}
+    assert report["tokenizer"] == {
+        "name": tiny_model_dir.name,
+        "fingerprint": fingerprint(tokenizers["tiny"]),
+        "samples_unmarked": 0,
+        "samples_rederived": 12,
+        "samples_skipped": 0,
+    }
     assert [d["boundaries"] for d in read_jsonl((tmp_path / "details.jsonl").read_bytes())] == expected
     assert "12 sample(s) were made with tokenizer smollm2-135m" in result.stderr
     assert "re-derived" in result.stderr
@@ -172,22 +190,26 @@ def test_samples_without_an_identity_keep_their_boundaries_with_a_note(tokenizer
     good, _, _ = split_samples(tokenizers)
     unmarked = [{k: v for k, v in s.items() if k != "tokenizer"} for s in good]
     samples = write_jsonl(tmp_path / "samples.jsonl", unmarked)
-    result = CliRunner().invoke(app, ["eval", str(samples), "-m", str(tiny_model_dir),
-                                      "--details", str(tmp_path / "details.jsonl")])
+    result = CliRunner().invoke(
+        app, ["eval", str(samples), "-m", str(tiny_model_dir), "--details", str(tmp_path / "details.jsonl")]
+    )
     assert result.exit_code == 0, result.output
-    assert [d["boundaries"] for d in read_jsonl((tmp_path / "details.jsonl").read_bytes())] == \
-        [s["boundaries"] for s in good]
+    assert [d["boundaries"] for d in read_jsonl((tmp_path / "details.jsonl").read_bytes())] == [
+        s["boundaries"] for s in good
+    ]
     assert "12 sample(s) carry no tokenizer identity" in result.stderr
     # a malformed identity is bad input
     write_jsonl(samples, unmarked[:1] + [{**unmarked[1], "tokenizer": "smollm2"}])
     result = CliRunner().invoke(app, ["eval", str(samples), "-m", str(tiny_model_dir)])
-    assert result.exit_code == 2 and result.stderr.startswith(f"error: {samples}:2: field \"tokenizer\"")
+    assert result.exit_code == 2 and result.stderr.startswith(f'error: {samples}:2: field "tokenizer"')
 
 
 def test_rpt_entropy_stamps_its_tokenizer_and_rpt_filter_carries_it(tiny_model_dir, tokenizers, tmp_path):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in documents(2)])
     scored = tmp_path / "scored.jsonl"
-    assert CliRunner().invoke(app, ["entropy", str(corpus), "-m", str(tiny_model_dir), "-o", str(scored)]).exit_code == 0
+    assert (
+        CliRunner().invoke(app, ["entropy", str(corpus), "-m", str(tiny_model_dir), "-o", str(scored)]).exit_code == 0
+    )
     stamp = {"name": tiny_model_dir.name, "fingerprint": fingerprint(tokenizers["tiny"])}
     assert all(doc["tokenizer"] == stamp for doc in read_jsonl(scored.read_bytes()))
     result = CliRunner().invoke(app, ["filter", str(scored), "--per-doc", "3"])
@@ -199,7 +221,7 @@ def test_rpt_reward_with_a_model_scores_against_the_models_tokens(tokenizers, ti
     # a sample where the policy's next token ends where no token of the samples' tokenizer does
     index = next(i for i, (s, b) in enumerate(zip(good, expected)) if b[0] not in s["boundaries"])
     sample, policy_ends = good[index], expected[index]
-    as_policy = sample["target"].encode()[:policy_ends[0]].decode()
+    as_policy = sample["target"].encode()[: policy_ends[0]].decode()
     rollout = {**sample, "completions": [f"</think> \\boxed{{{as_policy}}}", "</think> \\boxed{@@}"]}
     rollouts = write_jsonl(tmp_path / "rollouts.jsonl", [rollout])
     result = CliRunner().invoke(app, ["reward", str(rollouts), "--reward", "first-token", "-m", str(tiny_model_dir)])
@@ -219,14 +241,35 @@ def test_rpt_reward_with_a_model_scores_against_the_models_tokens(tokenizers, ti
 def test_train_draws_on_the_policys_boundaries(tokenizers, tiny_model_dir, tmp_path, monkeypatch):
     from tests.train_helpers import RecordingReward
 
-    monkeypatch.setitem(__import__("rpt_cli.reward", fromlist=["REWARD_FUNCTIONS"]).REWARD_FUNCTIONS,
-                        RecordingReward.name, RecordingReward)
+    monkeypatch.setitem(
+        __import__("rpt_cli.reward", fromlist=["REWARD_FUNCTIONS"]).REWARD_FUNCTIONS,
+        RecordingReward.name,
+        RecordingReward,
+    )
     RecordingReward.calls = []
     good, bad, expected = split_samples(tokenizers)
     samples = write_jsonl(tmp_path / "samples.jsonl", good[:4])
-    args = ["train", str(samples), "--model", str(tiny_model_dir), "-G", "2", "--contexts-per-step", "4",
-            "--answer", "direct", "--max-new-tokens", "2", "--max-prompt-tokens", "256", "--no-gradient-checkpointing",
-            "--max-steps", "1", "--reward", RecordingReward.name]
+    args = [
+        "train",
+        str(samples),
+        "--model",
+        str(tiny_model_dir),
+        "-G",
+        "2",
+        "--contexts-per-step",
+        "4",
+        "--answer",
+        "direct",
+        "--max-new-tokens",
+        "2",
+        "--max-prompt-tokens",
+        "256",
+        "--no-gradient-checkpointing",
+        "--max-steps",
+        "1",
+        "--reward",
+        RecordingReward.name,
+    ]
     result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     by_id = {s["id"]: b for s, b in zip(good, expected)}
@@ -239,4 +282,6 @@ def test_train_draws_on_the_policys_boundaries(tokenizers, tiny_model_dir, tmp_p
     write_jsonl(samples, good[:2] + bad[:1])
     result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "run2")])
     assert result.exit_code == 2 and not (tmp_path / "run2").exists()
-    assert result.stderr.startswith(f"error: {samples}:3: this sample's boundaries were made with tokenizer smollm2-135m")
+    assert result.stderr.startswith(
+        f"error: {samples}:3: this sample's boundaries were made with tokenizer smollm2-135m"
+    )

@@ -36,9 +36,11 @@ def test_command_is_documented(name):
 
 def test_help_and_light_commands_start_fast():
     """Heavy libraries load only in the commands that need them."""
-    code = ("import sys; from rpt_cli import cli; "
-            "heavy = [m for m in ('torch', 'transformers', 'trl', 'vllm', 'datasets') if m in sys.modules]; "
-            "print(','.join(heavy))")
+    code = (
+        "import sys; from rpt_cli import cli; "
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'vllm', 'datasets') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
     help_run = subprocess.run([sys.executable, "-m", "rpt_cli", "--help"], capture_output=True, text=True)
@@ -47,13 +49,16 @@ def test_help_and_light_commands_start_fast():
         assert re.search(rf"\b{name}\b", help_run.stdout)
 
 
-@pytest.mark.parametrize("args, old, new", [
-    (["rollout", "-", "-n", "3"], "-n/--num-rollouts", "-G/--num-completions"),
-    (["eval", "-", "--fn", "dense"], "--fn", "--reward"),
-    (["reward", "-", "--batch-size", "4"], "--batch-size", "--contexts-per-pass"),
-    (["entropy", "-", "--top-k", "8"], "--top-k", "--entropy-top-k"),
-    (["train", "s.jsonl", "--num-generations", "4"], "--num-generations", "-G/--num-completions"),
-])
+@pytest.mark.parametrize(
+    "args, old, new",
+    [
+        (["rollout", "-", "-n", "3"], "-n/--num-rollouts", "-G/--num-completions"),
+        (["eval", "-", "--fn", "dense"], "--fn", "--reward"),
+        (["reward", "-", "--batch-size", "4"], "--batch-size", "--contexts-per-pass"),
+        (["entropy", "-", "--top-k", "8"], "--top-k", "--entropy-top-k"),
+        (["train", "s.jsonl", "--num-generations", "4"], "--num-generations", "-G/--num-completions"),
+    ],
+)
 def test_old_option_names_still_work_for_one_release_with_a_note(args, old, new, tmp_path, monkeypatch):
     """Hidden aliases: the old name is read (here the command then stops on its empty input), and a
     note names the new one."""

@@ -20,10 +20,21 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def step_metrics(step: int, reward: float) -> dict:
-    return {"step": step, "reward_mean": reward, "reward_std": 0.1, "zero_variance_share_before": 0.25,
-            "zero_variance_share_after": 0.25, "no_prediction_share": 0.0, "completion_length_mean": 1.0,
-            "truncated_share": 1.0, "learning_rate": 1e-5, "step_time_s": 1.0, "tokens_per_s": 1.0,
-            "sampling_rounds": 1, "flops": 1e9 * step}
+    return {
+        "step": step,
+        "reward_mean": reward,
+        "reward_std": 0.1,
+        "zero_variance_share_before": 0.25,
+        "zero_variance_share_after": 0.25,
+        "no_prediction_share": 0.0,
+        "completion_length_mean": 1.0,
+        "truncated_share": 1.0,
+        "learning_rate": 1e-5,
+        "step_time_s": 1.0,
+        "tokens_per_s": 1.0,
+        "sampling_rounds": 1,
+        "flops": 1e9 * step,
+    }
 
 
 def write_run(folder, rewards: list[float]):
@@ -62,18 +73,34 @@ def test_a_metrics_file_a_torn_last_line_and_two_runs(tmp_path):
     assert "no plot" not in result.stderr and not list(tmp_path.glob("*.png"))
 
 
-@pytest.mark.parametrize("content, args, message", [
-    (None, [], "error: {path}: no such run folder or metrics file"),
-    (b'{"step": 1, "reward_mean": 0.5}\nnot json\n{"step": 3, "reward_mean": 0.5}\n', [],
-     "error: {path}/metrics.jsonl:2: invalid JSON"),
-    (b'{"step": "one", "reward_mean": 0.5}\n{"step": 2}\n', [],
-     "error: {path}/metrics.jsonl:1: \"step\" must be a positive integer, got 'one'"),
-    (b'{"step": 1, "reward_mean": "high"}\n{"step": 2}\n', [],
-     "error: {path}/metrics.jsonl:1: \"reward_mean\" must be a number, got 'high'"),
-    (b"", [], "error: {path}/metrics.jsonl: no steps logged yet"),
-    (b'{"step": 1, "reward_mean": 0.5}\n', ["--window", "0"], "error: --window must be at least 1"),
-    (b'{"step": 1, "reward_mean": 0.5}\n', ["-o", "/no/such/folder/x.png"], "error: -o /no/such/folder/x.png: folder /no/such/folder does not exist"),
-])
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        (None, [], "error: {path}: no such run folder or metrics file"),
+        (
+            b'{"step": 1, "reward_mean": 0.5}\nnot json\n{"step": 3, "reward_mean": 0.5}\n',
+            [],
+            "error: {path}/metrics.jsonl:2: invalid JSON",
+        ),
+        (
+            b'{"step": "one", "reward_mean": 0.5}\n{"step": 2}\n',
+            [],
+            "error: {path}/metrics.jsonl:1: \"step\" must be a positive integer, got 'one'",
+        ),
+        (
+            b'{"step": 1, "reward_mean": "high"}\n{"step": 2}\n',
+            [],
+            "error: {path}/metrics.jsonl:1: \"reward_mean\" must be a number, got 'high'",
+        ),
+        (b"", [], "error: {path}/metrics.jsonl: no steps logged yet"),
+        (b'{"step": 1, "reward_mean": 0.5}\n', ["--window", "0"], "error: --window must be at least 1"),
+        (
+            b'{"step": 1, "reward_mean": 0.5}\n',
+            ["-o", "/no/such/folder/x.png"],
+            "error: -o /no/such/folder/x.png: folder /no/such/folder does not exist",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, content, args, message):
     path = tmp_path / "run"
     if content is not None:

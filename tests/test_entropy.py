@@ -69,21 +69,29 @@ def test_sentencepiece_lead_token_is_context_not_a_document_token(with_bos):
         tokenizer.add_bos_token = True
         tokenizer.update_post_processor()
     torch.manual_seed(1)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    ).eval()
     text = "😀 x be"
     all_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = [tokenizer.bos_token_id] if with_bos else []
-    (offsets, entropy), = EntropyScorer(model, tokenizer, device="cpu").score_texts([text])
+    ((offsets, entropy),) = EntropyScorer(model, tokenizer, device="cpu").score_texts([text])
     assert tokenizer.convert_ids_to_tokens(all_ids[:1]) == ["▁"]
     assert len(entropy) == len(all_ids) - 1 and offsets[-1] == len(text.encode())
     for i, value in enumerate(entropy):
-        assert value == pytest.approx(brute_force_entropy(model, bos + all_ids[:i + 1], 16), abs=2e-5)
+        assert value == pytest.approx(brute_force_entropy(model, bos + all_ids[: i + 1], 16), abs=2e-5)
 
 
 def test_top_k_changes_the_entropy_bound(tiny):
     model, tokenizer = tiny
-    (_, e2), = EntropyScorer(model, tokenizer, device="cpu", top_k=2).score_texts([DOCS[0]])
+    ((_, e2),) = EntropyScorer(model, tokenizer, device="cpu", top_k=2).score_texts([DOCS[0]])
     assert all(v <= math.log(2) + 1e-6 for v in e2[1:])
     ids = tokenizer(DOCS[0], add_special_tokens=False)["input_ids"]
     assert e2[5] == pytest.approx(brute_force_entropy(model, ids[:5], 2), abs=2e-5)
@@ -107,7 +115,7 @@ def test_long_documents_are_scored_in_overlapping_windows(tiny):
     window, overlap = 48, 16
     assert len(ids) > 3 * window
     scorer = EntropyScorer(model, tokenizer, device="cpu", window=window, overlap=overlap, batch_tokens=64)
-    (offsets, entropy), = scorer.score_texts([text])
+    ((offsets, entropy),) = scorer.score_texts([text])
     assert entropy[0] is None and all(v is not None for v in entropy[1:])
     # every position was scored with the context its window gives it: at least `overlap` tokens
     for start, end, score_from in windows(len(ids), window, overlap):
@@ -186,12 +194,15 @@ def test_cli_bad_input_names_file_and_line_and_leaves_no_output(tiny_model_dir, 
     assert "skipped 1 bad record" in skipped.stderr
 
 
-@pytest.mark.parametrize("content, reason", [
-    ("not json\n", "invalid JSON"),
-    ("[1, 2]\n", "expected a JSON object, got list"),
-    ('{"id": "x"}\n', 'missing field "text"'),
-    ('{"text": "ok", "id": [1]}\n', 'field "id" must be a string or an integer'),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("not json\n", "invalid JSON"),
+        ("[1, 2]\n", "expected a JSON object, got list"),
+        ('{"id": "x"}\n', 'missing field "text"'),
+        ('{"text": "ok", "id": [1]}\n', 'field "id" must be a string or an integer'),
+    ],
+)
 def test_cli_bad_records(tiny_model_dir, tmp_path, content, reason):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(content, encoding="utf-8")
@@ -204,7 +215,9 @@ def test_cli_bad_records(tiny_model_dir, tmp_path, content, reason):
 def test_cli_empty_input_gives_empty_output(tiny_model_dir, tmp_path):
     corpus = tmp_path / "empty.jsonl"
     corpus.write_text("", encoding="utf-8")
-    result = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir), "-o", str(tmp_path / "o.jsonl")])
+    result = runner.invoke(
+        app, ["entropy", str(corpus), "--model", str(tiny_model_dir), "-o", str(tmp_path / "o.jsonl")]
+    )
     assert result.exit_code == 0
     assert (tmp_path / "o.jsonl").read_bytes() == b""
 
@@ -220,9 +233,12 @@ def test_cli_reads_a_parquet_dataset(tiny_model_dir, tmp_path):
     import datasets
 
     datasets.Dataset.from_dict({"body": ["first document", "second one"], "n": [1, 2]}).to_parquet(
-        str(tmp_path / "c.parquet"))
-    result = runner.invoke(app, ["entropy", "--dataset", str(tmp_path / "c.parquet"), "--text-field", "body",
-                                 "--model", str(tiny_model_dir)])
+        str(tmp_path / "c.parquet")
+    )
+    result = runner.invoke(
+        app,
+        ["entropy", "--dataset", str(tmp_path / "c.parquet"), "--text-field", "body", "--model", str(tiny_model_dir)],
+    )
     assert result.exit_code == 0, result.output
     out = read_jsonl(result.stdout)
     assert [(d["id"], d["body"], d["n"]) for d in out] == [(1, "first document", 1), (2, "second one", 2)]
@@ -250,6 +266,7 @@ def test_builtin_model_end_to_end(builtin_model_dir, tmp_path):
         assert max(values) > 0.5 and min(values) < 0.5  # a real model is sure of some tokens, not all
 
 
+@pytest.mark.slow  # real subprocesses: many seconds on 2 cores
 def test_cli_broken_pipe_ends_quietly(tiny_model_dir, tmp_path):
     import subprocess
     import sys
@@ -257,7 +274,12 @@ def test_cli_broken_pipe_ends_quietly(tiny_model_dir, tmp_path):
     corpus = write_corpus(tmp_path / "c.jsonl", [{"text": f"document {k} " * 20} for k in range(300)])
     done = subprocess.run(
         f"set -o pipefail; '{sys.executable}' -m rpt_cli entropy '{corpus}' --model '{tiny_model_dir}' "
-        f"--batch-tokens 512 | head -1", shell=True, capture_output=True, text=True, executable="/bin/bash")
+        f"--batch-tokens 512 | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        executable="/bin/bash",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1
     assert "Traceback" not in done.stderr and "Error" not in done.stderr
@@ -268,8 +290,11 @@ def test_bytes_the_builtin_tokenizer_drops_are_kept_and_reported(builtin_model_d
     """SmolLM2 has no token for the bytes 0x04 or 0xf1: the text keeps them, the offsets still cover
     it (a text of such bytes only is one unscored span), `rpt filter` accepts the output, and a
     warning says how many bytes the model did not see."""
-    docs = [{"text": "x = \U00040000 + 1, so the answer is 2."}, {"text": "\x04\x06"},
-            {"text": "plain text after them"}]
+    docs = [
+        {"text": "x = \U00040000 + 1, so the answer is 2."},
+        {"text": "\x04\x06"},
+        {"text": "plain text after them"},
+    ]
     corpus = write_corpus(tmp_path / "c.jsonl", docs)
     result = runner.invoke(app, ["entropy", str(corpus), "--window", "128"])
     assert result.exit_code == 0, result.output
@@ -335,15 +360,26 @@ def test_logits_post_processed_by_the_model_are_scored_from_the_model_itself(tin
         out = forward(*args, **kwargs)
         out.logits = out.logits * 3.0
         return out
+
     scaled.forward = scaled_forward
-    capped = Gemma2ForCausalLM(Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, final_logit_softcapping=0.5, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id)).eval()
+    capped = Gemma2ForCausalLM(
+        Gemma2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            final_logit_softcapping=0.5,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
     for model, uses_head in ((scaled, False), (capped, True)):
         scorer = EntropyScorer(model, tokenizer, device="cpu")
         assert scorer.uses_head is uses_head
-        (_, entropy), = scorer.score_texts([DOCS[0]])
+        ((_, entropy),) = scorer.score_texts([DOCS[0]])
         ids = tokenizer(DOCS[0], add_special_tokens=False)["input_ids"]
         for i in (3, 10, len(ids) - 1):
             assert entropy[i] == pytest.approx(brute_force_entropy(model, ids[:i], 16), abs=2e-5)

@@ -46,8 +46,9 @@ def documents() -> list[dict]:
     return read_jsonl((EXAMPLES / "val.jsonl").read_bytes())
 
 
-def corpus_samples(tokenizer, *, per_doc: int | None = 6, docs: int = 8, max_context_tokens: int | None = None,
-                   target_tokens: int = 4) -> list[dict]:
+def corpus_samples(
+    tokenizer, *, per_doc: int | None = 6, docs: int = 8, max_context_tokens: int | None = None, target_tokens: int = 4
+) -> list[dict]:
     """Samples of the validation documents made by the real `rpt filter` code from the tokenizer's
     own offsets, with entropies cycling through every split (so `none` samples exist too)."""
     from rpt_cli.tokens import DocTokenizer
@@ -57,15 +58,31 @@ def corpus_samples(tokenizer, *, per_doc: int | None = 6, docs: int = 8, max_con
     for doc in documents()[:docs]:
         tokenized = doc_tokenizer([doc["text"]])[0]
         n = len(tokenized.ids)
-        scored.append({**doc, "offsets": tokenized.offsets,
-                       "entropy": [None] + [ENTROPY_CYCLE[i % len(ENTROPY_CYCLE)] for i in range(1, n)]})
-    opts = FilterOptions(min_context_tokens=4, per_doc=per_doc, seed=0, target_tokens=target_tokens,
-                         max_context_tokens=max_context_tokens)
+        scored.append(
+            {
+                **doc,
+                "offsets": tokenized.offsets,
+                "entropy": [None] + [ENTROPY_CYCLE[i % len(ENTROPY_CYCLE)] for i in range(1, n)],
+            }
+        )
+    opts = FilterOptions(
+        min_context_tokens=4,
+        per_doc=per_doc,
+        seed=0,
+        target_tokens=target_tokens,
+        max_context_tokens=max_context_tokens,
+    )
     return list(filter_documents(enumerate(scored, start=1), opts))
 
 
-def build_run_folder(folder: Path, checkpoints: dict[int, Path], *, samples: str, settings: dict | None = None,
-                     flops_per_step: float = 1e9) -> Path:
+def build_run_folder(
+    folder: Path,
+    checkpoints: dict[int, Path],
+    *,
+    samples: str,
+    settings: dict | None = None,
+    flops_per_step: float = 1e9,
+) -> Path:
     """A run folder laid out as `rpt train` leaves it, written with the training stage's own
     helpers: config.yaml, metrics.jsonl (step, flops), checkpoint-N folders marked complete and
     final/ (the last checkpoint's model)."""
@@ -96,8 +113,8 @@ def reference_next_tokens(model, tokenizer, contexts, max_context_tokens: int) -
     with torch.inference_mode():
         for context in contexts:
             plain = tokenizer(context, add_special_tokens=False)["input_ids"]
-            lead = tokenizer(context)["input_ids"][:-len(plain)]  # what the tokenizer puts first (BOS)
-            ids = lead + plain[-(max_context_tokens - len(lead)):]
+            lead = tokenizer(context)["input_ids"][: -len(plain)]  # what the tokenizer puts first (BOS)
+            ids = lead + plain[-(max_context_tokens - len(lead)) :]
             logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
             top = torch.topk(logits, 2)
             out.append((int(top.indices[0]), float(top.values[0] - top.values[1])))
@@ -129,7 +146,8 @@ def bos_model_dir(tiny_model_dir, tmp_path_factory):
     shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer._tokenizer.post_processor = TemplateProcessing(
-        single="<|im_start|> $A", special_tokens=[("<|im_start|>", tokenizer.bos_token_id)])
+        single="<|im_start|> $A", special_tokens=[("<|im_start|>", tokenizer.bos_token_id)]
+    )
     tokenizer.save_pretrained(folder)
     assert AutoTokenizer.from_pretrained(folder)("x")["input_ids"][0] == tokenizer.bos_token_id
     return folder
@@ -158,8 +176,11 @@ def test_wilson_interval_matches_textbook_values():
 
 
 def test_summary_of_k_completions_gives_mean_accuracy_and_pass_at_k():
-    outcomes = [Outcome(accuracy=0.25, solved=True, reward=0.25), Outcome(accuracy=0.0, solved=False),
-                Outcome(accuracy=1.0, solved=True, reward=1.0, no_prediction=0.5)]
+    outcomes = [
+        Outcome(accuracy=0.25, solved=True, reward=0.25),
+        Outcome(accuracy=0.0, solved=False),
+        Outcome(accuracy=1.0, solved=True, reward=1.0, no_prediction=0.5),
+    ]
     entry = summarize(outcomes, reasoning=True)
     assert entry["n"] == 3
     assert entry["accuracy"] == pytest.approx(1.25 / 3)
@@ -186,7 +207,9 @@ def test_split_counts_are_nested_and_follow_the_entropy_thresholds(samples_file,
     assert list(medium["splits"]) == ["medium", "hard"]
     assert medium["splits"]["hard"]["n"] == counts["hard"]
     # --limit takes the first N of the split
-    result = runner.invoke(app, ["eval", str(samples_file), "-m", str(tiny_model_dir), "--split", "hard", "--limit", "3"])
+    result = runner.invoke(
+        app, ["eval", str(samples_file), "-m", str(tiny_model_dir), "--split", "hard", "--limit", "3"]
+    )
     assert read_jsonl(result.stdout)[0]["n"] == 3
 
 
@@ -223,7 +246,9 @@ def test_ntp_predictions_match_a_brute_force_reference(which, tiny_model_dir, bo
     predictor = NextTokenPredictor(model, tokenizer, device, batch_tokens=700, max_context_tokens=limit)
     predictions = predictor.predict([s.context for s in samples], [s.doc_id for s in samples])
     reference = reference_next_tokens(model, tokenizer, [s.context for s in samples], limit)
-    mismatches = [(p.token_id, ref) for p, (ref, gap) in zip(predictions, reference) if p.token_id != ref and gap > 1e-4]
+    mismatches = [
+        (p.token_id, ref) for p, (ref, gap) in zip(predictions, reference) if p.token_id != ref and gap > 1e-4
+    ]
     assert not mismatches
     assert sum(p.token_id == ref for p, (ref, _) in zip(predictions, reference)) >= len(samples) - 1
     for p in predictions:
@@ -234,10 +259,10 @@ def test_ntp_predictions_match_a_brute_force_reference(which, tiny_model_dir, bo
     if which == "bos":
         assert predictor.prefix == [tokenizer.bos_token_id]
     # every context its own pass: the same predictions
-    alone = NextTokenPredictor(model, tokenizer, device, batch_tokens=700, max_context_tokens=limit,
-                               share_passes=False)
-    assert [p.token_id for p in alone.predict([s.context for s in samples], [s.doc_id for s in samples])] == \
-        [p.token_id for p in predictions]
+    alone = NextTokenPredictor(model, tokenizer, device, batch_tokens=700, max_context_tokens=limit, share_passes=False)
+    assert [p.token_id for p in alone.predict([s.context for s in samples], [s.doc_id for s in samples])] == [
+        p.token_id for p in predictions
+    ]
     assert alone.stats.rows == len(samples)
 
 
@@ -267,11 +292,11 @@ def test_ntp_scores_the_token_bytes_with_eq3(tiny):
         size = len(guess.text.encode())
         record = {"id": f"s{k}", "context": sample.context, "target": guess.text + "§ tail", "entropy": 1.2}
         if k % 3 == 0:
-            record["boundaries"] = [size, size + 2]           # the guess is a whole token: right
+            record["boundaries"] = [size, size + 2]  # the guess is a whole token: right
         elif k % 3 == 1:
-            record["boundaries"] = [size + 2]                 # the guess is part of a longer token: wrong
+            record["boundaries"] = [size + 2]  # the guess is part of a longer token: wrong
         else:
-            record["target"] = "§" + record["target"]       # another continuation: wrong
+            record["target"] = "§" + record["target"]  # another continuation: wrong
             record["boundaries"] = [2, size + 4]
         records.append(record)
         expected.append(prefix_match(guess.text, record["target"], record["boundaries"]))
@@ -303,8 +328,10 @@ def test_ntp_scores_a_token_that_is_part_of_a_character_by_its_bytes(tiny_model_
     predictor = NextTokenPredictor(model, tokenizer, device)
     guess = predictor.predict([context])[0]
     assert (guess.token_id, guess.data, guess.text) == (lead_byte, b"\xe6", None)
-    records = [{"id": "byte", "context": context, "target": "日本 too", "boundaries": [1, 3, 6], "entropy": 1.2},
-               {"id": "char", "context": context, "target": "日本 too", "boundaries": [3, 6], "entropy": 1.2}]
+    records = [
+        {"id": "byte", "context": context, "target": "日本 too", "boundaries": [1, 3, 6], "entropy": 1.2},
+        {"id": "char", "context": context, "target": "日本 too", "boundaries": [3, 6], "entropy": 1.2},
+    ]
     outcomes, details = evaluate_ntp(select_samples(records), predictor)
     assert [o.accuracy for o in outcomes] == [1.0, 0.0]
     assert [o.no_prediction for o in outcomes] == [0.0, 0.0]
@@ -314,9 +341,27 @@ def test_ntp_scores_a_token_that_is_part_of_a_character_by_its_bytes(tiny_model_
 # -- reasoning mode ----------------------------------------------------------------------------------
 def test_reasoning_mode_scores_rollout_completions_with_the_reward_registry(samples_file, tiny_model_dir, tmp_path):
     details = tmp_path / "details.jsonl"
-    args = ["eval", str(samples_file), "-m", str(tiny_model_dir), "--mode", "reasoning", "-G", "3",
-            "--max-new-tokens", "12", "--temperature", "1.5", "--backend", "hf", "--limit", "6", "--no-think",
-            "--details", str(details)]
+    args = [
+        "eval",
+        str(samples_file),
+        "-m",
+        str(tiny_model_dir),
+        "--mode",
+        "reasoning",
+        "-G",
+        "3",
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "1.5",
+        "--backend",
+        "hf",
+        "--limit",
+        "6",
+        "--no-think",
+        "--details",
+        str(details),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = read_jsonl(result.stdout)[0]
@@ -329,8 +374,9 @@ def test_reasoning_mode_scores_rollout_completions_with_the_reward_registry(samp
     prefix = get_reward_function("prefix", require_think=False)
     for row in rows:
         assert row["predictions"] == [prefix.extract(c) for c in row["completions"]]
-        assert row["rewards"] == prefix(row["completions"], target=[row["target"]] * 3,
-                                        boundaries=[row["boundaries"]] * 3)
+        assert row["rewards"] == prefix(
+            row["completions"], target=[row["target"]] * 3, boundaries=[row["boundaries"]] * 3
+        )
         assert row["prompt"].endswith(row["context"] + "<|im_end|>\n<|im_start|>assistant\n")
     assert report["accuracy"] == pytest.approx(sum(sum(r["correct"]) / 3 for r in rows) / 6)
     assert report["pass_at_k"] == pytest.approx(sum(any(r["correct"]) for r in rows) / 6)
@@ -346,9 +392,28 @@ def test_reasoning_mode_scores_rollout_completions_with_the_reward_registry(samp
 # -- the direct answer format -------------------------------------------------------------------------
 def direct_against_ntp(samples_file, model_dir, tmp_path, *extra: str) -> tuple[list[dict], list[dict]]:
     details = tmp_path / "details.jsonl"
-    result = runner.invoke(app, ["eval", str(samples_file), "-m", str(model_dir), "--mode", "ntp", "--mode",
-                                 "reasoning", "--answer", "direct", "--temperature", "0", "--backend", "hf",
-                                 "--details", str(details), *extra])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(samples_file),
+            "-m",
+            str(model_dir),
+            "--mode",
+            "ntp",
+            "--mode",
+            "reasoning",
+            "--answer",
+            "direct",
+            "--temperature",
+            "0",
+            "--backend",
+            "hf",
+            "--details",
+            str(details),
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = read_jsonl(details.read_bytes())
     return [r for r in rows if r["mode"] == "ntp"], [r for r in rows if r["mode"] == "reasoning"]
@@ -367,19 +432,46 @@ def test_direct_answers_at_temperature_0_agree_with_ntp(samples_file, tiny_model
 
 
 def test_eval_follows_the_answer_format_of_the_run(samples_file, tiny_model_dir, tmp_path):
-    run = build_run_folder(tmp_path / "run", {1: tiny_model_dir}, samples=str(samples_file),
-                           settings={"answer": "direct", "template": "direct", "chat": False,
-                                     "max_new_tokens": 1, "max_prompt_tokens": 100})
-    result = runner.invoke(app, ["eval", str(samples_file), "-m", str(run), "--mode", "reasoning", "--backend", "hf",
-                                 "--limit", "3"])
+    run = build_run_folder(
+        tmp_path / "run",
+        {1: tiny_model_dir},
+        samples=str(samples_file),
+        settings={
+            "answer": "direct",
+            "template": "direct",
+            "chat": False,
+            "max_new_tokens": 1,
+            "max_prompt_tokens": 100,
+        },
+    )
+    result = runner.invoke(
+        app, ["eval", str(samples_file), "-m", str(run), "--mode", "reasoning", "--backend", "hf", "--limit", "3"]
+    )
     assert result.exit_code == 0, result.output
     report = read_jsonl(result.stdout)[0]
     assert report["answer"] == "direct" and report["settings"]["template"] == "direct"
     assert (report["settings"]["max_new_tokens"], report["settings"]["max_prompt_tokens"]) == (1, 100)
     assert "│ direct" in result.stderr  # the table names the format
     # asked for the boxed format, the run's direct prompt settings do not apply
-    result = runner.invoke(app, ["eval", str(samples_file), "-m", str(run), "--mode", "reasoning", "--backend", "hf",
-                                 "--limit", "1", "--answer", "boxed", "--max-new-tokens", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(samples_file),
+            "-m",
+            str(run),
+            "--mode",
+            "reasoning",
+            "--backend",
+            "hf",
+            "--limit",
+            "1",
+            "--answer",
+            "boxed",
+            "--max-new-tokens",
+            "2",
+        ],
+    )
     report = read_jsonl(result.stdout)[0]
     assert report["answer"] == "boxed" and report["settings"]["template"] == "v0"
     assert report["settings"]["chat"] is True and report["settings"]["max_prompt_tokens"] == 4096
@@ -401,8 +493,23 @@ def test_builtin_model_direct_answers_agree_with_ntp(builtin_model_dir, tmp_path
 # -- several models, details, runs --------------------------------------------------------------------
 def test_two_models_share_one_table_and_the_same_samples(samples_file, tiny_model_dir, second_model_dir, tmp_path):
     details = tmp_path / "details.jsonl"
-    result = runner.invoke(app, ["eval", str(samples_file), "-m", str(tiny_model_dir), "-m", str(second_model_dir),
-                                 "--mode", "ntp", "--details", str(details), "--limit", "20"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(samples_file),
+            "-m",
+            str(tiny_model_dir),
+            "-m",
+            str(second_model_dir),
+            "--mode",
+            "ntp",
+            "--details",
+            str(details),
+            "--limit",
+            "20",
+        ],
+    )
     assert result.exit_code == 0, result.output
     reports = read_jsonl(result.stdout)
     assert [r["model"] for r in reports] == [tiny_model_dir.name, second_model_dir.name]
@@ -422,47 +529,100 @@ def test_two_models_share_one_table_and_the_same_samples(samples_file, tiny_mode
 
 
 def test_both_modes_in_one_run_give_a_report_each(samples_file, tiny_model_dir):
-    result = runner.invoke(app, ["eval", str(samples_file), "-m", str(tiny_model_dir), "--mode", "ntp",
-                                 "--mode", "reasoning", "--max-new-tokens", "4", "--limit", "4", "--backend", "hf"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(samples_file),
+            "-m",
+            str(tiny_model_dir),
+            "--mode",
+            "ntp",
+            "--mode",
+            "reasoning",
+            "--max-new-tokens",
+            "4",
+            "--limit",
+            "4",
+            "--backend",
+            "hf",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert [r["mode"] for r in read_jsonl(result.stdout)] == ["ntp", "reasoning"]
 
 
 def test_a_training_run_folder_evaluates_with_no_other_option(samples_file, tiny_model_dir, second_model_dir, tmp_path):
-    run = build_run_folder(tmp_path / "run", {2: second_model_dir, 4: tiny_model_dir}, samples=str(samples_file),
-                           settings={"template": "v5", "chat": False, "max_new_tokens": 5,
-                                     "max_prompt_tokens": 300})
+    run = build_run_folder(
+        tmp_path / "run",
+        {2: second_model_dir, 4: tiny_model_dir},
+        samples=str(samples_file),
+        settings={"template": "v5", "chat": False, "max_new_tokens": 5, "max_prompt_tokens": 300},
+    )
     result = runner.invoke(app, ["eval", str(samples_file), "--model", str(run), "--limit", "5"])
     assert result.exit_code == 0, result.output
     report = read_jsonl(result.stdout)[0]
     assert report["model"] == "run/final" and report["step"] == 4 and report["flops"] == 4e9
     assert report["run"] == str(run.resolve()) and report["mode"] == "ntp"
     # a checkpoint knows its step and compute; reasoning mode takes the run's prompt settings
-    result = runner.invoke(app, ["eval", str(samples_file), "--model", str(run / "checkpoint-2"), "--limit", "2",
-                                 "--mode", "reasoning", "--backend", "hf"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(samples_file),
+            "--model",
+            str(run / "checkpoint-2"),
+            "--limit",
+            "2",
+            "--mode",
+            "reasoning",
+            "--backend",
+            "hf",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = read_jsonl(result.stdout)[0]
     assert (report["model"], report["step"], report["flops"]) == ("run/checkpoint-2", 2, 2e9)
     assert report["settings"]["template"] == "v5" and report["settings"]["chat"] is False
     assert report["settings"]["max_new_tokens"] == 5 and report["settings"]["max_prompt_tokens"] == 300
     # options given override the run's settings
-    result = runner.invoke(app, ["eval", str(samples_file), "--model", str(run / "checkpoint-2"), "--limit", "1",
-                                 "--mode", "reasoning", "--backend", "hf", "--template", "v0", "--max-new-tokens", "3"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(samples_file),
+            "--model",
+            str(run / "checkpoint-2"),
+            "--limit",
+            "1",
+            "--mode",
+            "reasoning",
+            "--backend",
+            "hf",
+            "--template",
+            "v0",
+            "--max-new-tokens",
+            "3",
+        ],
+    )
     settings = read_jsonl(result.stdout)[0]["settings"]
     assert settings["template"] == "v0" and settings["max_new_tokens"] == 3
 
 
 # -- the command-line contract -----------------------------------------------------------------------
-@pytest.mark.parametrize("args, message", [
-    (["--mode", "guess"], "error: --mode guess: choose ntp or reasoning"),
-    (["--split", "extreme"], "error: --split extreme: choose one of easy, medium, hard, all"),
-    (["--limit", "0"], "error: --limit must be at least 1"),
-    (["-G", "0"], "error: --num-completions must be at least 1"),
-    (["--reward", "nope"], "error: --reward nope: choose one of prefix, first-token, dense, conditional-dense"),
-    (["--answer", "free"], "error: --answer free: choose boxed or direct"),
-    (["--template", "missing.txt"], "error: template missing.txt: neither a built-in template"),
-    (["--model", "./no/such/folder"], "error: model folder ./no/such/folder not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mode", "guess"], "error: --mode guess: choose ntp or reasoning"),
+        (["--split", "extreme"], "error: --split extreme: choose one of easy, medium, hard, all"),
+        (["--limit", "0"], "error: --limit must be at least 1"),
+        (["-G", "0"], "error: --num-completions must be at least 1"),
+        (["--reward", "nope"], "error: --reward nope: choose one of prefix, first-token, dense, conditional-dense"),
+        (["--answer", "free"], "error: --answer free: choose boxed or direct"),
+        (["--template", "missing.txt"], "error: template missing.txt: neither a built-in template"),
+        (["--model", "./no/such/folder"], "error: model folder ./no/such/folder not found"),
+    ],
+)
 def test_bad_options_stop_with_one_line_before_work(args, message, samples_file, tmp_path):
     out = tmp_path / "report.jsonl"
     result = runner.invoke(app, ["eval", str(samples_file), "-o", str(out), *args])
@@ -471,18 +631,23 @@ def test_bad_options_stop_with_one_line_before_work(args, message, samples_file,
     assert not out.exists()
 
 
-@pytest.mark.parametrize("record, reason", [
-    ({"target": " 3", "boundaries": [2], "entropy": 1.0}, 'missing field "context"'),
-    ({"context": "x =", "boundaries": [2], "entropy": 1.0}, 'missing field "target"'),
-    ({"context": "x =", "target": " 3", "boundaries": [5], "entropy": 1.0}, "boundary 5 exceeds the target"),
-    ({"context": "x =", "target": " 3", "boundaries": [2]}, 'missing field "entropy"'),
-    ({"context": "x =", "target": " 3", "boundaries": [2], "entropy": "high"}, 'field "entropy" must be a number'),
-])
+@pytest.mark.parametrize(
+    "record, reason",
+    [
+        ({"target": " 3", "boundaries": [2], "entropy": 1.0}, 'missing field "context"'),
+        ({"context": "x =", "boundaries": [2], "entropy": 1.0}, 'missing field "target"'),
+        ({"context": "x =", "target": " 3", "boundaries": [5], "entropy": 1.0}, "boundary 5 exceeds the target"),
+        ({"context": "x =", "target": " 3", "boundaries": [2]}, 'missing field "entropy"'),
+        ({"context": "x =", "target": " 3", "boundaries": [2], "entropy": "high"}, 'field "entropy" must be a number'),
+    ],
+)
 def test_bad_samples_name_file_and_line(record, reason, tmp_path, tiny_model_dir):
     good = {"context": "x =", "target": " 3", "boundaries": [2], "entropy": 1.0}
     path = write_jsonl(tmp_path / "bad.jsonl", [good, record])
     out, details = tmp_path / "out.jsonl", tmp_path / "details.jsonl"
-    result = runner.invoke(app, ["eval", str(path), "-m", str(tiny_model_dir), "-o", str(out), "--details", str(details)])
+    result = runner.invoke(
+        app, ["eval", str(path), "-m", str(tiny_model_dir), "-o", str(out), "--details", str(details)]
+    )
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {path}:2: {reason}")
     assert not out.exists() and not details.exists()
@@ -503,13 +668,20 @@ def test_standard_input_and_broken_pipe(samples_file, tiny_model_dir):
     import sys
 
     data = samples_file.read_bytes()
-    done = subprocess.run([sys.executable, "-m", "rpt_cli", "eval", "-m", str(tiny_model_dir), "--limit", "4",
-                           "-m", str(tiny_model_dir)], input=data, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "rpt_cli", "eval", "-m", str(tiny_model_dir), "--limit", "4", "-m", str(tiny_model_dir)],
+        input=data,
+        capture_output=True,
+    )
     assert done.returncode == 0, done.stderr.decode()
     reports = read_jsonl(done.stdout)
     assert len(reports) == 2 and reports[0]["samples"] is None and reports[0]["n"] == 4
-    piped = subprocess.run(f"{sys.executable} -m rpt_cli eval {samples_file} -m {tiny_model_dir} "
-                           f"-m {tiny_model_dir} --limit 2 | head -c 10", shell=True, capture_output=True)
+    piped = subprocess.run(
+        f"{sys.executable} -m rpt_cli eval {samples_file} -m {tiny_model_dir} "
+        f"-m {tiny_model_dir} --limit 2 | head -c 10",
+        shell=True,
+        capture_output=True,
+    )
     assert piped.returncode == 0 and b"Traceback" not in piped.stderr
 
 
@@ -524,8 +696,25 @@ def test_builtin_model_both_modes_end_to_end(builtin_model_dir, tmp_path):
     records = corpus_samples(tokenizer, per_doc=3, docs=4)
     path = write_jsonl(tmp_path / "samples.jsonl", records)
     details = tmp_path / "details.jsonl"
-    result = runner.invoke(app, ["eval", str(path), "--mode", "ntp", "--mode", "reasoning", "-G", "2",
-                                 "--max-new-tokens", "48", "--backend", "hf", "--details", str(details)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(path),
+            "--mode",
+            "ntp",
+            "--mode",
+            "reasoning",
+            "-G",
+            "2",
+            "--max-new-tokens",
+            "48",
+            "--backend",
+            "hf",
+            "--details",
+            str(details),
+        ],
+    )
     assert result.exit_code == 0, result.output
     ntp, reasoning = read_jsonl(result.stdout)
     assert ntp["model"] == "smollm2-135m" and ntp["n"] == len(records) == reasoning["n"]
@@ -537,7 +726,9 @@ def test_builtin_model_both_modes_end_to_end(builtin_model_dir, tmp_path):
     assert ntp["accuracy"] == pytest.approx(sum(r["correct"] for r in ntp_rows) / len(ntp_rows))
     prefix = get_reward_function("prefix")
     for row in (r for r in rows if r["mode"] == "reasoning"):
-        assert row["rewards"] == prefix(row["completions"], target=[row["target"]] * 2, boundaries=[row["boundaries"]] * 2)
+        assert row["rewards"] == prefix(
+            row["completions"], target=[row["target"]] * 2, boundaries=[row["boundaries"]] * 2
+        )
 
 
 @pytest.mark.slow
@@ -549,10 +740,32 @@ def test_a_real_rpt_train_run_evaluates(tiny_model_dir, tmp_path):
     records = corpus_samples(load_tokenizer(str(tiny_model_dir)), per_doc=2, docs=3)
     path = write_jsonl(tmp_path / "samples.jsonl", records)
     run = tmp_path / "run"
-    trained = runner.invoke(app, ["train", str(path), "--model", str(tiny_model_dir), "-o", str(run), "--max-steps", "2",
-                                  "--save-steps", "1", "-G", "2", "--contexts-per-step", "2", "--max-new-tokens",
-                                  "4", "--max-prompt-tokens", "256", "--dynamic-sampling-from-step", "0",
-                                  "--no-gradient-checkpointing"])
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            str(path),
+            "--model",
+            str(tiny_model_dir),
+            "-o",
+            str(run),
+            "--max-steps",
+            "2",
+            "--save-steps",
+            "1",
+            "-G",
+            "2",
+            "--contexts-per-step",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--max-prompt-tokens",
+            "256",
+            "--dynamic-sampling-from-step",
+            "0",
+            "--no-gradient-checkpointing",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     flops = {r["step"]: r["flops"] for r in read_jsonl((run / "metrics.jsonl").read_bytes())}
     result = runner.invoke(app, ["eval", str(path), "-m", str(run), "-m", str(run / "checkpoint-1")])
@@ -577,9 +790,30 @@ def test_reasoning_mode_on_the_vllm_backend(tiny_model_dir, tmp_path):
 
     path = write_jsonl(tmp_path / "samples.jsonl", corpus_samples(load_tokenizer(str(model_dir)), per_doc=2, docs=2))
     details = tmp_path / "details.jsonl"
-    result = runner.invoke(app, ["eval", str(path), "-m", str(model_dir), "--mode", "reasoning", "--backend", "vllm",
-                                 "-G", "2", "--max-new-tokens", "8", "--max-prompt-tokens", "400",
-                                 "--max-model-len", "512", "--enforce-eager", "--details", str(details)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(path),
+            "-m",
+            str(model_dir),
+            "--mode",
+            "reasoning",
+            "--backend",
+            "vllm",
+            "-G",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--max-prompt-tokens",
+            "400",
+            "--max-model-len",
+            "512",
+            "--enforce-eager",
+            "--details",
+            str(details),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = read_jsonl(result.stdout)[0]
     assert report["settings"]["backend"] == "vllm" and report["n"] == 4
@@ -588,7 +822,9 @@ def test_reasoning_mode_on_the_vllm_backend(tiny_model_dir, tmp_path):
     assert len(rows) == 4
     for row in rows:
         assert len(row["completions"]) == 2
-        assert row["rewards"] == prefix(row["completions"], target=[row["target"]] * 2, boundaries=[row["boundaries"]] * 2)
+        assert row["rewards"] == prefix(
+            row["completions"], target=[row["target"]] * 2, boundaries=[row["boundaries"]] * 2
+        )
 
 
 def test_runs_of_an_older_rpt_keep_their_completion_length():

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from rpt_cli.cli import app
-from rpt_cli.filter import SPLIT_THRESHOLDS, FilterOptions, filter_documents, in_split, split_label
+from rpt_cli.filter import (
+    SPLIT_THRESHOLDS,
+    FilterOptions,
+    filter_documents,
+    in_split,
+    split_label,
+)
 
 runner = CliRunner()
 
@@ -49,10 +55,10 @@ def test_context_and_target_rebuild_the_document():
     for s in samples:
         i = s["position"]
         assert s["id"] == f"doc@{i}" and s["doc_id"] == "doc"
-        assert s["context"] == text.encode()[:offsets[i]].decode()
-        assert s["target"] == text.encode()[offsets[i]:offsets[min(i + 3, 10)]].decode()
+        assert s["context"] == text.encode()[: offsets[i]].decode()
+        assert s["target"] == text.encode()[offsets[i] : offsets[min(i + 3, 10)]].decode()
         assert s["boundaries"] == [offsets[j] - offsets[i] for j in range(i + 1, min(i + 3, 10) + 1)]
-        assert s["context"] + s["target"] == text[:len(s["context"] + s["target"])]
+        assert s["context"] + s["target"] == text[: len(s["context"] + s["target"])]
         assert s["split"] == split_label(s["entropy"])
 
 
@@ -125,14 +131,17 @@ def write(path, records):
     return path
 
 
-@pytest.mark.parametrize("doc, reason", [
-    ({"text": "ab", "offsets": [0, 1, 3], "entropy": [None, 1.0]}, "offsets do not fit the text"),
-    ({"text": "ab", "offsets": [0, 2], "entropy": [None, 1.0]}, '"offsets" must have one more entry'),
-    ({"text": "ab", "offsets": [0, 2, 1, 2], "entropy": [None, 1.0, 1.0]}, '"offsets" must be strictly increasing'),
-    ({"text": "ab", "entropy": [None]}, 'missing field "offsets"'),
-    ({"text": "ab", "offsets": [0, 1, 2], "entropy": [None, "x"]}, '"entropy" must hold non-negative numbers'),
-    ({"offsets": [0], "entropy": []}, 'missing field "text"'),
-])
+@pytest.mark.parametrize(
+    "doc, reason",
+    [
+        ({"text": "ab", "offsets": [0, 1, 3], "entropy": [None, 1.0]}, "offsets do not fit the text"),
+        ({"text": "ab", "offsets": [0, 2], "entropy": [None, 1.0]}, '"offsets" must have one more entry'),
+        ({"text": "ab", "offsets": [0, 2, 1, 2], "entropy": [None, 1.0, 1.0]}, '"offsets" must be strictly increasing'),
+        ({"text": "ab", "entropy": [None]}, 'missing field "offsets"'),
+        ({"text": "ab", "offsets": [0, 1, 2], "entropy": [None, "x"]}, '"entropy" must hold non-negative numbers'),
+        ({"offsets": [0], "entropy": []}, 'missing field "text"'),
+    ],
+)
 def test_bad_scored_documents(tmp_path, doc, reason):
     good = {"text": "ab", "offsets": [0, 1, 2], "entropy": [None, 1.0]}
     path = write(tmp_path / "scored.jsonl", [good, good, doc])
@@ -147,8 +156,11 @@ def test_bad_scored_documents(tmp_path, doc, reason):
 
 def test_bad_options_exit_2(tmp_path):
     path = write(tmp_path / "s.jsonl", [])
-    for args, message in [(["--split", "extreme"], "--split extreme"), (["--fraction", "0"], "--fraction"),
-                          (["--min", "2", "--max", "1"], "--max must not be below --min")]:
+    for args, message in [
+        (["--split", "extreme"], "--split extreme"),
+        (["--fraction", "0"], "--fraction"),
+        (["--min", "2", "--max", "1"], "--max must not be below --min"),
+    ]:
         result = runner.invoke(app, ["filter", str(path), *args])
         assert result.exit_code == 2 and message in result.output
 
@@ -161,31 +173,44 @@ def test_empty_input_gives_empty_output(tmp_path):
 
 def test_filter_does_not_import_torch(tmp_path):
     path = write(tmp_path / "s.jsonl", [{"text": "ab", "offsets": [0, 1, 2], "entropy": [None, 1.0]}])
-    code = ("import sys; from rpt_cli.cli import main; sys.argv = ['rpt', 'filter', sys.argv[1], "
-            "'--min-context-tokens', '1', '-o', sys.argv[2]]\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
-    done = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "o.jsonl")],
-                          capture_output=True, text=True)
+    code = (
+        "import sys; from rpt_cli.cli import main; sys.argv = ['rpt', 'filter', sys.argv[1], "
+        "'--min-context-tokens', '1', '-o', sys.argv[2]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(tmp_path / "o.jsonl")], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "o.jsonl").read_text().count("\n") == 1
 
 
 def test_broken_pipe_ends_quietly(tmp_path):
-    docs = [{"id": k, "text": "x" * 400, "offsets": list(range(401)), "entropy": [None] + [2.0] * 399}
-            for k in range(50)]
+    docs = [
+        {"id": k, "text": "x" * 400, "offsets": list(range(401)), "entropy": [None] + [2.0] * 399} for k in range(50)
+    ]
     path = write(tmp_path / "s.jsonl", docs)
-    done = subprocess.run(f"set -o pipefail; '{sys.executable}' -m rpt_cli filter '{path}' | head -1",
-                          shell=True, capture_output=True, text=True, executable="/bin/bash")
+    done = subprocess.run(
+        f"set -o pipefail; '{sys.executable}' -m rpt_cli filter '{path}' | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        executable="/bin/bash",
+    )
     assert done.returncode == 0
     assert done.stdout.count("\n") == 1
     assert "Traceback" not in done.stderr and "Error" not in done.stderr
 
 
 def test_entropy_into_filter_pipe(tiny_model_dir, tmp_path):
-    corpus = write(tmp_path / "corpus.jsonl", [
-        {"id": "a", "text": "Let $x$ be a real number such that $x^2 = 9$. Then $x = 3$ or $x = -3$."},
-        {"id": "b", "text": "café 😀 日本語 and more words after the emoji to score."}])
+    corpus = write(
+        tmp_path / "corpus.jsonl",
+        [
+            {"id": "a", "text": "Let $x$ be a real number such that $x^2 = 9$. Then $x = 3$ or $x = -3$."},
+            {"id": "b", "text": "café 😀 日本語 and more words after the emoji to score."},
+        ],
+    )
     scored_run = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir)])
     assert scored_run.exit_code == 0, scored_run.output
     piped = runner.invoke(app, ["filter", "--min", "1.0", "--min-context-tokens", "4"], input=scored_run.stdout)

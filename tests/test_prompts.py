@@ -95,10 +95,13 @@ def test_template_file_substitutes_only_the_context_placeholder(tmp_path):
     assert rendered == "Answer in \\boxed{}. {other} {0} {{x}}\n---\na {b} c\n---a {b} c"
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"no placeholder here\n", "has no {context} placeholder"),
-    (b"\xff\xfe{context}", "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"no placeholder here\n", "has no {context} placeholder"),
+        (b"\xff\xfe{context}", "not UTF-8 text"),
+    ],
+)
 def test_bad_template_files_are_refused(tmp_path, content, message):
     path = tmp_path / "t.txt"
     path.write_bytes(content)
@@ -123,7 +126,9 @@ def test_chat_template_wraps_the_prompt_as_a_user_turn(tokenizer):
 
 
 def test_no_chat_gives_the_filled_template_alone(tokenizer):
-    assert PromptBuilder(tokenizer, PromptConfig(chat=False)).build("Let $x$ be") == PAPER_V0.replace("{context}", "Let $x$ be")
+    assert PromptBuilder(tokenizer, PromptConfig(chat=False)).build("Let $x$ be") == PAPER_V0.replace(
+        "{context}", "Let $x$ be"
+    )
 
 
 def test_a_tokenizer_without_chat_template_gets_the_raw_text(plain_tokenizer):
@@ -168,7 +173,7 @@ def test_long_contexts_are_cut_from_the_left_at_a_token_boundary(tokenizer, chat
     # and the cut is as small as it can be: one more token of context would break the limit
     earlier = [s for s in context_token_starts(tokenizer, LONG_CONTEXT) if s < cut]
     if earlier:
-        longer = builder._assemble(LONG_CONTEXT[earlier[-1]:])
+        longer = builder._assemble(LONG_CONTEXT[earlier[-1] :])
         assert len(encode_prompt(tokenizer, longer)) > limit
 
 
@@ -201,7 +206,7 @@ def test_truncation_properties_hold_for_any_text(tokenizer, context, headroom):
     prompt, length = builder.build_with_length(context)
     assert length <= overhead + headroom
     assert prompt.startswith(PAPER_V0.removesuffix("{context}"))
-    kept = prompt[len(PAPER_V0.removesuffix("{context}")):]
+    kept = prompt[len(PAPER_V0.removesuffix("{context}")) :]
     assert context.endswith(kept)
     if kept != context:  # cut where a token began, or everything when not one character fits
         assert len(context) - len(kept) in [*context_token_starts(tokenizer, context), len(context)]

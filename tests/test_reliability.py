@@ -31,8 +31,13 @@ TEXT = "Let $x$ be a real number such that $x^2 - 5x + 6 = 0$. Then $x = 2$ or $
 
 def scored_doc(doc_id: str = "d1", text: str = TEXT, **extra) -> dict:
     """A scored document (records.md §2) with one token per byte of ASCII text."""
-    return {"id": doc_id, "text": text, "offsets": list(range(len(text) + 1)),
-            "entropy": [None] + [1.2] * (len(text) - 1), **extra}
+    return {
+        "id": doc_id,
+        "text": text,
+        "offsets": list(range(len(text) + 1)),
+        "entropy": [None] + [1.2] * (len(text) - 1),
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -61,28 +66,33 @@ def can_unshare() -> bool:
     return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
 
 
-needs_namespace = pytest.mark.skipif(not can_unshare(), reason="unshare -rm (user and mount namespaces) not allowed here")
+needs_namespace = pytest.mark.skipif(
+    not can_unshare(), reason="unshare -rm (user and mount namespaces) not allowed here"
+)
 
 
 def in_namespace(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """Run a shell script as root of a private user and mount namespace; `$RPT` runs rpt."""
     env = {**os.environ, "RPT": " ".join(RPT), "T": str(tmp_path)}
-    return subprocess.run(["unshare", "-rm", "sh", "-ec", script], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(["unshare", "-rm", "sh", "-ec", script], capture_output=True, text=True, env=env, timeout=300)
 
 
 # --------------------------------------------------------------------------------------------
 # -o honours what it names
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("output, message", [
-    ("{tmp}", "-o {tmp}: is a folder; give a file name"),
-    ("", "-o: empty file name"),
-    ("{tmp}/newdir/", "-o {tmp}/newdir/: names a folder (it ends with /); give a file name"),
-    ("{tmp}/missing/out.jsonl", "-o {tmp}/missing/out.jsonl: folder {tmp}/missing does not exist"),
-    ("{tmp}/scored.jsonl", "-o {tmp}/scored.jsonl: is the input file {tmp}/scored.jsonl; write to another file"),
-    ("/dev/fd/97", "-o /dev/fd/97: file descriptor 97 is not open"),
-])
+
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("{tmp}", "-o {tmp}: is a folder; give a file name"),
+        ("", "-o: empty file name"),
+        ("{tmp}/newdir/", "-o {tmp}/newdir/: names a folder (it ends with /); give a file name"),
+        ("{tmp}/missing/out.jsonl", "-o {tmp}/missing/out.jsonl: folder {tmp}/missing does not exist"),
+        ("{tmp}/scored.jsonl", "-o {tmp}/scored.jsonl: is the input file {tmp}/scored.jsonl; write to another file"),
+        ("/dev/fd/97", "-o /dev/fd/97: file descriptor 97 is not open"),
+    ],
+)
 def test_bad_output_paths_are_refused_before_any_work(scored, tmp_path, output, message):
     before = sorted(p.name for p in tmp_path.iterdir())
     line = one_line_error(invoke("filter", scored, "-o", output.format(tmp=tmp_path)))
@@ -93,13 +103,18 @@ def test_bad_output_paths_are_refused_before_any_work(scored, tmp_path, output, 
 def test_outputs_checked_before_the_model_loads(tmp_path, scored):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": TEXT}])
     started = time.perf_counter()
-    done = subprocess.run([*RPT, "entropy", str(corpus), "--model", "no-such-org/no-model", "-o", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*RPT, "entropy", str(corpus), "--model", "no-such-org/no-model", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr == f"error: -o {tmp_path}: is a folder; give a file name\n"
     assert time.perf_counter() - started < 30  # no model was looked for
     # eval: two outputs on one file, or the details over the input
-    samples = write_jsonl(tmp_path / "samples.jsonl", [{"context": "a", "target": " b", "boundaries": [2],
-                                                        "entropy": 1.0}])
+    samples = write_jsonl(
+        tmp_path / "samples.jsonl", [{"context": "a", "target": " b", "boundaries": [2], "entropy": 1.0}]
+    )
     out = tmp_path / "x.jsonl"
     line = one_line_error(invoke("eval", samples, "-m", "no-such-model-folder/x/y", "-o", out, "--details", out))
     assert line == f"error: -o {out} and --details {out} both write to the same file {out}; give them different files"
@@ -123,8 +138,12 @@ def test_a_symlink_keeps_its_link_and_its_target_is_replaced(scored, tmp_path):
 
 def test_new_files_follow_the_umask_and_replaced_files_keep_their_mode(scored, tmp_path):
     new = tmp_path / "new.jsonl"
-    done = subprocess.run(["sh", "-c", 'umask 027 && exec "$@"', "sh", *RPT, "filter", str(scored), "-o", str(new)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["sh", "-c", 'umask 027 && exec "$@"', "sh", *RPT, "filter", str(scored), "-o", str(new)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(new.stat().st_mode) == 0o640
     kept = tmp_path / "kept.jsonl"
@@ -153,8 +172,11 @@ def test_dev_stdout_is_the_real_standard_output(scored):
 
 @needs_namespace
 def test_a_character_device_is_written_in_place_not_replaced(scored, tmp_path):
-    done = in_namespace('touch "$T/null" && mount --bind /dev/null "$T/null" && '
-                        '$RPT filter "$T/scored.jsonl" -o "$T/null" && test -c "$T/null" && echo kept', tmp_path)
+    done = in_namespace(
+        'touch "$T/null" && mount --bind /dev/null "$T/null" && '
+        '$RPT filter "$T/scored.jsonl" -o "$T/null" && test -c "$T/null" && echo kept',
+        tmp_path,
+    )
     assert done.returncode == 0 and done.stdout.strip() == "kept", done.stderr
     assert leftovers(tmp_path) == []
 
@@ -162,30 +184,51 @@ def test_a_character_device_is_written_in_place_not_replaced(scored, tmp_path):
 @needs_namespace
 def test_a_full_disk_leaves_nothing_and_says_so_in_one_line(scored, tmp_path):
     big = write_jsonl(tmp_path / "big.jsonl", [scored_doc(f"d{i}") for i in range(20)])
-    done = in_namespace(f'mkdir -p "$T/full" && mount -t tmpfs -o size=16k tmpfs "$T/full"; set +e; '
-                        f'$RPT filter {big} -o "$T/full/out.jsonl"; echo "rc=$?"; ls -A "$T/full"', tmp_path)
+    done = in_namespace(
+        f'mkdir -p "$T/full" && mount -t tmpfs -o size=16k tmpfs "$T/full"; set +e; '
+        f'$RPT filter {big} -o "$T/full/out.jsonl"; echo "rc=$?"; ls -A "$T/full"',
+        tmp_path,
+    )
     assert done.stdout.splitlines() == ["rc=1"], (done.stdout, done.stderr)  # and the folder is empty
-    assert done.stderr.strip().splitlines() == [f"error: cannot write {tmp_path}/full/out.jsonl: no space left on device"]
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot write {tmp_path}/full/out.jsonl: no space left on device"
+    ]
     # a device that is always full (/dev/full, bind-mounted here): written in place, the same line
-    done = in_namespace(f'touch "$T/full-device" && mount --bind /dev/full "$T/full-device"; set +e; '
-                        f'$RPT filter {big} -o "$T/full-device"; echo "rc=$?"', tmp_path)
+    done = in_namespace(
+        f'touch "$T/full-device" && mount --bind /dev/full "$T/full-device"; set +e; '
+        f'$RPT filter {big} -o "$T/full-device"; echo "rc=$?"',
+        tmp_path,
+    )
     assert done.stdout.splitlines() == ["rc=1"], (done.stdout, done.stderr)
     assert done.stderr.strip().splitlines() == [f"error: cannot write {tmp_path}/full-device: no space left on device"]
 
 
 @needs_namespace
 def test_a_read_only_folder_is_refused_before_any_work(scored, tmp_path):
-    done = in_namespace('mkdir -p "$T/ro" && mount -t tmpfs -o ro tmpfs "$T/ro"; set +e; '
-                        '$RPT filter "$T/scored.jsonl" -o "$T/ro/out.jsonl"; echo "rc=$?"', tmp_path)
+    done = in_namespace(
+        'mkdir -p "$T/ro" && mount -t tmpfs -o ro tmpfs "$T/ro"; set +e; '
+        '$RPT filter "$T/scored.jsonl" -o "$T/ro/out.jsonl"; echo "rc=$?"',
+        tmp_path,
+    )
     assert done.stdout.strip() == "rc=2"
     assert done.stderr.strip() == f"error: -o {tmp_path}/ro/out.jsonl: folder {tmp_path}/ro is not writable"
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_sigterm_and_sigint_leave_no_temporary_file(tmp_path):
     for sig, status, word in ((signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")):
         out = tmp_path / f"out-{sig.name}.jsonl"
-        proc = subprocess.Popen([*RPT, "filter", "-", "-o", str(out)], stdin=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        # a shell's background jobs inherit SIGINT ignored, and Python then raises nothing on it:
+        # give the run the disposition a terminal gives it
+        proc = subprocess.Popen(
+            [*RPT, "filter", "-", "-o", str(out)],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_default_sigint,
+        )
         proc.stdin.write(orjson.dumps(scored_doc()) + b"\n")
         proc.stdin.flush()
         deadline = time.monotonic() + 60
@@ -262,7 +305,11 @@ def test_rollout_feeds_the_model_the_builders_ids(tiny_model_dir, tmp_path):
     record = orjson.loads(result.stdout)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     builder = PromptBuilder(tokenizer, PromptConfig(template="direct", chat=False))
-    assert record["prompt_tokens"] == len(builder.encode(record["prompt"])) != len(encode_prompt(tokenizer, record["prompt"]))
+    assert (
+        record["prompt_tokens"]
+        == len(builder.encode(record["prompt"]))
+        != len(encode_prompt(tokenizer, record["prompt"]))
+    )
 
 
 def test_training_feeds_the_policy_the_builders_ids(tiny_model_dir, tmp_path):
@@ -272,8 +319,23 @@ def test_training_feeds_the_policy_the_builders_ids(tiny_model_dir, tmp_path):
 
     samples = write_jsonl(tmp_path / "s.jsonl", [{"id": "a", "context": EVIL, "target": " x", "boundaries": [2]}])
     out = tmp_path / "run"
-    result = invoke("train", samples, "-o", out, "-m", tiny_model_dir, "--answer", "direct", "-G", "2",
-                    "--contexts-per-step", "1", "--max-steps", "1", "--no-gradient-checkpointing")
+    result = invoke(
+        "train",
+        samples,
+        "-o",
+        out,
+        "-m",
+        tiny_model_dir,
+        "--answer",
+        "direct",
+        "-G",
+        "2",
+        "--contexts-per-step",
+        "1",
+        "--max-steps",
+        "1",
+        "--no-gradient-checkpointing",
+    )
     assert result.exit_code == 0, result.output
     (step,) = [orjson.loads(line) for line in (out / "metrics.jsonl").read_bytes().splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -286,8 +348,9 @@ def test_training_feeds_the_policy_the_builders_ids(tiny_model_dir, tmp_path):
 # Resume, duplicates
 # --------------------------------------------------------------------------------------------
 
+
 def test_resume_refuses_its_own_input_and_other_settings(tiny_model_dir, tmp_path):
-    samples = write_jsonl(tmp_path / "s.jsonl", [{"id": f"s{i}", "context": TEXT[:20 + i]} for i in range(3)])
+    samples = write_jsonl(tmp_path / "s.jsonl", [{"id": f"s{i}", "context": TEXT[: 20 + i]} for i in range(3)])
     line = one_line_error(invoke("rollout", samples, "-o", samples, "--resume", "-m", tiny_model_dir))
     assert line == f"error: -o {samples}: is the input file {samples}; write to another file"
     out = tmp_path / "r.jsonl"
@@ -295,8 +358,10 @@ def test_resume_refuses_its_own_input_and_other_settings(tiny_model_dir, tmp_pat
     assert invoke(*common, "-G", "2").exit_code == 0
     before = out.read_bytes()
     line = one_line_error(invoke(*common, "-G", "3", "--temperature", "1.0"))
-    assert line == (f"error: {out}:1: --resume: the file holds records made with other settings (n 2 there, 3 now; "
-                    "temperature 0.8 there, 1.0 now); resume with the same settings, or write to another file")
+    assert line == (
+        f"error: {out}:1: --resume: the file holds records made with other settings (n 2 there, 3 now; "
+        "temperature 0.8 there, 1.0 now); resume with the same settings, or write to another file"
+    )
     assert out.read_bytes() == before
     result = invoke(*common[:-2], "-G", "2")  # same settings, no limit: finishes the file
     assert result.exit_code == 0 and out.read_bytes().count(b"\n") == 3
@@ -310,9 +375,11 @@ def test_duplicate_ids_are_an_error_naming_both_lines(command, tmp_path, tiny_mo
     else:
         sample = {"context": TEXT[:30], "target": " x", "boundaries": [1, 2], "entropy": 1.2}
         path = write_jsonl(tmp_path / "in.jsonl", [{**sample, "id": "a"}, {**sample, "id": "b"}, {**sample, "id": "a"}])
-        args = {"rollout": ["rollout", path, "-m", tiny_model_dir, "-G", "1", "--max-new-tokens", "1"],
-                "eval": ["eval", path, "-m", tiny_model_dir],
-                "train": ["train", path, "-o", tmp_path / "run", "-m", tiny_model_dir]}[command]
+        args = {
+            "rollout": ["rollout", path, "-m", tiny_model_dir, "-G", "1", "--max-new-tokens", "1"],
+            "eval": ["eval", path, "-m", tiny_model_dir],
+            "train": ["train", path, "-o", tmp_path / "run", "-m", tiny_model_dir],
+        }[command]
     line = one_line_error(invoke(*args))
     assert line.startswith(f"error: {path}:3: duplicate id ") and "(first on line 1)" in line
 
@@ -321,14 +388,21 @@ def test_duplicate_ids_are_an_error_naming_both_lines(command, tmp_path, tiny_mo
 # Clear errors
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    (["rollout", "{s}", "--seed", "999999999999999999999999"], "--seed 999999999999999999999999: must be between 0 and 4294967295"),
-    (["eval", "{s}", "--seed", "-1"], "--seed -1: must be between 0 and 4294967295"),
-    (["filter", "{d}", "--min", "nan"], "--min nan: must be a finite number"),
-    (["rollout", "{s}", "--temperature", "inf"], "--temperature inf: must be a finite number"),
-    (["train", "{s}", "-o", "{tmp}/run", "--learning-rate", "nan"], "--learning-rate nan: must be a finite number"),
-    (["scaling", "{r}"], '{r}:1: "splits.hard.accuracy" is 7.0: an accuracy lies between 0 and 1'),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["rollout", "{s}", "--seed", "999999999999999999999999"],
+            "--seed 999999999999999999999999: must be between 0 and 4294967295",
+        ),
+        (["eval", "{s}", "--seed", "-1"], "--seed -1: must be between 0 and 4294967295"),
+        (["filter", "{d}", "--min", "nan"], "--min nan: must be a finite number"),
+        (["rollout", "{s}", "--temperature", "inf"], "--temperature inf: must be a finite number"),
+        (["train", "{s}", "-o", "{tmp}/run", "--learning-rate", "nan"], "--learning-rate nan: must be a finite number"),
+        (["scaling", "{r}"], '{r}:1: "splits.hard.accuracy" is 7.0: an accuracy lies between 0 and 1'),
+    ],
+)
 def test_nonsense_numbers_are_one_line_errors(args, message, tmp_path, scored):
     samples = write_jsonl(tmp_path / "s.jsonl", [{"context": "a", "target": " b", "boundaries": [2], "entropy": 1.0}])
     reports = write_jsonl(tmp_path / "r.jsonl", [{"mode": "ntp", "flops": 1.0, "splits": {"hard": {"accuracy": 7.0}}}])
@@ -340,10 +414,14 @@ def test_nonsense_numbers_are_one_line_errors(args, message, tmp_path, scored):
 def test_runaway_sizes_are_refused_against_memory_unless_asked(tmp_path):
     samples = write_jsonl(tmp_path / "s.jsonl", [{"context": "a"}])
     line = one_line_error(invoke("rollout", samples, "-G", "1000000", "-m", "no-such-model-folder/x/y"))
-    assert line.startswith("error: --contexts-per-call × -G × --max-new-tokens = 32 × 1,000,000 × 8,192 tokens could take about")
+    assert line.startswith(
+        "error: --contexts-per-call × -G × --max-new-tokens = 32 × 1,000,000 × 8,192 tokens could take about"
+    )
     assert line.endswith("lower them, or pass --no-memory-check")
     # with the check off, the run goes on to the next step (here: the model, which is not there)
-    line = one_line_error(invoke("rollout", samples, "-G", "1000000", "--no-memory-check", "-m", "no-such-model-folder/x/y"))
+    line = one_line_error(
+        invoke("rollout", samples, "-G", "1000000", "--no-memory-check", "-m", "no-such-model-folder/x/y")
+    )
     assert "no-such-model-folder/x/y" in line
 
 
@@ -369,7 +447,8 @@ def test_model_files_that_are_not_models_are_one_line_errors(tmp_path, tiny_mode
     weights.write_bytes(weights.read_bytes()[:1000])
     line = one_line_error(invoke("entropy", corpus, "-m", broken), code=1)
     assert line.startswith(f"error: the cached conversion {broken} of model ") and line.endswith(
-        f"clear it with: rm -rf {broken} (the next run converts the model again)")
+        f"clear it with: rm -rf {broken} (the next run converts the model again)"
+    )
 
 
 def _cache_name(gguf: Path) -> str:
@@ -383,26 +462,37 @@ def test_an_uncached_hub_id_offline_fails_at_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))  # nothing listens on port 9
     started = time.perf_counter()
-    done = subprocess.run([*RPT, "entropy", str(corpus), "-m", "some-org/some-model"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = subprocess.run(
+        [*RPT, "entropy", str(corpus), "-m", "some-org/some-model"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
         "error: model 'some-org/some-model' is not in the local Hugging Face cache and the hub cannot be reached "
         "(offline, or HF_HUB_OFFLINE is set): check the name, or download it once on a machine online "
-        "(e.g. hf download some-org/some-model)"]
+        "(e.g. hf download some-org/some-model)"
+    ]
     assert time.perf_counter() - started < 30
 
 
 def test_a_missing_input_stops_before_the_model_loads_with_nothing_before_the_line(tmp_path):
-    done = subprocess.run([*RPT, "entropy", str(tmp_path / "nothing.jsonl")], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [*RPT, "entropy", str(tmp_path / "nothing.jsonl")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and done.stderr == f"error: {tmp_path}/nothing.jsonl: no such file\n"
 
 
 @pytest.mark.parametrize("args", ["--help", "filter --help", "train --help"])
 def test_help_into_a_pipe_that_closes_early_ends_quietly(args):
-    done = subprocess.run(["bash", "-c", f'{" ".join(RPT)} {args} | head -1 > /dev/null; echo "${{PIPESTATUS[0]}}"'],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["bash", "-c", f'{" ".join(RPT)} {args} | head -1 > /dev/null; echo "${{PIPESTATUS[0]}}"'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.stdout.strip() == "0" and done.stderr == "", (args, done.stderr)
 
 
@@ -410,14 +500,17 @@ def test_help_into_a_pipe_that_closes_early_ends_quietly(args):
 # Limits and exactness
 # --------------------------------------------------------------------------------------------
 
+
 def test_a_huge_pass_through_field_is_not_repeated_per_sample_unless_asked(tmp_path):
     docs = write_jsonl(tmp_path / "d.jsonl", [scored_doc("d1", blob="z" * 100_000, small=1)])
     result = invoke("filter", docs, "--per-doc", "3")
     assert result.exit_code == 0
     samples = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert len(samples) == 3 and all("blob" not in s and s["small"] == 1 for s in samples)
-    assert ("filter: note: field 'blob' is over 64 KiB in 1 document(s) and was not copied into each of their "
-            "samples (it would repeat once per sample); --keep-fields blob copies it") in result.stderr
+    assert (
+        "filter: note: field 'blob' is over 64 KiB in 1 document(s) and was not copied into each of their "
+        "samples (it would repeat once per sample); --keep-fields blob copies it"
+    ) in result.stderr
     kept = invoke("filter", docs, "--per-doc", "3", "--keep-fields", "blob")
     assert all(orjson.loads(line)["blob"] == "z" * 100_000 for line in kept.stdout.splitlines())
     # one sample only: nothing is repeated, so the field stays
@@ -427,7 +520,9 @@ def test_a_huge_pass_through_field_is_not_repeated_per_sample_unless_asked(tmp_p
 
 def test_integers_beyond_64_bits_pass_through_exactly(tmp_path):
     docs = tmp_path / "d.jsonl"
-    line = orjson.dumps(scored_doc("d1"))[:-1] + b',"hash":123456789012345678901234567890,"neg":-99999999999999999999}\n'
+    line = (
+        orjson.dumps(scored_doc("d1"))[:-1] + b',"hash":123456789012345678901234567890,"neg":-99999999999999999999}\n'
+    )
     docs.write_bytes(line)
     result = invoke("filter", docs, "--per-doc", "2")
     assert result.exit_code == 0, result.output

@@ -40,6 +40,7 @@ def answer(box: str, thinking: str = "Let me think.", after: str = "") -> str:
 # Extraction
 # ---------------------------------------------------------------------------------------------
 
+
 class TestExtraction:
     def test_keeps_whitespace_exactly(self):
         assert extract_prediction(answer(" para")) == " para"
@@ -69,8 +70,9 @@ class TestExtraction:
         assert extract_prediction(answer(" 3", after=". I am confident: 3 is {right.")) == " 3"
         # ... unless a `}` follows that no group opened before the box accounts for: then the box
         # runs to the last `}`, since `\\boxed{ 3}. sure: }` is how " 3}. sure: " would be written
-        assert extract_prediction(answer(" 3", after=". I am confident: 3 is } right {")) == \
-            " 3}. I am confident: 3 is "
+        assert (
+            extract_prediction(answer(" 3", after=". I am confident: 3 is } right {")) == " 3}. I am confident: 3 is "
+        )
 
     def test_boxed_without_braces(self):
         assert extract_prediction("<think>x</think> \\boxed 3") is None
@@ -126,8 +128,10 @@ class TestExtraction:
         completion = answer(context)
         assert extract_prediction(completion) == context
         assert prefix_match(extract_prediction(completion), " 3$.", [2, 4]) == 0.0
-        assert prefix_reward([completion, answer(context + " 3")],
-                             target=[" 3$."] * 2, boundaries=[[2, 4]] * 2) == [0.0, 0.0]
+        assert prefix_reward([completion, answer(context + " 3")], target=[" 3$."] * 2, boundaries=[[2, 4]] * 2) == [
+            0.0,
+            0.0,
+        ]
 
     def test_surrogates_and_mixed_scripts(self):
         lone = "\ud800"
@@ -166,8 +170,10 @@ class TestExtraction:
         parts = [{"role": "assistant", "content": [{"type": "text", "text": answer(" 3")}]}]
         assert extract_prediction(completion_text(parts)) == " 3"
         # a tool's message cannot supply the answer
-        tool = [{"role": "assistant", "content": "<think>x</think> calling"},
-                {"role": "tool", "content": "\\boxed{ 3}"}]
+        tool = [
+            {"role": "assistant", "content": "<think>x</think> calling"},
+            {"role": "tool", "content": "\\boxed{ 3}"},
+        ]
         assert extract_prediction(completion_text(tool)) is None
         assert completion_text(42) == ""
 
@@ -176,22 +182,26 @@ class TestExtraction:
 # Eq. 3
 # ---------------------------------------------------------------------------------------------
 
+
 class TestPrefixMatch:
     # target " 3$. Hence" tokenized as " 3" | "$." | " " | "Hence": boundaries 2, 4, 5, 10
     TARGET, BOUNDARIES = " 3$. Hence", [2, 4, 5, 10]
 
-    @pytest.mark.parametrize("prediction, expected", [
-        (" 3", 1.0),            # the next token
-        (" 3$.", 1.0),          # two whole tokens
-        (" 3$. Hence", 1.0),    # the whole known target
-        ("3", 0.0),             # the leading space counts
-        (" 3$", 0.0),           # ends inside the token "$."
-        (" 3 ", 0.0),           # wrong bytes
-        (" 3$. Hence the", 0.0),  # longer than the known target
-        ("", 0.0),
-        (None, 0.0),
-        (" 3\ud800", 0.0),      # cannot be encoded
-    ])
+    @pytest.mark.parametrize(
+        "prediction, expected",
+        [
+            (" 3", 1.0),  # the next token
+            (" 3$.", 1.0),  # two whole tokens
+            (" 3$. Hence", 1.0),  # the whole known target
+            ("3", 0.0),  # the leading space counts
+            (" 3$", 0.0),  # ends inside the token "$."
+            (" 3 ", 0.0),  # wrong bytes
+            (" 3$. Hence the", 0.0),  # longer than the known target
+            ("", 0.0),
+            (None, 0.0),
+            (" 3\ud800", 0.0),  # cannot be encoded
+        ],
+    )
     def test_rule(self, prediction, expected):
         assert prefix_match(prediction, self.TARGET, self.BOUNDARIES) == expected
 
@@ -222,8 +232,27 @@ def eq3_oracle(prediction: str, target: str, boundaries: list[int]) -> float:
 
 
 ANY_CHAR = st.characters(exclude_categories=())  # surrogates included
-TRICKY = st.sampled_from(["</think>", "<think>", "\\boxed", "\\boxed{", "{", "}", "\\", "\\{", "\\}",
-                          " ", "a", "é", "日", "😀", "\ud800", "\udfff", "\n"])
+TRICKY = st.sampled_from(
+    [
+        "</think>",
+        "<think>",
+        "\\boxed",
+        "\\boxed{",
+        "{",
+        "}",
+        "\\",
+        "\\{",
+        "\\}",
+        " ",
+        "a",
+        "é",
+        "日",
+        "😀",
+        "\ud800",
+        "\udfff",
+        "\n",
+    ]
+)
 TRICKY_TEXT = st.lists(st.one_of(TRICKY, st.text(ANY_CHAR, max_size=3)), max_size=40).map("".join)
 
 
@@ -234,7 +263,7 @@ def sample_and_prediction(draw):
     boundaries = sorted(draw(st.sets(st.integers(1, size), min_size=1, max_size=size)))
     kind = draw(st.sampled_from(["char-prefix", "byte-cut", "random", "extended"]))
     if kind == "char-prefix":
-        prediction = target[:draw(st.integers(0, len(target)))]
+        prediction = target[: draw(st.integers(0, len(target)))]
     elif kind == "byte-cut":
         cut = draw(st.sampled_from(boundaries))
         prediction = target.encode("utf-8")[:cut].decode("utf-8", errors="ignore")
@@ -252,9 +281,11 @@ class TestProperties:
         result = extract_prediction(completion, require_think=require_think)
         assert result is None or (isinstance(result, str) and result and result in completion)
 
-    @given(st.text(st.characters(exclude_characters="\\{}"), max_size=30),
-           st.lists(st.sampled_from(["a", " ", "{", "}", "\\{", "\\}", "日", "\\frac"]), min_size=1, max_size=20),
-           st.text(st.characters(exclude_characters="\\}"), max_size=20))
+    @given(
+        st.text(st.characters(exclude_characters="\\{}"), max_size=30),
+        st.lists(st.sampled_from(["a", " ", "{", "}", "\\{", "\\}", "日", "\\frac"]), min_size=1, max_size=20),
+        st.text(st.characters(exclude_characters="\\}"), max_size=20),
+    )
     @settings(max_examples=300, deadline=None)
     def test_extracts_the_last_balanced_box(self, thinking, pieces, tail):
         # build a box content with balanced unescaped braces, then check it comes back verbatim
@@ -272,10 +303,39 @@ class TestProperties:
         assert extract_prediction(completion) == expected
         assert extract_prediction(completion, require_think=False) == expected
 
-    @given(st.lists(st.sampled_from(["a", "x", "2", " ", "=", "$", "^", "_", "(", ")", "{", "}", "\\", "\\{",
-                                     "\\}", "\\\\", "\\frac", "\\sqrt", "é", "日", "😀", "\n"]),
-                    min_size=1, max_size=24),
-           st.data())
+    @given(
+        st.lists(
+            st.sampled_from(
+                [
+                    "a",
+                    "x",
+                    "2",
+                    " ",
+                    "=",
+                    "$",
+                    "^",
+                    "_",
+                    "(",
+                    ")",
+                    "{",
+                    "}",
+                    "\\",
+                    "\\{",
+                    "\\}",
+                    "\\\\",
+                    "\\frac",
+                    "\\sqrt",
+                    "é",
+                    "日",
+                    "😀",
+                    "\n",
+                ]
+            ),
+            min_size=1,
+            max_size=24,
+        ),
+        st.data(),
+    )
     @settings(max_examples=500, deadline=None)
     def test_any_true_prefix_in_a_box_scores_one(self, pieces, data):
         """For any target and any of its boundaries, `</think>\\boxed{<that prefix>}` scores 1,
@@ -284,7 +344,7 @@ class TestProperties:
         raw = target.encode("utf-8")
         starts = [i for i in range(1, len(raw) + 1) if i == len(raw) or (raw[i] & 0xC0) != 0x80]
         boundaries = sorted(data.draw(st.sets(st.sampled_from(starts), min_size=1)))
-        prefix = raw[:data.draw(st.sampled_from(boundaries))].decode("utf-8")
+        prefix = raw[: data.draw(st.sampled_from(boundaries))].decode("utf-8")
         assume("\\boxed" not in prefix and "</think>" not in prefix)  # the markers the rule looks for
         for completion in (f"</think>\\boxed{{{prefix}}}", f"<think>maybe {{x}}</think> so \\boxed{{{prefix}}}"):
             assert extract_prediction(completion) == prefix
@@ -306,22 +366,26 @@ class TestProperties:
 # Validation and the TRL signature
 # ---------------------------------------------------------------------------------------------
 
+
 class TestValidation:
-    @pytest.mark.parametrize("target, boundaries, message", [
-        (3, [1], 'field "target" must be a string'),
-        ("", [1], 'field "target" must not be empty'),
-        ("ab\ud83d", [1], "unpaired surrogate"),
-        ("abc", "1,2", 'field "boundaries" must be a list'),
-        ("abc", [], 'field "boundaries" must not be empty'),
-        ("abc", [1, 1], '"boundaries" must be strictly increasing, got 1 then 1'),
-        ("abc", [2, 1], '"boundaries" must be strictly increasing, got 2 then 1'),
-        ("abc", [0, 1], '"boundaries" must be positive byte lengths, got 0'),
-        ("abc", [-1], '"boundaries" must be positive byte lengths, got -1'),
-        ("abc", [1, 2.0], '"boundaries" must hold integers, got 2.0'),
-        ("abc", [True], '"boundaries" must hold integers, got True'),
-        ("abc", [1, 4], "boundary 4 exceeds the target, which is 3 UTF-8 bytes long"),
-        ("日", [1, 4], "boundary 4 exceeds the target, which is 3 UTF-8 bytes long"),
-    ])
+    @pytest.mark.parametrize(
+        "target, boundaries, message",
+        [
+            (3, [1], 'field "target" must be a string'),
+            ("", [1], 'field "target" must not be empty'),
+            ("ab\ud83d", [1], "unpaired surrogate"),
+            ("abc", "1,2", 'field "boundaries" must be a list'),
+            ("abc", [], 'field "boundaries" must not be empty'),
+            ("abc", [1, 1], '"boundaries" must be strictly increasing, got 1 then 1'),
+            ("abc", [2, 1], '"boundaries" must be strictly increasing, got 2 then 1'),
+            ("abc", [0, 1], '"boundaries" must be positive byte lengths, got 0'),
+            ("abc", [-1], '"boundaries" must be positive byte lengths, got -1'),
+            ("abc", [1, 2.0], '"boundaries" must hold integers, got 2.0'),
+            ("abc", [True], '"boundaries" must hold integers, got True'),
+            ("abc", [1, 4], "boundary 4 exceeds the target, which is 3 UTF-8 bytes long"),
+            ("日", [1, 4], "boundary 4 exceeds the target, which is 3 UTF-8 bytes long"),
+        ],
+    )
     def test_bad_samples(self, target, boundaries, message):
         with pytest.raises(RecordError, match=None) as info:
             make_sample(target, boundaries)
@@ -352,9 +416,16 @@ class TestValidation:
     def test_trl_signature_ignores_extra_columns(self):
         completions = [answer(" 3"), answer(" 4"), "no answer", [{"role": "assistant", "content": answer(" 3$.")}]]
         rewards = prefix_reward(
-            completions=completions, target=[" 3$."] * 4, boundaries=[[2, 4]] * 4,
-            prompts=["p"] * 4, completion_ids=[[1]] * 4, trainer_state=object(), split=["hard"] * 4,
-            log_extra=lambda *a: None, log_metric=lambda *a: None)
+            completions=completions,
+            target=[" 3$."] * 4,
+            boundaries=[[2, 4]] * 4,
+            prompts=["p"] * 4,
+            completion_ids=[[1]] * 4,
+            trainer_state=object(),
+            split=["hard"] * 4,
+            log_extra=lambda *a: None,
+            log_metric=lambda *a: None,
+        )
         assert rewards == [1.0, 0.0, 0.0, 1.0]
         assert all(type(r) is float for r in rewards)
         assert prefix_reward.__name__ == "prefix_reward"
@@ -388,11 +459,17 @@ class TestRegistry:
 # Records and metrics
 # ---------------------------------------------------------------------------------------------
 
+
 class TestRecords:
     def test_score_rollouts_adds_fields_and_keeps_the_rest(self):
         records = [
-            {"id": "d@1", "target": " 3$.", "boundaries": [2, 4], "mine": {"k": 1},
-             "completions": [answer(" 3"), answer(" 3$"), "<think>no</think>", answer(" 3$.")]},
+            {
+                "id": "d@1",
+                "target": " 3$.",
+                "boundaries": [2, 4],
+                "mine": {"k": 1},
+                "completions": [answer(" 3"), answer(" 3$"), "<think>no</think>", answer(" 3$.")],
+            },
             {"id": "d@2", "target": "x", "boundaries": [1], "completions": [answer("y"), answer("z")]},
         ]
         stats = RewardStats()
@@ -439,19 +516,23 @@ class TestDirectAnswers:
 
     def test_options_say_the_format_and_unknown_formats_are_refused(self):
         record = get_reward_function("prefix", answer="direct").score_record(
-            {"target": "ab", "boundaries": [1, 2], "completions": ["a"]})
+            {"target": "ab", "boundaries": [1, 2], "completions": ["a"]}
+        )
         assert record["rewards"] == [1.0] and record["reward_options"] == {"answer": "direct"}
         with pytest.raises(ValueError, match="answer='free'"):
             get_reward_function("prefix", answer="free")
 
 
 def test_no_torch_on_the_main_path():
-    code = ("import sys; from rpt_cli.reward import prefix_reward, get_reward_function; "
-            "prefix_reward(['</think>\\\\boxed{a}'], target=['a'], boundaries=[[1]]); "
-            "from typer.testing import CliRunner; from rpt_cli.cli import app; "
-            "r = CliRunner().invoke(app, ['reward'], input='{\"completions\": [\"x\"], \"target\": \"a\", \"boundaries\": [1]}\\n'); "
-            "assert r.exit_code == 0, r.output; "
-            "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'trl', 'datasets') if m in sys.modules))")
+    code = (
+        "import sys; from rpt_cli.reward import prefix_reward, get_reward_function; "
+        "prefix_reward(['</think>\\\\boxed{a}'], target=['a'], boundaries=[[1]]); "
+        "from typer.testing import CliRunner; from rpt_cli.cli import app; "
+        "r = CliRunner().invoke(app, ['reward'], "
+        'input=\'{"completions": ["x"], "target": "a", "boundaries": [1]}\\n\'); '
+        "assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'trl', 'datasets') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -459,6 +540,7 @@ def test_no_torch_on_the_main_path():
 # ---------------------------------------------------------------------------------------------
 # Model-based variants on a real (tiny) model
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
@@ -500,8 +582,15 @@ class TestFirstToken:
         rewards = fn(completions, target=[self.TARGET] * 7, boundaries=[boundaries] * 7)
         # only the first token counts: " 3 wrong tail" starts with the token " 3"
         assert rewards == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
-        assert prefix_reward(completions, target=[self.TARGET] * 7, boundaries=[boundaries] * 7) == \
-            [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        assert prefix_reward(completions, target=[self.TARGET] * 7, boundaries=[boundaries] * 7) == [
+            1.0,
+            1.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        ]
 
     def test_direct_answers(self, tiny):
         _, tokenizer = tiny
@@ -517,12 +606,17 @@ class TestFirstToken:
         assert any(b % 3 for b in boundaries), "expected a boundary inside a character"
         completions = [answer("日本"), answer("日本語"), answer("日"), answer("\ud800")]
         columns = dict(target=[target] * 4, boundaries=[boundaries] * 4)
-        assert prefix_reward(completions, **columns) == [float(6 in boundaries), float(9 in boundaries),
-                                                         float(3 in boundaries), 0.0]
+        assert prefix_reward(completions, **columns) == [
+            float(6 in boundaries),
+            float(9 in boundaries),
+            float(3 in boundaries),
+            0.0,
+        ]
         # first-token: the prediction's first token id must be the target's first token id
         first = tokenizer(target, add_special_tokens=False)["input_ids"][0]
-        expected = [float(tokenizer(p, add_special_tokens=False)["input_ids"][0] == first)
-                    for p in ("日本", "日本語", "日")] + [0.0]
+        expected = [
+            float(tokenizer(p, add_special_tokens=False)["input_ids"][0] == first) for p in ("日本", "日本語", "日")
+        ] + [0.0]
         assert FirstTokenReward(tokenizer=tokenizer)(completions, **columns) == expected
         assert expected[:3] == [1.0, 1.0, 1.0]  # all start with the byte token of "日"
 
@@ -547,12 +641,22 @@ class TestDense:
         dense = get_reward_function("dense", model=model, tokenizer=tokenizer, device="cpu")
         group_solved = [answer(" number"), answer(" the"), "<think>x</think>"]
         group_unsolved = [answer(" the"), answer("$")]
-        columns = dict(target=[target] * 5, boundaries=[boundaries] * 5, context=[context] * 3 + ["Hence"] * 2,
-                       prompts=["p"] * 5, trainer_state=None)
+        columns = dict(
+            target=[target] * 5,
+            boundaries=[boundaries] * 5,
+            context=[context] * 3 + ["Hence"] * 2,
+            prompts=["p"] * 5,
+            trainer_state=None,
+        )
         rewards = dense(group_solved + group_unsolved, **columns)
         p_the = direct_probability(model, tokenizer, context, " the")
-        expected = [1.0, p_the, 0.0, direct_probability(model, tokenizer, "Hence", " the"),
-                    direct_probability(model, tokenizer, "Hence", "$")]
+        expected = [
+            1.0,
+            p_the,
+            0.0,
+            direct_probability(model, tokenizer, "Hence", " the"),
+            direct_probability(model, tokenizer, "Hence", "$"),
+        ]
         assert rewards == pytest.approx(expected, rel=1e-4, abs=1e-7)
 
         conditional = ConditionalDenseReward(probability=dense.probability, unsolved_reward=-0.1)
@@ -569,20 +673,29 @@ class TestDense:
         columns = dict(target=[target], boundaries=[boundaries], context=["Let $x$ be a real"])
         assert by_token(completion, **columns) == [1.0]
         assert by_prefix(completion, **columns)[0] == pytest.approx(
-            direct_probability(model, tokenizer, "Let $x$ be a real", " number"), rel=1e-4)
+            direct_probability(model, tokenizer, "Let $x$ be a real", " number"), rel=1e-4
+        )
 
     def test_records_batch_and_record_the_options(self, tiny):
         model, tokenizer = tiny
         fn = get_reward_function("conditional-dense", model=model, tokenizer=tokenizer, batch_size=3)
         boundaries = doc_boundaries(tokenizer, " the answer")
-        records = [{"context": c, "target": " the answer", "boundaries": boundaries,
-                    "completions": [answer(" the"), answer(" number")]} for c in self.CONTEXTS * 15]
+        records = [
+            {
+                "context": c,
+                "target": " the answer",
+                "boundaries": boundaries,
+                "completions": [answer(" the"), answer(" number")],
+            }
+            for c in self.CONTEXTS * 15
+        ]
         out = list(score_rollouts(records, fn))
         assert len(out) == 45 and all(r["rewards"][0] == 1.0 for r in out)
         assert all(r["reward_options"] == {"correct": "first-token", "unsolved_reward": 0.0} for r in out)
         for r in out[:3]:
-            assert r["rewards"][1] == pytest.approx(direct_probability(model, tokenizer, r["context"], " number"),
-                                                    rel=1e-4)
+            assert r["rewards"][1] == pytest.approx(
+                direct_probability(model, tokenizer, r["context"], " number"), rel=1e-4
+            )
 
 
 @pytest.mark.slow
@@ -593,8 +706,12 @@ def test_dense_on_the_builtin_model(builtin_model_dir):
     model = AutoModelForCausalLM.from_pretrained(builtin_model_dir, dtype="float32").eval()
     fn = get_reward_function("dense", model=model, tokenizer=tokenizer, device="cpu")
     context = "The capital of France is"
-    rewards = fn([answer(" Paris"), answer(" London"), answer(" Paris")],
-                 target=[" Paris."] * 3, boundaries=[[6, 7]] * 3, context=[context] * 3)
+    rewards = fn(
+        [answer(" Paris"), answer(" London"), answer(" Paris")],
+        target=[" Paris."] * 3,
+        boundaries=[[6, 7]] * 3,
+        context=[context] * 3,
+    )
     assert rewards[0] == 1.0 and rewards[2] == 1.0
     assert rewards[1] == pytest.approx(direct_probability(model, tokenizer, context, " London"), rel=1e-3)
     paris = FirstTokenProbability(model, tokenizer)([(context, " Paris"), (context, " London")])

@@ -31,7 +31,8 @@ runner = CliRunner()
 CONTEXTS = [
     "Let $x$ be a real number such that",
     "Hence the answer is $\\boxed{",
-    "The next token is probably a space followed by a digit. Let $x$ be a real number such that $x^2 - 5x + 6 = 0$. Then",
+    "The next token is probably a space followed by a digit. "
+    "Let $x$ be a real number such that $x^2 - 5x + 6 = 0$. Then",
     "café",
 ]
 
@@ -60,8 +61,16 @@ def read_jsonl(data: bytes | str) -> list[dict]:
 
 
 def samples_for(count: int) -> list[dict]:
-    return [{"id": f"doc@{k}", "context": f"{CONTEXTS[k % len(CONTEXTS)]} {k}", "target": " 3",
-             "boundaries": [2], "mine": {"k": k}} for k in range(count)]
+    return [
+        {
+            "id": f"doc@{k}",
+            "context": f"{CONTEXTS[k % len(CONTEXTS)]} {k}",
+            "target": " 3",
+            "boundaries": [2],
+            "mine": {"k": k},
+        }
+        for k in range(count)
+    ]
 
 
 # -- the backend -------------------------------------------------------------------------------------
@@ -158,8 +167,14 @@ def test_the_memory_budget_sizes_batches_by_sequence_length(backend):
     per_token = backend.kv_bytes_per_token()
     config = backend.model.config
     element = next(backend.model.parameters()).element_size()  # 4 bytes in float32 (CPU), 2 in bfloat16
-    assert per_token == 2 * config.num_hidden_layers * config.num_key_value_heads * \
-        (config.hidden_size // config.num_attention_heads) * element  # K and V, every layer
+    assert (
+        per_token
+        == 2
+        * config.num_hidden_layers
+        * config.num_key_value_heads
+        * (config.hidden_size // config.num_attention_heads)
+        * element
+    )  # K and V, every layer
     assert backend.rows_per_call(100) >= backend.rows_per_call(10_000) * 50 >= 50
 
 
@@ -191,9 +206,17 @@ def test_auto_backend_is_hf_without_a_cuda_gpu():
 def test_rollout_records_keep_input_order_and_every_field(backend):
     samples = samples_for(7)
     builder = PromptBuilder(backend.tokenizer, PromptConfig())
-    chunks = list(rollout_chunks([dict(s) for s in samples], backend, builder, n=3,
-                                 sampling=SamplingConfig(max_new_tokens=5, seed=1), chunk_contexts=3,
-                                 metadata={"template": "v0"}))
+    chunks = list(
+        rollout_chunks(
+            [dict(s) for s in samples],
+            backend,
+            builder,
+            n=3,
+            sampling=SamplingConfig(max_new_tokens=5, seed=1),
+            chunk_contexts=3,
+            metadata={"template": "v0"},
+        )
+    )
     assert [len(c) for c in chunks] == [3, 3, 1]
     records = [r for chunk in chunks for r in chunk]
     assert [r["id"] for r in records] == [s["id"] for s in samples]
@@ -233,8 +256,9 @@ def test_cli_template_file_no_chat_limit_and_missing_ids(tiny_model_dir, tmp_pat
     template = tmp_path / "t.txt"
     template.write_text("Continue: {context}\n", encoding="utf-8")
     path = write_samples(tmp_path / "s.jsonl", [{"context": "a {b}"}, {"context": "c"}, {"context": "d"}])
-    result = rollout_cli(tiny_model_dir, path, "--template", template, "--no-chat", "-G", 1,
-                         "--max-new-tokens", 2, "--limit", 2)
+    result = rollout_cli(
+        tiny_model_dir, path, "--template", template, "--no-chat", "-G", 1, "--max-new-tokens", 2, "--limit", 2
+    )
     assert result.exit_code == 0, result.output
     records = read_jsonl(result.stdout)
     assert [r["id"] for r in records] == [1, 2]  # line numbers stand in for missing ids
@@ -252,16 +276,25 @@ def test_direct_answers_prompt_with_the_context_alone_and_read_one_token(tiny_mo
     for r in records:
         assert r["completion_tokens"] == [1, 1, 1]
         meta = r["rollout"]
-        assert (meta["answer"], meta["template"], meta["chat"], meta["max_new_tokens"]) == ("direct", "direct", False, 1)
+        assert (meta["answer"], meta["template"], meta["chat"], meta["max_new_tokens"]) == (
+            "direct",
+            "direct",
+            False,
+            1,
+        )
     scored = runner.invoke(app, ["reward"], input=result.stdout)  # rpt reward follows rollout.answer
     assert scored.exit_code == 0, scored.output
     assert all(p == (c or None) for r in read_jsonl(scored.stdout) for p, c in zip(r["predictions"], r["completions"]))
     # the format's defaults give way to what is asked for
-    result = rollout_cli(tiny_model_dir, path, "--answer", "direct", "-G", 1, "--max-new-tokens", 3, "--chat",
-                         "--template", "v5")
+    result = rollout_cli(
+        tiny_model_dir, path, "--answer", "direct", "-G", 1, "--max-new-tokens", 3, "--chat", "--template", "v5"
+    )
     meta = read_jsonl(result.stdout)[0]["rollout"]
     assert (meta["answer"], meta["template"], meta["chat"], meta["max_new_tokens"]) == ("direct", "v5", True, 3)
-    assert read_jsonl(rollout_cli(tiny_model_dir, path, "-G", 1, "--max-new-tokens", 2).stdout)[0]["rollout"]["answer"] == "boxed"
+    assert (
+        read_jsonl(rollout_cli(tiny_model_dir, path, "-G", 1, "--max-new-tokens", 2).stdout)[0]["rollout"]["answer"]
+        == "boxed"
+    )
 
 
 def test_list_templates_prints_them_in_full():
@@ -273,26 +306,31 @@ def test_list_templates_prints_them_in_full():
     assert "do not use \\text{}).\n\n### Context\n{context}\n" in result.stdout
 
 
-@pytest.mark.parametrize("lines, args, message", [
-    ([b'{"id": 1, "context": "a"}', b'{"id": 2, "text": "b"}'], [], 's.jsonl:2: missing field "context"'),
-    ([b'{"id": 1, "context": 3}'], [], 's.jsonl:1: field "context" must be a string'),
-    ([b'{"id": 1, "context": "a"}', b'{"id": 1'], [], "s.jsonl:2: invalid JSON"),
-    ([b'{"id": 1, "context": "a"}'], ["-G", "0"], "--num-completions must be at least 1"),
-    ([b'{"id": 1, "context": "a"}'], ["--template", "missing.txt"], "template missing.txt: neither a built-in"),
-    ([b'{"id": 1, "context": "a"}'], ["--template", "NOSLOT"], "has no {context} placeholder"),
-    ([b'{"id": 1, "context": "a"}'], ["--template", "BINARY"], "not UTF-8 text"),
-    ([b'{"id": 1, "context": "a"}', b'{"id": 1, "context": "b"}'], ["--resume"], "s.jsonl:2: duplicate id 1"),
-    ([b'{"id": 1, "context": "a"}'], ["--top-p", "0"], "--top-p must be in (0, 1]"),
-    ([b'{"id": 1, "context": "a"}'], ["--max-prompt-tokens", "10"], "leaves no room for a context"),
-    ([b'{"id": 1, "context": "a"}'], ["--answer", "free"], "--answer free: choose boxed or direct"),
-])
+@pytest.mark.parametrize(
+    "lines, args, message",
+    [
+        ([b'{"id": 1, "context": "a"}', b'{"id": 2, "text": "b"}'], [], 's.jsonl:2: missing field "context"'),
+        ([b'{"id": 1, "context": 3}'], [], 's.jsonl:1: field "context" must be a string'),
+        ([b'{"id": 1, "context": "a"}', b'{"id": 1'], [], "s.jsonl:2: invalid JSON"),
+        ([b'{"id": 1, "context": "a"}'], ["-G", "0"], "--num-completions must be at least 1"),
+        ([b'{"id": 1, "context": "a"}'], ["--template", "missing.txt"], "template missing.txt: neither a built-in"),
+        ([b'{"id": 1, "context": "a"}'], ["--template", "NOSLOT"], "has no {context} placeholder"),
+        ([b'{"id": 1, "context": "a"}'], ["--template", "BINARY"], "not UTF-8 text"),
+        ([b'{"id": 1, "context": "a"}', b'{"id": 1, "context": "b"}'], ["--resume"], "s.jsonl:2: duplicate id 1"),
+        ([b'{"id": 1, "context": "a"}'], ["--top-p", "0"], "--top-p must be in (0, 1]"),
+        ([b'{"id": 1, "context": "a"}'], ["--max-prompt-tokens", "10"], "leaves no room for a context"),
+        ([b'{"id": 1, "context": "a"}'], ["--answer", "free"], "--answer free: choose boxed or direct"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_no_output_file(tiny_model_dir, tmp_path, lines, args, message):
     path = tmp_path / "s.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     (tmp_path / "noslot.txt").write_text("nothing to fill")
     (tmp_path / "binary.txt").write_bytes(b"\xff{context}")
-    args = [str(tmp_path / "noslot.txt") if a == "NOSLOT" else str(tmp_path / "binary.txt") if a == "BINARY"
-            else a for a in args]
+    args = [
+        str(tmp_path / "noslot.txt") if a == "NOSLOT" else str(tmp_path / "binary.txt") if a == "BINARY" else a
+        for a in args
+    ]
     out = tmp_path / "out.jsonl"
     result = rollout_cli(tiny_model_dir, path, "-o", out, *args)
     assert result.exit_code == 2, result.output
@@ -379,10 +417,24 @@ def test_resume_after_the_process_is_killed(tiny_model_dir, tmp_path):
     samples = samples_for(40)
     path = write_samples(tmp_path / "s.jsonl", samples)
     out = tmp_path / "out.jsonl"
-    args = ["rollout", str(path), "--model", str(tiny_model_dir), "-o", str(out), "--resume",
-            "-G", "2", "--max-new-tokens", "24", "--contexts-per-call", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "rpt_cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = [
+        "rollout",
+        str(path),
+        "--model",
+        str(tiny_model_dir),
+        "-o",
+        str(out),
+        "--resume",
+        "-G",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--contexts-per-call",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rpt_cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 180  # a busy CI machine takes a while to import and load
     while time.monotonic() < deadline and proc.poll() is None:
         if out.exists() and out.read_bytes().count(b"\n") >= 3:
@@ -403,10 +455,18 @@ def test_resume_after_the_process_is_killed(tiny_model_dir, tmp_path):
 @pytest.mark.slow  # real subprocesses: many seconds on 2 cores
 def test_piping_into_head_ends_quietly(tiny_model_dir, tmp_path):
     path = write_samples(tmp_path / "s.jsonl", samples_for(30))
-    command = (f"set -o pipefail; '{sys.executable}' -m rpt_cli rollout '{path}' --model '{tiny_model_dir}' "
-               "-G 2 --max-new-tokens 8 --contexts-per-call 1 | head -1")
-    done = subprocess.run(command, shell=True, capture_output=True, text=True, executable="/bin/bash",
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    command = (
+        f"set -o pipefail; '{sys.executable}' -m rpt_cli rollout '{path}' --model '{tiny_model_dir}' "
+        "-G 2 --max-new-tokens 8 --contexts-per-call 1 | head -1"
+    )
+    done = subprocess.run(
+        command,
+        shell=True,
+        capture_output=True,
+        text=True,
+        executable="/bin/bash",
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1 and orjson.loads(done.stdout)["id"] == "doc@0"
     assert "Traceback" not in done.stderr and "Error" not in done.stderr
@@ -415,11 +475,14 @@ def test_piping_into_head_ends_quietly(tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_builtin_model_end_to_end_into_rpt_reward(tmp_path):
     """The built-in SmolLM2-135M: rollouts with its chat template, then `rpt reward` reads them."""
-    samples = [{"id": "a", "context": "The capital of France is", "target": " Paris.", "boundaries": [6, 7]},
-               {"id": "b", "context": "1, 2, 3, 4,", "target": " 5, 6", "boundaries": [2, 3, 5]}]
+    samples = [
+        {"id": "a", "context": "The capital of France is", "target": " Paris.", "boundaries": [6, 7]},
+        {"id": "b", "context": "1, 2, 3, 4,", "target": " 5, 6", "boundaries": [2, 3, 5]},
+    ]
     path = write_samples(tmp_path / "s.jsonl", samples)
-    result = runner.invoke(app, ["rollout", str(path), "-G", "2", "--max-new-tokens", "16", "-o",
-                                 str(tmp_path / "r.jsonl")])
+    result = runner.invoke(
+        app, ["rollout", str(path), "-G", "2", "--max-new-tokens", "16", "-o", str(tmp_path / "r.jsonl")]
+    )
     assert result.exit_code == 0, result.output
     records = read_jsonl((tmp_path / "r.jsonl").read_bytes())
     assert [r["id"] for r in records] == ["a", "b"]

@@ -10,14 +10,46 @@ from hypothesis import strategies as st
 from rpt_cli.tokens import DocTokenizer
 from tests.conftest import build_byte_fallback_tokenizer
 
-TRICKY = ["", " ", "a", "😀", "  leading spaces", "tabs\tand\r\nCRLF\n", "日本語の数学", "👩‍👩‍👧 family",
-          "café naïve", "\u0301combining first", "x" * 300, "mixed 数学 and math $x^2$ 😀\t"]
+TRICKY = [
+    "",
+    " ",
+    "a",
+    "😀",
+    "  leading spaces",
+    "tabs\tand\r\nCRLF\n",
+    "日本語の数学",
+    "👩‍👩‍👧 family",
+    "café naïve",
+    "\u0301combining first",
+    "x" * 300,
+    "mixed 数学 and math $x^2$ 😀\t",
+]
 
 texts = st.one_of(
     st.text(max_size=80),
-    st.lists(st.sampled_from(["😀", "日本", " ", "\t", "\r\n", "é", "a", "$", "\\frac", "  ", "ß", "🇫🇷",
-                              "\U00040000", "\x04", "\x06", "/"]),
-             max_size=30).map("".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "😀",
+                "日本",
+                " ",
+                "\t",
+                "\r\n",
+                "é",
+                "a",
+                "$",
+                "\\frac",
+                "  ",
+                "ß",
+                "🇫🇷",
+                "\U00040000",
+                "\x04",
+                "\x06",
+                "/",
+            ]
+        ),
+        max_size=30,
+    ).map("".join),
 )
 
 

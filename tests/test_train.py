@@ -27,20 +27,46 @@ from rpt_cli.training.checkpoints import completed_step
 from rpt_cli.training.config import DEFAULTS, TrainConfig, batch_plan, resolve_config
 from rpt_cli.training.data import DataOrder, StepSampler
 from tests.conftest import ROOT
-from tests.train_helpers import OPEN_GROUP_AT_EXIT, ControlledReward, HashReward, RecordingReward
+from tests.train_helpers import (
+    OPEN_GROUP_AT_EXIT,
+    ControlledReward,
+    HashReward,
+    RecordingReward,
+)
 
-TEXT = ("Let $x$ be a real number such that $x^2 - 5x + 6 = 0$. Then $x = 2$ or $x = 3$. "
-        "Hence the answer is $\\boxed{3}$. \\frac{1}{2} + \\sqrt{2} \\leq \\pi")
-METRIC_FIELDS = {"step", "reward_mean", "reward_std", "zero_variance_share_before", "zero_variance_share_after",
-                 "no_prediction_share", "completion_length_mean", "truncated_share", "learning_rate",
-                 "step_time_s", "tokens_per_s", "flops", "generated_tokens", "trained_tokens", "sampling_rounds"}
+TEXT = (
+    "Let $x$ be a real number such that $x^2 - 5x + 6 = 0$. Then $x = 2$ or $x = 3$. "
+    "Hence the answer is $\\boxed{3}$. \\frac{1}{2} + \\sqrt{2} \\leq \\pi"
+)
+METRIC_FIELDS = {
+    "step",
+    "reward_mean",
+    "reward_std",
+    "zero_variance_share_before",
+    "zero_variance_share_after",
+    "no_prediction_share",
+    "completion_length_mean",
+    "truncated_share",
+    "learning_rate",
+    "step_time_s",
+    "tokens_per_s",
+    "flops",
+    "generated_tokens",
+    "trained_tokens",
+    "sampling_rounds",
+}
 
 
 def sample(i: int, prefix: str = "s") -> dict:
     cut = 12 + 5 * i
-    target = TEXT[cut:cut + 6]
-    return {"id": f"{prefix}{i}", "context": TEXT[:cut], "target": target,
-            "boundaries": list(range(1, len(target.encode()) + 1)), "split": "hard"}
+    target = TEXT[cut : cut + 6]
+    return {
+        "id": f"{prefix}{i}",
+        "context": TEXT[:cut],
+        "target": target,
+        "boundaries": list(range(1, len(target.encode()) + 1)),
+        "split": "hard",
+    }
 
 
 def write_samples(path: Path, records: list[dict]) -> Path:
@@ -49,9 +75,26 @@ def write_samples(path: Path, records: list[dict]) -> Path:
 
 
 def tiny_args(model: Path, samples: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", str(samples), "-o", str(out), "--model", str(model), "-G", "2", "--contexts-per-step", "2",
-            "--max-new-tokens", "8", "--max-prompt-tokens", "256", "--no-gradient-checkpointing",
-            "--dynamic-sampling-from-step", "0", *extra]
+    return [
+        "train",
+        str(samples),
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        "-G",
+        "2",
+        "--contexts-per-step",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--max-prompt-tokens",
+        "256",
+        "--no-gradient-checkpointing",
+        "--dynamic-sampling-from-step",
+        "0",
+        *extra,
+    ]
 
 
 def invoke(args: list[str]):
@@ -74,6 +117,7 @@ def test_rewards(monkeypatch):
 # End to end
 # --------------------------------------------------------------------------------------------
 
+
 def test_two_steps_end_to_end(tiny_model_dir, tmp_path, test_rewards):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -82,8 +126,9 @@ def test_two_steps_end_to_end(tiny_model_dir, tmp_path, test_rewards):
     records = [sample(i) for i in range(6)]
     samples = write_samples(tmp_path / "samples.jsonl", records)
     settings = tmp_path / "settings.yaml"
-    settings.write_text("reward: test-recording\nmax_steps: 2\nsave_steps: 1\nlearning_rate: 1e-3\n"
-                        "contexts_per_step: 4\n")
+    settings.write_text(
+        "reward: test-recording\nmax_steps: 2\nsave_steps: 1\nlearning_rate: 1e-3\ncontexts_per_step: 4\n"
+    )
     out = tmp_path / "run"
     result = invoke(tiny_args(tiny_model_dir, samples, out, "--config", str(settings), "--save-steps", "2"))
     assert result.exit_code == 0, result.output
@@ -105,8 +150,9 @@ def test_two_steps_end_to_end(tiny_model_dir, tmp_path, test_rewards):
             assert call["boundaries"][i] == by_id[sample_id]["boundaries"]
             assert call["context"][i] == by_id[sample_id]["context"]
             assert call["prompts"][i] == builder.build(by_id[sample_id]["context"])
-        assert call["rewards"] == REWARD_FUNCTIONS["prefix"]()(call["completions"], target=call["target"],
-                                                               boundaries=call["boundaries"])
+        assert call["rewards"] == REWARD_FUNCTIONS["prefix"]()(
+            call["completions"], target=call["target"], boundaries=call["boundaries"]
+        )
 
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2]
@@ -140,6 +186,7 @@ def test_two_steps_end_to_end(tiny_model_dir, tmp_path, test_rewards):
 # Dynamic sampling
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("beta, extra", [(0.0, 0), (0.04, 1)])
 def test_the_compute_estimate_matches_a_hand_count(tiny_model_dir, tmp_path, test_rewards, beta, extra):
     """One step, counted by hand: every generated sequence's prompt (prefill) and new tokens at 2N,
@@ -151,8 +198,19 @@ def test_the_compute_estimate_matches_a_hand_count(tiny_model_dir, tmp_path, tes
 
     records = [sample(i) for i in range(2)]
     out = tmp_path / "run"
-    result = invoke(tiny_args(tiny_model_dir, write_samples(tmp_path / "s.jsonl", records), out, "--max-steps", "1",
-                              "--reward", "test-recording", "--beta", str(beta)))
+    result = invoke(
+        tiny_args(
+            tiny_model_dir,
+            write_samples(tmp_path / "s.jsonl", records),
+            out,
+            "--max-steps",
+            "1",
+            "--reward",
+            "test-recording",
+            "--beta",
+            str(beta),
+        )
+    )
     assert result.exit_code == 0, result.output
     (step,) = read_jsonl(out / "metrics.jsonl")
     N = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
@@ -162,7 +220,11 @@ def test_the_compute_estimate_matches_a_hand_count(tiny_model_dir, tmp_path, tes
     (drawn,) = [line["drawn"] for line in read_jsonl(out / "batches.jsonl")]
     prompts = 2 * sum(len(encode_prompt(tokenizer, builder.build(by_id[i]["context"]))) for i in drawn)  # G=2
     generated = sum(len(ids) for call in test_rewards for ids in call["completion_ids"])
-    assert (step["prompt_tokens"], step["generated_tokens"], step["extra_forward_passes"]) == (prompts, generated, extra)
+    assert (step["prompt_tokens"], step["generated_tokens"], step["extra_forward_passes"]) == (
+        prompts,
+        generated,
+        extra,
+    )
     assert step["trained_tokens"] == prompts + generated
     assert step["flops"] == pytest.approx(2 * N * (prompts + generated) * (1 + extra) + 6 * N * (prompts + generated))
 
@@ -181,8 +243,19 @@ def test_dynamic_sampling_leaves_no_group_without_signal(tiny_model_dir, tmp_pat
 
     monkeypatch.setattr(RPTTrainer, "compute_loss", observe)
     out = tmp_path / "run"
-    args = tiny_args(tiny_model_dir, samples, out, "--reward", "test-controlled", "--max-steps", "4",
-                     "--save-steps", "10", "--contexts-per-step", "4")
+    args = tiny_args(
+        tiny_model_dir,
+        samples,
+        out,
+        "--reward",
+        "test-controlled",
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "10",
+        "--contexts-per-step",
+        "4",
+    )
     args[args.index("--dynamic-sampling-from-step") + 1] = "2"
     result = invoke(args)
     assert result.exit_code == 0, result.output
@@ -212,8 +285,17 @@ def test_dynamic_sampling_cap_keeps_the_batch_full(tiny_model_dir, tmp_path, tes
     batch as drawn (zero advantage), saying so."""
     samples = write_samples(tmp_path / "samples.jsonl", [sample(i, "flat") for i in range(4)])
     out = tmp_path / "run"
-    args = tiny_args(tiny_model_dir, samples, out, "--reward", "test-controlled", "--max-steps", "1",
-                     "--dynamic-sampling-max-rounds", "2")
+    args = tiny_args(
+        tiny_model_dir,
+        samples,
+        out,
+        "--reward",
+        "test-controlled",
+        "--max-steps",
+        "1",
+        "--dynamic-sampling-max-rounds",
+        "2",
+    )
     args[args.index("--dynamic-sampling-from-step") + 1] = "1"
     result = invoke(args)
     assert result.exit_code == 0, result.output
@@ -227,10 +309,17 @@ def test_dynamic_sampling_cap_keeps_the_batch_full(tiny_model_dir, tmp_path, tes
 # Kill and resume
 # --------------------------------------------------------------------------------------------
 
+
 def helper_run(args: list[str], env_extra: dict | None = None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "train_helpers.py"), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "train_helpers.py"), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow  # real subprocesses: many seconds on 2 cores
@@ -288,12 +377,36 @@ def test_two_processes_draw_the_same_order_and_refill_in_step(tiny_model_dir, tm
     records = [sample(i, "flat") for i in range(4)] + [sample(i, "var") for i in range(4, 8)]
     samples = write_samples(tmp_path / "samples.jsonl", records)
     out = tmp_path / "run"
-    args = tiny_args(tiny_model_dir, samples, out, "--reward", "test-controlled", "--contexts-per-step", "4",
-                     "--max-steps", "3", "--save-steps", "3")
+    args = tiny_args(
+        tiny_model_dir,
+        samples,
+        out,
+        "--reward",
+        "test-controlled",
+        "--contexts-per-step",
+        "4",
+        "--max-steps",
+        "3",
+        "--save-steps",
+        "3",
+    )
     args[args.index("--dynamic-sampling-from-step") + 1] = "2"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           str(ROOT / "tests" / "train_helpers.py"), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            str(ROOT / "tests" / "train_helpers.py"),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert OPEN_GROUP_AT_EXIT not in done.stderr  # closed by rpt train, not left to exit
     assert done.stdout == f"{out / 'final'}\n"  # one process writes
@@ -311,6 +424,7 @@ def test_two_processes_draw_the_same_order_and_refill_in_step(tiny_model_dir, tm
 # --------------------------------------------------------------------------------------------
 # Settings: precedence and refusals
 # --------------------------------------------------------------------------------------------
+
 
 def test_settings_precedence_defaults_yaml_cli(tmp_path):
     path = tmp_path / "c.yaml"
@@ -336,10 +450,21 @@ def test_the_direct_answer_format_brings_its_own_prompt_defaults(tmp_path):
 
 def test_paper_defaults_and_shipped_configs():
     d = DEFAULTS
-    assert (d.num_completions, d.contexts_per_step, d.learning_rate, d.beta, d.epsilon, d.weight_decay) == \
-        (8, 256, 1e-6, 0.0, 0.2, 0.01)
-    assert (d.adam_beta1, d.adam_beta2, d.temperature, d.max_prompt_tokens, d.max_new_tokens) == \
-        (0.9, 0.999, 0.8, 4096, 8192)
+    assert (d.num_completions, d.contexts_per_step, d.learning_rate, d.beta, d.epsilon, d.weight_decay) == (
+        8,
+        256,
+        1e-6,
+        0.0,
+        0.2,
+        0.01,
+    )
+    assert (d.adam_beta1, d.adam_beta2, d.temperature, d.max_prompt_tokens, d.max_new_tokens) == (
+        0.9,
+        0.999,
+        0.8,
+        4096,
+        8192,
+    )
     assert (d.max_steps, d.loss_type, d.dynamic_sampling_from_step) == (1000, "grpo", 500)
     paper = resolve_config({}, str(ROOT / "examples" / "configs" / "paper.yaml"))
     assert paper == TrainConfig()
@@ -354,8 +479,9 @@ def test_paper_defaults_and_shipped_configs():
     assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")),
-                    reason="tensorboard is installed here")
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")), reason="tensorboard is installed here"
+)
 def test_report_to_a_missing_logger_is_refused(tmp_path):
     samples = write_samples(tmp_path / "samples.jsonl", [sample(0)])
     result = invoke(["train", str(samples), "-o", str(tmp_path / "run"), "--report-to", "tensorboard"])
@@ -371,39 +497,82 @@ def test_batch_plan_counts_completions_per_process():
 def test_options_map_onto_trl_config(tmp_path):
     from rpt_cli.training.run import grpo_args
 
-    config = TrainConfig(num_completions=4, contexts_per_step=6, micro_batch_size=3, learning_rate=3e-6,
-                         lr_scheduler="cosine", warmup_steps=5, weight_decay=0.1, adam_beta1=0.8, adam_beta2=0.95,
-                         max_grad_norm=0.5, beta=0.04, epsilon=0.3, loss_type="dr_grpo", scale_rewards="none",
-                         temperature=0.7, top_p=0.9, top_k=20, max_new_tokens=100, max_steps=7, save_steps=3,
-                         seed=11, gradient_checkpointing=False, vllm="server", vllm_server_host="10.0.0.2",
-                         vllm_server_port=8123, max_prompt_tokens=200)
+    config = TrainConfig(
+        num_completions=4,
+        contexts_per_step=6,
+        micro_batch_size=3,
+        learning_rate=3e-6,
+        lr_scheduler="cosine",
+        warmup_steps=5,
+        weight_decay=0.1,
+        adam_beta1=0.8,
+        adam_beta2=0.95,
+        max_grad_norm=0.5,
+        beta=0.04,
+        epsilon=0.3,
+        loss_type="dr_grpo",
+        scale_rewards="none",
+        temperature=0.7,
+        top_p=0.9,
+        top_k=20,
+        max_new_tokens=100,
+        max_steps=7,
+        save_steps=3,
+        seed=11,
+        gradient_checkpointing=False,
+        vllm="server",
+        vllm_server_host="10.0.0.2",
+        vllm_server_port=8123,
+        max_prompt_tokens=200,
+    )
     args = grpo_args(config, batch_plan(config, 1), tmp_path)
     assert (args.num_generations, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 3, 8)
     assert args.steps_per_generation == 8 and args.num_iterations == 1  # one generation per step: on-policy
-    assert (args.learning_rate, args.lr_scheduler_type, args.warmup_steps, args.weight_decay) == \
-        (3e-6, "cosine", 5, 0.1)
-    assert (args.adam_beta1, args.adam_beta2, args.max_grad_norm, args.beta, args.epsilon) == \
-        (0.8, 0.95, 0.5, 0.04, 0.3)
-    assert (args.loss_type, args.scale_rewards, args.temperature, args.top_p, args.top_k) == \
-        ("dr_grpo", "none", 0.7, 0.9, 20)
+    assert (args.learning_rate, args.lr_scheduler_type, args.warmup_steps, args.weight_decay) == (
+        3e-6,
+        "cosine",
+        5,
+        0.1,
+    )
+    assert (args.adam_beta1, args.adam_beta2, args.max_grad_norm, args.beta, args.epsilon) == (
+        0.8,
+        0.95,
+        0.5,
+        0.04,
+        0.3,
+    )
+    assert (args.loss_type, args.scale_rewards, args.temperature, args.top_p, args.top_k) == (
+        "dr_grpo",
+        "none",
+        0.7,
+        0.9,
+        20,
+    )
     assert (args.max_completion_length, args.max_steps, args.save_steps, args.seed) == (100, 7, 3, 11)
     assert args.save_total_limit is None and args.logging_steps == 1 and not args.gradient_checkpointing
-    assert (args.use_vllm, args.vllm_mode, args.vllm_server_host, args.vllm_server_port) == \
-        (True, "server", "10.0.0.2", 8123)
+    assert (args.use_vllm, args.vllm_mode, args.vllm_server_host, args.vllm_server_port) == (
+        True,
+        "server",
+        "10.0.0.2",
+        8123,
+    )
     assert args.vllm_max_model_length == 300
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["-G", "1"], "--num-completions must be at least 2"),
-    (["-G", "2", "--contexts-per-step", "3", "--micro-batch-size", "4"], "batch not divisible"),
-    (["-G", "2", "--contexts-per-step", "2", "--micro-batch-size", "64"], "--micro-batch-size 64 exceeds"),
-    (["--temperature", "0"], "--temperature must be positive"),
-    (["--loss-type", "ppo"], "--loss-type ppo: choose one of"),
-    (["--reward", "nope"], "--reward nope: choose one of"),
-    (["--vllm", "remote"], "--vllm remote: choose colocate"),
-    (["--template", "missing.txt"], "--template: template missing.txt"),
-    (["--answer", "free"], "--answer free: choose boxed or direct"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["-G", "1"], "--num-completions must be at least 2"),
+        (["-G", "2", "--contexts-per-step", "3", "--micro-batch-size", "4"], "batch not divisible"),
+        (["-G", "2", "--contexts-per-step", "2", "--micro-batch-size", "64"], "--micro-batch-size 64 exceeds"),
+        (["--temperature", "0"], "--temperature must be positive"),
+        (["--loss-type", "ppo"], "--loss-type ppo: choose one of"),
+        (["--reward", "nope"], "--reward nope: choose one of"),
+        (["--vllm", "remote"], "--vllm remote: choose colocate"),
+        (["--template", "missing.txt"], "--template: template missing.txt"),
+        (["--answer", "free"], "--answer free: choose boxed or direct"),
+    ],
+)
 def test_bad_settings_are_refused_in_one_line(tmp_path, extra, message):
     samples = write_samples(tmp_path / "samples.jsonl", [sample(0)])
     result = invoke(["train", str(samples), "-o", str(tmp_path / "run"), "--model", "/no/such/model", *extra])
@@ -433,8 +602,10 @@ def test_bad_samples_and_folders(tmp_path):
     result = run(good, tmp_path / "c", "--config", str(settings))
     assert f"error: {settings}:2: unknown option 'learnig_rate' (did you mean learning_rate?)" in result.stderr
     settings.write_text("max_steps: three\n")
-    assert f"error: {settings}:1: max_steps: expected an integer" in run(good, tmp_path / "c", "--config",
-                                                                          str(settings)).stderr
+    assert (
+        f"error: {settings}:1: max_steps: expected an integer"
+        in run(good, tmp_path / "c", "--config", str(settings)).stderr
+    )
 
 
 def test_resume_refuses_changed_settings_or_samples(tmp_path):
@@ -464,10 +635,12 @@ def test_resume_refuses_changed_settings_or_samples(tmp_path):
 
 def test_refusals_happen_before_heavy_imports(tmp_path):
     samples = write_samples(tmp_path / "samples.jsonl", [sample(0)])
-    code = ("import sys; from rpt_cli.cli import app\n"
-            f"try:\n    app(['train', {str(samples)!r}, '-o', {str(tmp_path / 'r')!r}, '-G', '1'])\n"
-            "except SystemExit as e:\n"
-            "    print(e.code, [m for m in ('torch', 'transformers', 'trl') if m in sys.modules])")
+    code = (
+        "import sys; from rpt_cli.cli import app\n"
+        f"try:\n    app(['train', {str(samples)!r}, '-o', {str(tmp_path / 'r')!r}, '-G', '1'])\n"
+        "except SystemExit as e:\n"
+        "    print(e.code, [m for m in ('torch', 'transformers', 'trl') if m in sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "2 []", done.stderr
 
@@ -475,6 +648,7 @@ def test_refusals_happen_before_heavy_imports(tmp_path):
 # --------------------------------------------------------------------------------------------
 # Pure pieces: data order, zero-variance groups, merging rounds
 # --------------------------------------------------------------------------------------------
+
 
 def test_data_order_is_a_pure_function_of_seed_and_step():
     order = DataOrder(num_samples=10, contexts_per_step=4, seed=3)
@@ -488,7 +662,7 @@ def test_data_order_is_a_pure_function_of_seed_and_step():
     first = order.step_indices(0)
     assert indices[:8] == [i for i in first for _ in range(2)] and indices[8:16] == indices[:8]
     longer = StepSampler(order, num_generations=2, repeat_count=3, steps=4)
-    assert list(longer)[:len(indices)] == indices  # raising --max-steps only extends the order
+    assert list(longer)[: len(indices)] == indices  # raising --max-steps only extends the order
 
 
 def test_refills_never_repeat_a_context_within_a_step_and_prefer_unseen_ones():
@@ -513,12 +687,20 @@ def test_refills_never_repeat_a_context_within_a_step_and_prefer_unseen_ones():
 def test_zero_variance_groups_and_merging_rounds():
     rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, float("nan"), 0.5, float("nan"), float("nan")])
     assert zero_variance_groups(rewards, 2).tolist() == [True, False, True, True]
-    a = {"prompt_ids": torch.tensor([[5, 6]]), "prompt_mask": torch.tensor([[1, 1]]),
-         "completion_ids": torch.tensor([[7]]), "completion_mask": torch.tensor([[1]]),
-         "advantages": torch.tensor([0.5])}
-    b = {"prompt_ids": torch.tensor([[8, 9, 10]]), "prompt_mask": torch.tensor([[1, 1, 1]]),
-         "completion_ids": torch.tensor([[11, 12]]), "completion_mask": torch.tensor([[1, 1]]),
-         "advantages": torch.tensor([-0.5])}
+    a = {
+        "prompt_ids": torch.tensor([[5, 6]]),
+        "prompt_mask": torch.tensor([[1, 1]]),
+        "completion_ids": torch.tensor([[7]]),
+        "completion_mask": torch.tensor([[1]]),
+        "advantages": torch.tensor([0.5]),
+    }
+    b = {
+        "prompt_ids": torch.tensor([[8, 9, 10]]),
+        "prompt_mask": torch.tensor([[1, 1, 1]]),
+        "completion_ids": torch.tensor([[11, 12]]),
+        "completion_mask": torch.tensor([[1, 1]]),
+        "advantages": torch.tensor([-0.5]),
+    }
     merged = concat_rows([a, b], pad_token_id=0)
     assert merged["prompt_ids"].tolist() == [[0, 5, 6], [8, 9, 10]]
     assert merged["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]

@@ -47,8 +47,7 @@ class ControlledReward(PrefixReward):
 
     def __call__(self, completions, **columns):
         ids = columns["id"]
-        return [0.0 if str(i).startswith("flat") else float(position == 0)
-                for i, position in zip(ids, _groups(ids))]
+        return [0.0 if str(i).startswith("flat") else float(position == 0) for i, position in zip(ids, _groups(ids))]
 
 
 class RecordingReward(PrefixReward):
@@ -59,9 +58,14 @@ class RecordingReward(PrefixReward):
 
     def __call__(self, completions, **columns):
         rewards = super().__call__(completions, **columns)
-        RecordingReward.calls.append({**{k: list(v) for k, v in columns.items() if isinstance(v, list)},
-                                      "completions": list(completions), "rewards": rewards,
-                                      "step": columns["trainer_state"].global_step})
+        RecordingReward.calls.append(
+            {
+                **{k: list(v) for k, v in columns.items() if isinstance(v, list)},
+                "completions": list(completions),
+                "rewards": rewards,
+                "step": columns["trainer_state"].global_step,
+            }
+        )
         return rewards
 
 

@@ -40,8 +40,7 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, *, model_name: str | None = None,
-                 max_batch_sequences: int | None = None):
+    def __init__(self, model, tokenizer, *, model_name: str | None = None, max_batch_sequences: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__
@@ -61,8 +60,15 @@ class HFBackend:
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
 
     @classmethod
-    def from_spec(cls, spec: str, *, device: str = "auto", dtype: str = "auto",
-                  trust_remote_code: bool = False, max_batch_sequences: int | None = None) -> HFBackend:
+    def from_spec(
+        cls,
+        spec: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        max_batch_sequences: int | None = None,
+    ) -> HFBackend:
         """Load any `--model` value (built-in name, folder, .gguf, hub id) and wrap it."""
         from rpt_cli.models import display_name, load_model
 
@@ -103,8 +109,12 @@ class HFBackend:
         """The arguments of `model.generate` for these settings (the benchmark's bare baseline
         passes the same ones). Sampling settings are given explicitly so the model's own
         generation defaults (a top-k of 50, a repetition penalty) do not creep in."""
-        kwargs = dict(max_new_tokens=params.max_new_tokens, eos_token_id=self.stop_ids,
-                      pad_token_id=self.pad_id, repetition_penalty=1.0)
+        kwargs = dict(
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id,
+            repetition_penalty=1.0,
+        )
         if params.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
@@ -119,8 +129,9 @@ class HFBackend:
         params.check()
         if n < 1:
             raise ValueError("n must be at least 1")
-        encoded = [list(prompt) if isinstance(prompt, list) else encode_prompt(self.tokenizer, prompt)
-                   for prompt in prompts]
+        encoded = [
+            list(prompt) if isinstance(prompt, list) else encode_prompt(self.tokenizer, prompt) for prompt in prompts
+        ]
         # one row per completion; sorting by length (stable, so a prompt's rows stay together)
         # keeps padding low, and each prompt's completions keep their order j = 0..n-1
         rows = sorted((len(encoded[i]), i) for i in range(len(prompts)) for _ in range(n))
@@ -137,7 +148,7 @@ class HFBackend:
                 start = 0
                 while start < len(rows):
                     limit = self.rows_per_call(rows[-1][0] + params.max_new_tokens)
-                    group = [i for _, i in rows[start:start + limit]]
+                    group = [i for _, i in rows[start : start + limit]]
                     try:
                         completions = self._generate_rows(group, encoded, params)
                     except torch.OutOfMemoryError:
@@ -164,8 +175,8 @@ class HFBackend:
         for r, i in enumerate(unique):  # left padding: every row's last prompt token is aligned
             ids = encoded[i]
             if ids:
-                input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[r, width - len(ids):] = 1
+                input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[r, width - len(ids) :] = 1
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         # row k of the call samples prompt unique[expand[k]]
         expand = torch.tensor([unique.index(i) for i in group], device=self.device)
@@ -187,7 +198,7 @@ class HFBackend:
                 completions.append((FINISH_LENGTH, ids))
             else:
                 kept.append(ids[:end])
-                completions.append((FINISH_STOP, ids[:end + 1]))
+                completions.append((FINISH_STOP, ids[: end + 1]))
         texts = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
         return [Completion(text, reason, len(ids), tuple(ids)) for text, (reason, ids) in zip(texts, completions)]
 
@@ -202,8 +213,14 @@ class HFBackend:
             cache = DynamicCache(config=self.model.config)
             # the positions `generate` gives left-padded rows, so the continuation lines up
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       past_key_values=cache, use_cache=True, **self._last_logits_only)
+            self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                **self._last_logits_only,
+            )
             return cache
         except (TypeError, ValueError, AttributeError, NotImplementedError):
             self.share_prefill = False

@@ -58,10 +58,10 @@ BATCHES_FILE = "batches.jsonl"
 @dataclass
 class OutputPlan:
     folder: Path
-    resume_from: Path | None = None   # the newest complete checkpoint
+    resume_from: Path | None = None  # the newest complete checkpoint
     resume_step: int = 0
-    resuming: bool = False            # an existing run goes on (from a checkpoint or from step 0)
-    finished: bool = False            # the run already holds a final model at max_steps
+    resuming: bool = False  # an existing run goes on (from a checkpoint or from step 0)
+    finished: bool = False  # the run already holds a final model at max_steps
 
 
 def plan_output(config: TrainConfig, samples: Samples, *, resume: bool) -> OutputPlan:
@@ -73,28 +73,34 @@ def plan_output(config: TrainConfig, samples: Samples, *, resume: bool) -> Outpu
         return OutputPlan(folder)
     holds_run = (folder / CONFIG_FILE).is_file() and (folder / RUN_FILE).is_file()
     if not holds_run:
-        raise UsageError(f"-o {config.output}: the folder is not empty and holds no rpt train run; "
-                         "choose a new or empty folder")
+        raise UsageError(
+            f"-o {config.output}: the folder is not empty and holds no rpt train run; choose a new or empty folder"
+        )
     done = latest_checkpoint(folder)
     if not resume:
         where = f"up to step {done[0]}" if done else "without a complete checkpoint yet"
-        raise UsageError(f"-o {config.output}: holds another run ({where}); pass --resume to continue it, "
-                         "or choose another folder")
+        raise UsageError(
+            f"-o {config.output}: holds another run ({where}); pass --resume to continue it, or choose another folder"
+        )
     try:
         saved = load_saved_config(folder / CONFIG_FILE)
     except (InputError, ValueError, TypeError) as exc:
         raise UsageError(f"--resume: cannot read {folder / CONFIG_FILE} ({exc})") from None
     conflicts = resume_conflicts(saved, config)
     if conflicts:
-        raise UsageError(f"--resume: settings differ from the run in {config.output}: {'; '.join(conflicts)}. "
-                         "Use the run's settings (e.g. --config " + str(folder / CONFIG_FILE) + ") or another folder")
+        raise UsageError(
+            f"--resume: settings differ from the run in {config.output}: {'; '.join(conflicts)}. "
+            "Use the run's settings (e.g. --config " + str(folder / CONFIG_FILE) + ") or another folder"
+        )
     try:
         started = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         started = {}
     if started.get("samples_sha256") not in (None, samples.sha256):
-        raise UsageError(f"--resume: {samples.path} is not the samples file the run in {config.output} started with "
-                         "(its contents differ), so the data order would change; resume with the same file")
+        raise UsageError(
+            f"--resume: {samples.path} is not the samples file the run in {config.output} started with "
+            "(its contents differ), so the data order would change; resume with the same file"
+        )
     final_step = completed_step(folder / FINAL)
     if final_step is not None and final_step >= config.max_steps:
         return OutputPlan(folder, resuming=True, finished=True, resume_step=final_step)
@@ -172,12 +178,15 @@ class RunLog:
         if m["sampling_rounds"] > 1 or m["zero_variance_share_after"] != m["zero_variance_share_before"]:
             zero += f"->{m['zero_variance_share_after']:.0%}"
         lr = f"{m['learning_rate']:.2g}" if m["learning_rate"] is not None else "-"
-        length = f"len {m['completion_length_mean']:.0f}" + \
-            (f" (cut {m['truncated_share']:.0%})" if self.show_truncated else "")
-        return (f"train: step {m['step']}/{self.max_steps} | reward {m['reward_mean']:.3f} +- {m['reward_std']:.3f} | "
-                f"no-var {zero} | no-pred {m['no_prediction_share']:.0%} | {length} | "
-                f"lr {lr} | {m['step_time_s']:.1f} s, {m['tokens_per_s']:.0f} tok/s | "
-                f"eta {_format_duration(remaining)}")
+        length = f"len {m['completion_length_mean']:.0f}" + (
+            f" (cut {m['truncated_share']:.0%})" if self.show_truncated else ""
+        )
+        return (
+            f"train: step {m['step']}/{self.max_steps} | reward {m['reward_mean']:.3f} +- {m['reward_std']:.3f} | "
+            f"no-var {zero} | no-pred {m['no_prediction_share']:.0%} | {length} | "
+            f"lr {lr} | {m['step_time_s']:.1f} s, {m['tokens_per_s']:.0f} tok/s | "
+            f"eta {_format_duration(remaining)}"
+        )
 
     def warn(self, message: str) -> None:
         self.console.print(f"train: warning: {message}", markup=False)
@@ -192,31 +201,52 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path):
     dtype = "float32" if config.dtype == "auto" else config.dtype
     vllm = {}
     if config.vllm is not None:
-        vllm = dict(use_vllm=True, vllm_mode=config.vllm, vllm_server_host=config.vllm_server_host,
-                    vllm_server_port=config.vllm_server_port,
-                    vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-                    vllm_tensor_parallel_size=config.vllm_tensor_parallel_size,
-                    vllm_max_model_length=config.max_prompt_tokens + config.max_new_tokens)
+        vllm = dict(
+            use_vllm=True,
+            vllm_mode=config.vllm,
+            vllm_server_host=config.vllm_server_host,
+            vllm_server_port=config.vllm_server_port,
+            vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+            vllm_tensor_parallel_size=config.vllm_tensor_parallel_size,
+            vllm_max_model_length=config.max_prompt_tokens + config.max_new_tokens,
+        )
     return GRPOConfig(
         output_dir=str(folder),
         per_device_train_batch_size=plan.micro_batch,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
         num_generations=config.num_completions,
         max_completion_length=config.max_new_tokens,
-        temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-        learning_rate=config.learning_rate, lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay, adam_beta1=config.adam_beta1, adam_beta2=config.adam_beta2,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
         max_grad_norm=config.max_grad_norm,
-        beta=config.beta, epsilon=config.epsilon, loss_type=config.loss_type, scale_rewards=config.scale_rewards,
-        max_steps=config.max_steps, logging_steps=1,
-        save_strategy="steps", save_steps=config.save_steps, save_total_limit=None,  # rotation is ours
-        seed=config.seed, data_seed=config.seed,
-        use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+        beta=config.beta,
+        epsilon=config.epsilon,
+        loss_type=config.loss_type,
+        scale_rewards=config.scale_rewards,
+        max_steps=config.max_steps,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=None,  # rotation is ours
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
         model_init_kwargs={"dtype": dtype},
         gradient_checkpointing=config.gradient_checkpointing,
         trust_remote_code=config.trust_remote_code,
         report_to="none" if config.report_to == "none" else [config.report_to],
-        disable_tqdm=True, log_completions=False, remove_unused_columns=False, dataloader_num_workers=0,
+        disable_tqdm=True,
+        log_completions=False,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # causal LMs use every parameter in every pass
         **vllm,
     )
@@ -262,8 +292,10 @@ def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, O
     check_config(config)
     processes = world_size()
     if processes > 1 and config.reward in ("dense", "conditional-dense"):
-        raise UsageError(f"--reward {config.reward} scores with the policy itself, which is supported on one process "
-                         "only; use prefix or first-token with several processes")
+        raise UsageError(
+            f"--reward {config.reward} scores with the policy itself, which is supported on one process "
+            "only; use prefix or first-token with several processes"
+        )
     plan = batch_plan(config, processes)
     samples = read_samples(config.samples, skip_bad=config.skip_bad)
     return plan, samples, plan_output(config, samples, resume=resume)
@@ -284,8 +316,11 @@ class Job:
         final = save_final(trainer, folder)
         if trainer.accelerator.is_main_process:
             elapsed = time.perf_counter() - self.started
-            console.print(f"train: done: step {trainer.state.global_step} in {_format_duration(elapsed)}; "
-                          f"final model {final}; metrics {folder / METRICS_FILE}", markup=False)
+            console.print(
+                f"train: done: step {trainer.state.global_step} in {_format_duration(elapsed)}; "
+                f"final model {final}; metrics {folder / METRICS_FILE}",
+                markup=False,
+            )
         return final
 
 
@@ -302,8 +337,11 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     plan, samples, output = prepare(config, resume=resume)
     folder = output.folder
     if output.finished:
-        console.print(f"train: {folder} already holds the final model of step {output.resume_step} "
-                      f"(--max-steps {config.max_steps}); nothing to do", markup=False)
+        console.print(
+            f"train: {folder} already holds the final model of step {output.resume_step} "
+            f"(--max-steps {config.max_steps}); nothing to do",
+            markup=False,
+        )
         return None
     _quiet_libraries(config.vllm is not None)
     from rpt_cli.boundaries import PolicyTokenizer
@@ -316,12 +354,19 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code, source=source)
     tokenizer.padding_side = "left"
     # Eq. 3 judges the policy's own tokens: boundaries made with another tokenizer are re-derived
-    samples, alignment = align_samples(samples, PolicyTokenizer(tokenizer, display_name(config.model), config.model),
-                                       skip_bad=config.skip_bad)
-    builder = prompt_builder(tokenizer, PromptSettings(template=load_template(config.template), chat=config.chat,
-                                                       think_prefix=config.think_prefix,
-                                                       max_prompt_tokens=config.max_prompt_tokens,
-                                                       answer=config.answer))
+    samples, alignment = align_samples(
+        samples, PolicyTokenizer(tokenizer, display_name(config.model), config.model), skip_bad=config.skip_bad
+    )
+    builder = prompt_builder(
+        tokenizer,
+        PromptSettings(
+            template=load_template(config.template),
+            chat=config.chat,
+            think_prefix=config.think_prefix,
+            max_prompt_tokens=config.max_prompt_tokens,
+            answer=config.answer,
+        ),
+    )
     import datasets
 
     dataset = datasets.Dataset.from_list(build_rows(samples, builder))
@@ -342,12 +387,20 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     from rpt_cli.training.trainer import RPTTrainer
 
     trainer = RPTTrainer(
-        model=source, reward_funcs=[reward_fn], args=args, train_dataset=dataset, processing_class=tokenizer,
+        model=source,
+        reward_funcs=[reward_fn],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
         data_order=DataOrder(len(samples), config.contexts_per_step, config.seed),
         dynamic_sampling_from_step=config.dynamic_sampling_from_step,
         dynamic_sampling_max_rounds=config.dynamic_sampling_max_rounds,
-        extract=getattr(reward_fn, "extract", None), run_log=log, flops_start=flops_at(output.resume_from),
-        save_total_limit=config.save_total_limit, prompt_encoder=builder.encode)
+        extract=getattr(reward_fn, "extract", None),
+        run_log=log,
+        flops_start=flops_at(output.resume_from),
+        save_total_limit=config.save_total_limit,
+        prompt_encoder=builder.encode,
+    )
     for callback in (PrinterCallback, ProgressCallback):  # stdout is for data; RunLog reports progress
         trainer.remove_callback(callback)
     if probability is not None:
@@ -362,8 +415,7 @@ def _prepare_folder(config, plan, samples, output, source, log: RunLog, console,
     folder = output.folder
     folder.mkdir(parents=True, exist_ok=True)
     for path in remove_incomplete(folder):
-        console.print(f"train: removed {path.name}: an incomplete checkpoint (interrupted while saving)",
-                      markup=False)
+        console.print(f"train: removed {path.name}: an incomplete checkpoint (interrupted while saving)", markup=False)
     if (folder / FINAL).exists() and completed_step(folder / FINAL) is None:
         shutil.rmtree(folder / FINAL, ignore_errors=True)
     log.keep_until(output.resume_step)
@@ -375,30 +427,57 @@ def _prepare_folder(config, plan, samples, output, source, log: RunLog, console,
     from rpt_cli.models import display_name
 
     dump_config(config, folder / CONFIG_FILE, header="# rpt train settings (reads back with --config)")
-    write_atomic(folder / RUN_FILE, json.dumps({
-        "samples": os.path.abspath(samples.path), "samples_sha256": samples.sha256, "samples_count": len(samples),
-        "tokenizer": alignment.as_fields(),
-        "model": display_name(config.model), "model_source": source, "processes": plan.processes,
-        "micro_batch": plan.micro_batch, "gradient_accumulation_steps": plan.gradient_accumulation_steps,
-        "completions_per_step": plan.completions,
-        "versions": {"transformers": transformers.__version__, "trl": trl.__version__}}, indent=2) + "\n")
+    write_atomic(
+        folder / RUN_FILE,
+        json.dumps(
+            {
+                "samples": os.path.abspath(samples.path),
+                "samples_sha256": samples.sha256,
+                "samples_count": len(samples),
+                "tokenizer": alignment.as_fields(),
+                "model": display_name(config.model),
+                "model_source": source,
+                "processes": plan.processes,
+                "micro_batch": plan.micro_batch,
+                "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+                "completions_per_step": plan.completions,
+                "versions": {"transformers": transformers.__version__, "trl": trl.__version__},
+            },
+            indent=2,
+        )
+        + "\n",
+    )
 
 
 def _announce(console, config, plan, samples, output, trainer, seconds) -> None:
-    where = (f"resuming from {output.resume_from.name}" if output.resume_from else
-             "resuming from step 0 (no complete checkpoint yet)" if output.resuming else "new run")
-    dynamic = (f"from step {config.dynamic_sampling_from_step}" if config.dynamic_sampling_from_step else "off")
-    console.print(f"train: {len(samples):,} samples; {plan.describe()}; {config.max_steps} steps; "
-                  f"{trainer.rpt_parameters / 1e6:,.1f}M parameters; reward {config.reward}, {config.answer} answers; "
-                  f"dynamic sampling {dynamic}; {where}; ready in {seconds:.0f} s", markup=False)
+    where = (
+        f"resuming from {output.resume_from.name}"
+        if output.resume_from
+        else "resuming from step 0 (no complete checkpoint yet)"
+        if output.resuming
+        else "new run"
+    )
+    dynamic = f"from step {config.dynamic_sampling_from_step}" if config.dynamic_sampling_from_step else "off"
+    console.print(
+        f"train: {len(samples):,} samples; {plan.describe()}; {config.max_steps} steps; "
+        f"{trainer.rpt_parameters / 1e6:,.1f}M parameters; reward {config.reward}, {config.answer} answers; "
+        f"dynamic sampling {dynamic}; {where}; ready in {seconds:.0f} s",
+        markup=False,
+    )
     positions = getattr(trainer.model.config, "max_position_embeddings", None)
     if positions and config.max_prompt_tokens + config.max_new_tokens > positions:
-        console.print(f"train: note: --max-prompt-tokens {config.max_prompt_tokens} + --max-new-tokens "
-                      f"{config.max_new_tokens} exceed the model's {positions} positions: long prompts and "
-                      "completions may degrade", markup=False)
+        console.print(
+            f"train: note: --max-prompt-tokens {config.max_prompt_tokens} + --max-new-tokens "
+            f"{config.max_new_tokens} exceed the model's {positions} positions: long prompts and "
+            "completions may degrade",
+            markup=False,
+        )
     if len(samples) < config.contexts_per_step:
-        console.print(f"train: note: {len(samples)} samples are fewer than --contexts-per-step "
-                      f"{config.contexts_per_step}: contexts repeat within a step", markup=False)
+        console.print(
+            f"train: note: {len(samples)} samples are fewer than --contexts-per-step "
+            f"{config.contexts_per_step}: contexts repeat within a step",
+            markup=False,
+        )
 
 
 def save_final(trainer, folder: Path) -> Path:
@@ -427,5 +506,17 @@ def end_processes() -> None:
         PartialState().destroy_process_group()
 
 
-__all__ = ["BATCHES_FILE", "CONFIG_FILE", "METRICS_FILE", "Job", "RunLog", "build", "end_processes", "flops_at",
-           "grpo_args", "plan_output", "prepare", "train"]
+__all__ = [
+    "BATCHES_FILE",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "Job",
+    "RunLog",
+    "build",
+    "end_processes",
+    "flops_at",
+    "grpo_args",
+    "plan_output",
+    "prepare",
+    "train",
+]

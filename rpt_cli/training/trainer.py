@@ -44,11 +44,11 @@ from rpt_cli.training.data import DataOrder, StepSampler
 class Round:
     """One call of TRL's generate-and-score on this process: G completions for each of its groups."""
 
-    ids: list[str]                    # one per group
-    rewards: torch.Tensor             # one per completion (weighted sum over reward functions; NaN: unscored)
-    no_prediction: list[bool]         # one per completion
-    lengths: list[int]                # completion tokens, one per completion
-    truncated: list[bool]             # cut at max_completion_length, one per completion
+    ids: list[str]  # one per group
+    rewards: torch.Tensor  # one per completion (weighted sum over reward functions; NaN: unscored)
+    no_prediction: list[bool]  # one per completion
+    lengths: list[int]  # completion tokens, one per completion
+    truncated: list[bool]  # cut at max_completion_length, one per completion
     zero_variance: list[bool] = field(default_factory=list)  # one per group
 
 
@@ -61,13 +61,13 @@ class StepRecord:
     drawn: list[str] = field(default_factory=list)
     refilled: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)   # of the completions trained on
+    rewards: list[float] = field(default_factory=list)  # of the completions trained on
     no_prediction: int = 0
     lengths: int = 0
     truncated: int = 0
     completions: int = 0
     generated_tokens: int = 0
-    prompt_tokens: int = 0       # prompt tokens of every sequence generated (prefilled), all rounds
+    prompt_tokens: int = 0  # prompt tokens of every sequence generated (prefilled), all rounds
     trained_tokens: int = 0
     groups: int = 0
     zero_before: int = 0
@@ -96,8 +96,10 @@ def step_flops(parameters: int, step: dict) -> float:
     Every sequence generated counts, those of refill rounds that dynamic sampling drops included;
     trained tokens are the prompt and completion tokens of the batch the update used."""
     sequence_tokens = step["prompt_tokens"] + step["generated_tokens"]
-    return (2.0 * parameters * sequence_tokens * (1 + step["extra_forward_passes"])
-            + 6.0 * parameters * step["trained_tokens"])
+    return (
+        2.0 * parameters * sequence_tokens * (1 + step["extra_forward_passes"])
+        + 6.0 * parameters * step["trained_tokens"]
+    )
 
 
 class PolicyProbability:
@@ -115,8 +117,9 @@ class PolicyProbability:
     def bind(self, model) -> None:
         from rpt_cli.reward import FirstTokenProbability
 
-        self._scorer = FirstTokenProbability(model, self.tokenizer, batch_size=self.batch_size,
-                                             first_tokens=self.first_tokens)
+        self._scorer = FirstTokenProbability(
+            model, self.tokenizer, batch_size=self.batch_size, first_tokens=self.first_tokens
+        )
 
     def __call__(self, pairs):
         if self._scorer is None:
@@ -125,9 +128,19 @@ class PolicyProbability:
 
 
 class RPTTrainer(GRPOTrainer):
-    def __init__(self, *args, data_order: DataOrder, dynamic_sampling_from_step: int = 0,
-                 dynamic_sampling_max_rounds: int = 10, extract=None, run_log=None, flops_start: float = 0.0,
-                 save_total_limit: int | None = None, prompt_encoder=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        data_order: DataOrder,
+        dynamic_sampling_from_step: int = 0,
+        dynamic_sampling_max_rounds: int = 10,
+        extract=None,
+        run_log=None,
+        flops_start: float = 0.0,
+        save_total_limit: int | None = None,
+        prompt_encoder=None,
+        **kwargs,
+    ):
         self.rpt_order = data_order
         self.rpt_encode = prompt_encoder  # PromptBuilder.encode: contexts stay plain text
         self.rpt_dynamic_from = dynamic_sampling_from_step
@@ -156,15 +169,19 @@ class RPTTrainer(GRPOTrainer):
         # reference model's (when the KL coefficient is not 0); the same tests as TRL's own
         generate_every = self.args.steps_per_generation * self.num_iterations
         old_logps = self.args.gradient_accumulation_steps % generate_every != 0 or (
-            self.use_vllm and getattr(self, "vllm_importance_sampling_correction", False))
+            self.use_vllm and getattr(self, "vllm_importance_sampling_correction", False)
+        )
         self.rpt_extra_passes = int(bool(old_logps)) + int(self.beta != 0.0)
 
     # -- data order and prompts -------------------------------------------------------------
 
     def _get_train_sampler(self, dataset=None):
-        return StepSampler(self.rpt_order, self.num_generations,
-                           repeat_count=self.num_iterations * self.args.steps_per_generation,
-                           steps=self.args.max_steps)
+        return StepSampler(
+            self.rpt_order,
+            self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            steps=self.args.max_steps,
+        )
 
     def _tokenize_prompts(self, prompts: list):
         if not prompts or not isinstance(prompts[0], str):
@@ -184,7 +201,7 @@ class RPTTrainer(GRPOTrainer):
         total = (rewards_per_func * weights).nansum(dim=1)
         total[unscored] = torch.nan
         start = self.accelerator.process_index * len(prompts)
-        local = total[start:start + len(prompts)].float().cpu()
+        local = total[start : start + len(prompts)].float().cpu()
         stop_ids = {*self.eos_token_ids, self._tokenizer.pad_token_id}
         extract = self.rpt_extract
         G = self.num_generations
@@ -224,8 +241,11 @@ class RPTTrainer(GRPOTrainer):
             record.train_on(first, list(range(n)), G)
         else:
             batch = self._refill(batch, first, record)
-        loss_mask = batch["completion_mask"] if batch.get("tool_mask") is None else \
-            batch["completion_mask"] * batch["tool_mask"]
+        loss_mask = (
+            batch["completion_mask"]
+            if batch.get("tool_mask") is None
+            else batch["completion_mask"] * batch["tool_mask"]
+        )
         record.trained_tokens = int(batch["prompt_mask"].sum()) + int(batch["completion_mask"].sum())
         batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         self._rpt_pending = self._summarize(record)
@@ -291,12 +311,44 @@ class RPTTrainer(GRPOTrainer):
         """Sum the step's record over processes (every process calls this)."""
         rewards = torch.tensor(record.rewards, dtype=torch.float64)
         scored = rewards[~torch.isnan(rewards)]
-        sums = torch.tensor([[record.completions, scored.numel(), float(scored.sum()), float((scored ** 2).sum()),
-                              record.no_prediction, record.lengths, record.truncated, record.generated_tokens,
-                              record.prompt_tokens, record.trained_tokens, record.groups, record.zero_before,
-                              record.zero_after, len(record.drawn)]], dtype=torch.float64, device=self.accelerator.device)
-        (completions, n_scored, total, squares, no_pred, lengths, truncated, generated, prompts, trained, groups,
-         zero_before, zero_after, drawn_groups) = self.accelerator.gather(sums).sum(dim=0).tolist()
+        sums = torch.tensor(
+            [
+                [
+                    record.completions,
+                    scored.numel(),
+                    float(scored.sum()),
+                    float((scored**2).sum()),
+                    record.no_prediction,
+                    record.lengths,
+                    record.truncated,
+                    record.generated_tokens,
+                    record.prompt_tokens,
+                    record.trained_tokens,
+                    record.groups,
+                    record.zero_before,
+                    record.zero_after,
+                    len(record.drawn),
+                ]
+            ],
+            dtype=torch.float64,
+            device=self.accelerator.device,
+        )
+        (
+            completions,
+            n_scored,
+            total,
+            squares,
+            no_pred,
+            lengths,
+            truncated,
+            generated,
+            prompts,
+            trained,
+            groups,
+            zero_before,
+            zero_after,
+            drawn_groups,
+        ) = self.accelerator.gather(sums).sum(dim=0).tolist()
         from accelerate.utils import gather_object
 
         ids = gather_object([(record.drawn, record.refilled, record.dropped)])
@@ -318,8 +370,11 @@ class RPTTrainer(GRPOTrainer):
             "groups_generated": int(groups),
             "sampling_rounds": record.rounds,
             "_started": record.started,
-            "_ids": {"drawn": [i for part in ids for i in part[0]], "refilled": [i for part in ids for i in part[1]],
-                     "dropped": [i for part in ids for i in part[2]]},
+            "_ids": {
+                "drawn": [i for part in ids for i in part[0]],
+                "refilled": [i for part in ids for i in part[1]],
+                "dropped": [i for part in ids for i in part[2]],
+            },
         }
 
     # -- logging and checkpoints -------------------------------------------------------------
@@ -342,17 +397,28 @@ class RPTTrainer(GRPOTrainer):
             "flops": self.rpt_flops,
             "epoch": self.rpt_order.epochs(pending["step"]),
         }
-        logs.update({f"rpt/{key}": value for key, value in metrics.items()
-                     if key not in ("step", "learning_rate", "loss", "grad_norm")})
+        logs.update(
+            {
+                f"rpt/{key}": value
+                for key, value in metrics.items()
+                if key not in ("step", "learning_rate", "loss", "grad_norm")
+            }
+        )
         super().log(logs, start_time)
         if self.rpt_log is not None and self.accelerator.is_main_process:
             self.rpt_log.write_step(metrics, {"step": pending["step"], **ids})
-        if (self.rpt_log is not None and self.accelerator.is_main_process
-                and self.dynamic_sampling_active(pending["step"]) and metrics["zero_variance_share_after"] > 0):
-            self.rpt_log.warn(f"step {pending['step']}: dynamic sampling stopped after "
-                              f"{metrics['sampling_rounds'] - 1} refill rounds (--dynamic-sampling-max-rounds) "
-                              f"with {metrics['zero_variance_share_after']:.0%} of the groups still without "
-                              "signal; they stay in the batch with zero advantage")
+        if (
+            self.rpt_log is not None
+            and self.accelerator.is_main_process
+            and self.dynamic_sampling_active(pending["step"])
+            and metrics["zero_variance_share_after"] > 0
+        ):
+            self.rpt_log.warn(
+                f"step {pending['step']}: dynamic sampling stopped after "
+                f"{metrics['sampling_rounds'] - 1} refill rounds (--dynamic-sampling-max-rounds) "
+                f"with {metrics['zero_variance_share_after']:.0%} of the groups still without "
+                "signal; they stay in the batch with zero advantage"
+            )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         # Trainer turns the KV cache off for training (use_cache=False in the config); the saved

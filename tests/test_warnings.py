@@ -1,0 +1,146 @@
+"""No deprecation warning about `past_key_values` or gradient checkpointing reaches users from the
+way our code calls transformers and TRL.
+
+Real paths on the tiny model of conftest.py: HF-backend generation through the shared prefill
+(`generate` continues from a `DynamicCache` we pass as `past_key_values`), the same backend handed
+a policy in train mode with gradient checkpointing on (as a training loop would), and one
+`rpt train` step with gradient checkpointing on (the default; test_train.py runs without it).
+
+transformers reports most deprecations through its logger (`logger.warning_once`), which rpt turns
+down to errors only; the check keeps that logger at warning level and clears the once-only memory
+of `warning_once`, so such a message is seen here even though a user would not see it today.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from contextlib import contextmanager
+
+import pytest
+
+from tests.test_train import sample, tiny_args, write_samples
+
+WATCHED = re.compile(r"past_key_values|gradient[ _]checkpointing", re.IGNORECASE)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@contextmanager
+def watched_messages(monkeypatch):
+    """Yields a list that ends up holding every Python warning (DeprecationWarning, FutureWarning
+    and their subclasses) and every transformers log message at warning level or above whose text
+    mentions past_key_values or gradient checkpointing, as "Category: message" strings."""
+    from transformers.utils import logging as hf_logging
+
+    found: list[str] = []
+    handler = _Records()
+    root = hf_logging.get_logger("transformers")
+    level = root.level
+    # rpt's quiet_transformers() lowers transformers' logger to errors: keep warnings visible here
+    monkeypatch.setattr(hf_logging, "set_verbosity_error", lambda: None)
+    hf_logging.warning_once.cache_clear()
+    root.setLevel(logging.WARNING)
+    root.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield found
+        found += [
+            f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
+            for w in caught
+            if issubclass(w.category, (DeprecationWarning, FutureWarning)) and WATCHED.search(str(w.message))
+        ]
+        found += [
+            f"{r.name} {r.levelname}: {r.getMessage()}" for r in handler.records if WATCHED.search(r.getMessage())
+        ]
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.fixture
+def backend_parts(tiny_model_dir):
+    from rpt_cli.models import load_model
+
+    model, tokenizer, _ = load_model(str(tiny_model_dir), device="cpu")
+    return model, tokenizer
+
+
+def spy_generate(monkeypatch, model) -> list[dict]:
+    """Record the keyword arguments of each `model.generate` call (and still generate)."""
+    calls: list[dict] = []
+    generate = model.generate
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", recording)
+    return calls
+
+
+def test_hf_generation_through_the_shared_prefill_raises_no_cache_deprecation(backend_parts, monkeypatch):
+    from rpt_cli.generation import SamplingConfig
+    from rpt_cli.generation.hf_backend import HFBackend
+
+    model, tokenizer = backend_parts
+    calls = spy_generate(monkeypatch, model)
+    with watched_messages(monkeypatch) as found:
+        backend = HFBackend(model, tokenizer)
+        for params in (SamplingConfig(max_new_tokens=6, seed=1), SamplingConfig(max_new_tokens=6, temperature=0.0)):
+            groups = backend.generate(["Let $x$ be a real number such that", "Hence the answer is"], 3, params)
+            assert [len(g) for g in groups] == [3, 3]
+    # the path under test was taken: `generate` continued from our prefilled cache
+    assert calls and all("past_key_values" in c for c in calls) and backend.share_prefill
+    assert found == []
+
+
+def test_hf_generation_with_a_checkpointed_policy_in_train_mode(backend_parts, monkeypatch):
+    """A training loop hands in its policy in train mode with gradient checkpointing on."""
+    from rpt_cli.generation import SamplingConfig
+    from rpt_cli.generation.hf_backend import HFBackend
+
+    model, tokenizer = backend_parts
+    with watched_messages(monkeypatch) as found:
+        model.gradient_checkpointing_enable()
+        model.train()
+        backend = HFBackend(model, tokenizer)
+        groups = backend.generate(["Let $x$ be a real number such that"], 4, SamplingConfig(max_new_tokens=6, seed=2))
+        assert [len(g) for g in groups] == [4]
+        assert model.training and model.is_gradient_checkpointing
+        model.gradient_checkpointing_disable()
+    assert found == []
+
+
+def test_a_train_step_with_gradient_checkpointing_raises_no_deprecation(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import PreTrainedModel
+    from typer.testing import CliRunner
+
+    from rpt_cli.cli import app
+
+    enabled: list[dict] = []
+    enable = PreTrainedModel.gradient_checkpointing_enable
+
+    def recording(self, *args, **kwargs):
+        enabled.append(kwargs)
+        return enable(self, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "gradient_checkpointing_enable", recording)
+    samples = write_samples(tmp_path / "samples.jsonl", [sample(i) for i in range(2)])
+    args = tiny_args(tiny_model_dir, samples, tmp_path / "run", "--max-steps", "1", "--save-steps", "10")
+    args[args.index("--no-gradient-checkpointing")] = "--gradient-checkpointing"
+    with watched_messages(monkeypatch) as found:
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert enabled, "gradient checkpointing was never turned on, so this test proves nothing"
+    assert (tmp_path / "run" / "final").is_dir()
+    assert found == []
