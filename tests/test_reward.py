@@ -297,7 +297,8 @@ class TestProperties:
             depth -= piece == "}"
             content += piece
         content += "}" * depth
-        thinking = thinking.replace("</think>", "")
+        # the answer is the last box after the last </think>: neither part may close the thinking again
+        thinking, tail = thinking.replace("</think>", ""), tail.replace("</think>", "")
         completion = f"<think>{thinking}</think> ok \\boxed{{{content}}}{tail}"
         expected = content or None
         assert extract_prediction(completion) == expected
