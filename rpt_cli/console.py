@@ -54,6 +54,23 @@ def end_quietly_on_closed_pipe() -> None:
 
 
 @contextmanager
+def spinner(start: str):
+    """One line of progress on standard error, redrawn in place on a terminal (nothing when standard
+    error is a file or a pipe); yields `show(text)` to change it."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        console=stderr,
+        transient=True,
+        disable=not stderr.is_terminal,
+    ) as progress:
+        task = progress.add_task(start)
+        yield lambda text: progress.update(task, description=text)
+
+
+@contextmanager
 def cli_errors():
     """Map exceptions to the CLI contract: bad input 2, runtime failure 1, Ctrl-C 130,
     a closed pipe (`rpt ... | head`) ends quietly with status 0."""

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rpt_cli.cli import app
 from rpt_cli.curves import running_mean
-from rpt_cli.training.run import RunLog
+from rpt_cli.training.log import RunLog
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

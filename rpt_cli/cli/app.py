@@ -89,6 +89,32 @@ AnswerOpt = Annotated[
 # -- one vocabulary ------------------------------------------------------------------------
 # One name per concept in every command (docs/records.md lists them); the old names stay as hidden
 # aliases for one release (`renamed`).
+# the sampling cut and the generation engines, as rollout, eval and scaling take them; the help
+# panel (Sampling, Engine) says what they apply to
+TopPOpt = Annotated[
+    float,
+    typer.Option(
+        "--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability (1.0: off)."
+    ),
+]
+TopKOpt = Annotated[
+    int, typer.Option("--top-k", metavar="K", help="Sample only among the K most likely tokens (0: off).")
+]
+BackendOpt = Annotated[
+    str, typer.Option(help="auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")
+]
+MaxBatchSequencesOpt = Annotated[
+    int | None,
+    typer.Option(help="hf: sequences per generate call at most (default: as many as a quarter of memory holds)."),
+]
+TensorParallelOpt = Annotated[int, typer.Option(help="vllm: GPUs to split the model over.")]
+GpuMemoryOpt = Annotated[float, typer.Option(help="vllm: share of GPU memory for weights and KV cache.")]
+MaxModelLenOpt = Annotated[int | None, typer.Option(help="vllm: longest prompt + completion (default: the model's).")]
+EnforceEagerOpt = Annotated[
+    bool,
+    typer.Option("--enforce-eager", help="vllm: skip graph capture and compilation (starts faster, samples slower)."),
+]
+
 COMPLETIONS_HELP = f"Completions sampled per context (G; paper: {paper.COMPLETIONS})."
 CompletionsOpt = Annotated[int, typer.Option("--num-completions", "-G", help=COMPLETIONS_HELP)]
 RewardOpt = Annotated[

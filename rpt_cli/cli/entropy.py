@@ -26,7 +26,7 @@ from rpt_cli.cli.app import (
     prevalidate,
     renamed,
 )
-from rpt_cli.console import cli_errors, stderr
+from rpt_cli.console import cli_errors, spinner, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
@@ -147,26 +147,10 @@ def entropy(
                 "entropy: note: the model's logits are not its output layer on its hidden states (an "
                 "unknown post-processing); scoring from its full logits (slower)"
             )
-        from rich.progress import Progress, SpinnerColumn, TextColumn
-
-        with (
-            Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                console=stderr,
-                transient=True,
-                disable=not stderr.is_terminal,
-            ) as progress,
-            RecordWriter(output) as out,
-        ):
-            task = progress.add_task("entropy: starting")
+        with spinner("entropy: starting") as say, RecordWriter(output) as out:
 
             def show(s):
-                progress.update(
-                    task,
-                    description=f"entropy: {s.documents:,} documents, "
-                    f"{s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s",
-                )
+                say(f"entropy: {s.documents:,} documents, {s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s")
 
             out.write_all(scorer.score(with_ids(), text_field, model_name=display_name(model), on_chunk=show))
         s = scorer.stats

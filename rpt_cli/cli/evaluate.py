@@ -9,12 +9,20 @@ import typer
 from rpt_cli import paper
 from rpt_cli.cli.app import (
     ANSWER_HELP,
+    BackendOpt,
     DeviceOpt,
     DtypeOpt,
+    EnforceEagerOpt,
+    GpuMemoryOpt,
     InputArg,
+    MaxBatchSequencesOpt,
+    MaxModelLenOpt,
     NoMemoryCheckOpt,
     OutputOpt,
     SkipBadScoredOpt,
+    TensorParallelOpt,
+    TopKOpt,
+    TopPOpt,
     TrustOpt,
     app,
     check_input,
@@ -24,7 +32,7 @@ from rpt_cli.cli.app import (
     old_name_option,
     renamed,
 )
-from rpt_cli.console import cli_errors, stderr
+from rpt_cli.console import cli_errors, spinner, stderr
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
 from rpt_cli.records import evaluation_sample
@@ -124,10 +132,8 @@ def eval_(
     temperature: Annotated[
         float, typer.Option(help=f"reasoning: sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")
     ] = paper.TEMPERATURE,
-    top_p: Annotated[float, typer.Option("--top-p", help="reasoning: nucleus sampling (1.0: off).")] = 1.0,
-    top_k: Annotated[
-        int, typer.Option("--top-k", help="reasoning: sample among the K most likely tokens (0: off).", metavar="K")
-    ] = 0,
+    top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
     max_new_tokens: Annotated[
         int | None,
         typer.Option(
@@ -172,28 +178,14 @@ def eval_(
             show_default=False,
         ),
     ] = None,
-    backend: Annotated[
-        str, typer.Option(help="reasoning: auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")
-    ] = "auto",
+    backend: BackendOpt = "auto",
     contexts_per_call: Annotated[int, typer.Option(help="reasoning: contexts per generation call.")] = 32,
     batch_size_old: Annotated[int | None, old_name_option("--contexts-per-call", "--batch-size")] = None,
-    max_batch_sequences: Annotated[
-        int | None,
-        typer.Option(
-            help="reasoning, hf: sequences per generate call at most (default: as many as a quarter of memory holds)."
-        ),
-    ] = None,
-    tensor_parallel_size: Annotated[int, typer.Option(help="reasoning, vllm: GPUs to split the model over.")] = 1,
-    gpu_memory_utilization: Annotated[
-        float, typer.Option(help="reasoning, vllm: share of GPU memory for weights and KV cache.")
-    ] = 0.9,
-    max_model_len: Annotated[
-        int | None, typer.Option(help="reasoning, vllm: longest prompt + completion (default: the model's).")
-    ] = None,
-    enforce_eager: Annotated[
-        bool,
-        typer.Option("--enforce-eager", help="reasoning, vllm: skip graph capture (starts faster, samples slower)."),
-    ] = False,
+    max_batch_sequences: MaxBatchSequencesOpt = None,
+    tensor_parallel_size: TensorParallelOpt = 1,
+    gpu_memory_utilization: GpuMemoryOpt = 0.9,
+    max_model_len: MaxModelLenOpt = None,
+    enforce_eager: EnforceEagerOpt = False,
     no_memory_check: NoMemoryCheckOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -209,9 +201,6 @@ def eval_(
     with cli_errors():
         check_numbers(locals())
         from contextlib import nullcontext
-
-        from rich.progress import Progress as Bar
-        from rich.progress import SpinnerColumn, TextColumn
 
         from rpt_cli.evaluate import (
             EvalConfig,
@@ -298,18 +287,11 @@ def eval_(
         reports: list[dict] = []
         with (
             RecordWriter(details) if details else nullcontext() as detail_out,
-            Bar(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                console=stderr,
-                transient=True,
-                disable=not stderr.is_terminal,
-            ) as bar,
+            spinner("eval: reading") as say,
         ):
-            task = bar.add_task("eval: reading")
             show = Progress(
-                on_start=lambda text: bar.update(task, description=f"eval: {text}"),
-                on_count=lambda text: bar.update(task, description=f"eval: {text}"),
+                on_start=lambda text: say(f"eval: {text}"),
+                on_count=lambda text: say(f"eval: {text}"),
                 on_note=lambda text: stderr.print(f"eval: note: {text}", markup=False),
             )
             for ref in refs:

@@ -11,14 +11,22 @@ import typer
 from rpt_cli import paper
 from rpt_cli.cli.app import (
     ANSWER_HELP,
+    BackendOpt,
     CompletionsOpt,
     DeviceOpt,
     DtypeOpt,
+    EnforceEagerOpt,
+    GpuMemoryOpt,
     InputArg,
+    MaxBatchSequencesOpt,
+    MaxModelLenOpt,
     ModelOpt,
     NoMemoryCheckOpt,
     OutputOpt,
     SkipBadOpt,
+    TensorParallelOpt,
+    TopKOpt,
+    TopPOpt,
     TrustOpt,
     app,
     check_input,
@@ -28,7 +36,7 @@ from rpt_cli.cli.app import (
     old_name_option,
     renamed,
 )
-from rpt_cli.console import cli_errors, stderr
+from rpt_cli.console import cli_errors, spinner, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, read_records
 from rpt_cli.models import BUILTIN_NAME
@@ -50,15 +58,8 @@ def rollout(
     temperature: Annotated[
         float, typer.Option(help=f"Sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")
     ] = paper.TEMPERATURE,
-    top_p: Annotated[
-        float,
-        typer.Option(
-            "--top-p", help="Nucleus sampling: keep the smallest set of tokens with this much probability (1.0: off)."
-        ),
-    ] = 1.0,
-    top_k: Annotated[
-        int, typer.Option("--top-k", help="Sample only among the K most likely tokens (0: off).", metavar="K")
-    ] = 0,
+    top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
     answer: Annotated[
         str, typer.Option("--answer", metavar="boxed|direct", help=ANSWER_HELP + " Recorded in rollout.answer.")
     ] = "boxed",
@@ -102,30 +103,16 @@ def rollout(
             help="Text that opens the model's answer, e.g. '<think>' plus a newline for thinking models (none by default)."
         ),
     ] = None,
-    backend: Annotated[
-        str, typer.Option(help="auto (vllm when installed and a CUDA GPU is visible, else hf), hf or vllm.")
-    ] = "auto",
+    backend: BackendOpt = "auto",
     contexts_per_call: Annotated[
         int, typer.Option(help="Contexts per generation call (a chunk): sampled together, then written and flushed.")
     ] = 32,
     batch_size_old: Annotated[int | None, old_name_option("--contexts-per-call", "--batch-size")] = None,
-    max_batch_sequences: Annotated[
-        int | None,
-        typer.Option(help="hf: sequences per generate call at most (default: as many as a quarter of memory holds)."),
-    ] = None,
-    tensor_parallel_size: Annotated[int, typer.Option(help="vllm: GPUs to split the model over.")] = 1,
-    gpu_memory_utilization: Annotated[
-        float, typer.Option(help="vllm: share of GPU memory for weights and KV cache.")
-    ] = 0.9,
-    max_model_len: Annotated[
-        int | None, typer.Option(help="vllm: longest prompt + completion (default: the model's).")
-    ] = None,
-    enforce_eager: Annotated[
-        bool,
-        typer.Option(
-            "--enforce-eager", help="vllm: skip graph capture and compilation (starts faster, samples slower)."
-        ),
-    ] = False,
+    max_batch_sequences: MaxBatchSequencesOpt = None,
+    tensor_parallel_size: TensorParallelOpt = 1,
+    gpu_memory_utilization: GpuMemoryOpt = 0.9,
+    max_model_len: MaxModelLenOpt = None,
+    enforce_eager: EnforceEagerOpt = False,
     no_memory_check: NoMemoryCheckOpt = False,
     seed: Annotated[
         int, typer.Option(help="Seed of the sampling (recorded in rollout.seed): same seed, same completions.")
@@ -286,16 +273,7 @@ def rollout(
                 if resume:
                     out.check_settings(metadata)
                 done = out.done if resume else None
-                from rich.progress import Progress, SpinnerColumn, TextColumn
-
-                with Progress(
-                    SpinnerColumn(),
-                    TextColumn("{task.description}"),
-                    console=stderr,
-                    transient=True,
-                    disable=not stderr.is_terminal,
-                ) as progress:
-                    task = progress.add_task("rollout: loading done, sampling the first chunk")
+                with spinner("rollout: loading done, sampling the first chunk") as say:
                     for records in rollout_chunks(
                         samples(read_stats),
                         engine,
@@ -308,11 +286,9 @@ def rollout(
                         is_done=(lambda sample: id_key(sample["id"]) in done) if resume else None,
                     ):
                         out.write_chunk(records)
-                        progress.update(
-                            task,
-                            description=f"rollout: {stats.contexts:,} contexts, "
-                            f"{stats.new_tokens:,} new tokens, "
-                            f"{stats.tokens_per_second:,.0f} tokens/s",
+                        say(
+                            f"rollout: {stats.contexts:,} contexts, {stats.new_tokens:,} new tokens, "
+                            f"{stats.tokens_per_second:,.0f} tokens/s"
                         )
         stderr.print(
             f"rollout: {stats.contexts:,} contexts x {num_rollouts} = {stats.completions:,} completions, "

@@ -9,6 +9,7 @@ import typer
 
 from rpt_cli import paper
 from rpt_cli.cli.app import (
+    BackendOpt,
     DeviceOpt,
     DtypeOpt,
     TrustOpt,
@@ -19,7 +20,7 @@ from rpt_cli.cli.app import (
     old_name_option,
     renamed,
 )
-from rpt_cli.console import cli_errors, stderr
+from rpt_cli.console import cli_errors, spinner, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, RecordWriter, read_records
 from rpt_cli.records import evaluation_sample, report
@@ -102,7 +103,7 @@ def scaling(
         str, typer.Option("--reward", help="Run folder, reasoning: reward function that decides correctness.")
     ] = "prefix",
     fn_old: Annotated[str | None, old_name_option("--reward", "--fn")] = None,
-    backend: Annotated[str, typer.Option(help="Run folder, reasoning: auto, hf or vllm.")] = "auto",
+    backend: BackendOpt = "auto",
     seed: Annotated[int, typer.Option(help="Run folder, reasoning: seed of the sampling.")] = 0,
     batch_tokens: Annotated[int, typer.Option(help="Run folder, ntp: padded tokens per forward pass.")] = 8192,
     device: DeviceOpt = "auto",
@@ -234,8 +235,6 @@ def _evaluate_run(
     trust_remote_code,
 ) -> list[dict]:
     """rpt scaling on a run folder: its checkpoints' reports, with progress on standard error."""
-    from rich.progress import Progress as Bar
-    from rich.progress import SpinnerColumn, TextColumn
 
     from rpt_cli.evaluate import (
         EvalConfig,
@@ -274,17 +273,10 @@ def _evaluate_run(
     if own:
         stderr.print(f"scaling: evaluating on the run's training samples {samples} (--samples FILE for held-out ones)")
     noted: set[str] = set()  # a note about the samples, once, not once per checkpoint
-    with Bar(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        console=stderr,
-        transient=True,
-        disable=not stderr.is_terminal,
-    ) as bar:
-        task = bar.add_task("scaling: starting")
+    with spinner("scaling: starting") as say:
         show = Progress(
-            on_start=lambda text: bar.update(task, description=f"scaling: {text}"),
-            on_count=lambda text: bar.update(task, description=f"scaling: {text}"),
+            on_start=lambda text: say(f"scaling: {text}"),
+            on_count=lambda text: say(f"scaling: {text}"),
             on_note=lambda text: _note_once(f"scaling: note: {text}", noted),
         )
         reports = evaluate_run(run, chosen, config, source=samples, progress=show)

@@ -5,6 +5,7 @@
 - `trainer`: `RPTTrainer`, TRL's GRPOTrainer with RPT's data order, prompts, metrics, dynamic
   sampling and complete-or-absent checkpoints (imports torch and TRL);
 - `batches`, `checkpoints`: the tensor and folder plumbing those need;
+- `log`: metrics.jsonl, batches.jsonl and the progress line of each step;
 - `run`: the whole job, from checks to the final model.
 
 Only `config` and `data` are imported here: they need neither torch nor TRL.

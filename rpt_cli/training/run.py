@@ -4,7 +4,7 @@ the TRL trainer, train, and leave the output folder in a state `--resume` can al
 Output folder:
     config.yaml         the resolved settings (reads back with --config)
     run.json            what the run was started with: samples fingerprint, batch plan, versions
-    metrics.jsonl       one line per step (see `RunLog`)
+    metrics.jsonl       one line per step (see `log.RunLog`)
     batches.jsonl       one line per step: the sample ids drawn, refilled and dropped
     checkpoint-N/       Hugging Face checkpoints with optimizer state, marked complete
     final/              the final model (model, tokenizer, generation config)
@@ -18,8 +18,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import orjson
 
 from rpt_cli.errors import InputError, UsageError
 from rpt_cli.training.checkpoints import (
@@ -48,11 +46,10 @@ from rpt_cli.training.data import (
     build_rows,
     read_samples,
 )
+from rpt_cli.training.log import METRICS_FILE, RunLog, _format_duration
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
-METRICS_FILE = "metrics.jsonl"
-BATCHES_FILE = "batches.jsonl"
 
 
 @dataclass
@@ -119,77 +116,6 @@ def flops_at(checkpoint: Path | None) -> float:
         return 0.0
     values = [entry["rpt/flops"] for entry in history if "rpt/flops" in entry]
     return float(values[-1]) if values else 0.0
-
-
-def _format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-class RunLog:
-    """metrics.jsonl and batches.jsonl (one line per step, appended and flushed as steps end)
-    and the one-line progress report per step on standard error.
-
-    metrics.jsonl fields: step, reward_mean, reward_std (over the completions trained on),
-    zero_variance_share_before / _after (groups whose G rewards are all equal, as drawn and as
-    trained on), no_prediction_share, completion_length_mean, truncated_share, learning_rate,
-    loss, grad_norm, step_time_s, tokens_per_s (generated tokens per second of step time),
-    generated_tokens, prompt_tokens, trained_tokens, extra_forward_passes, groups_generated,
-    sampling_rounds, flops (cumulative estimate, `trainer.step_flops`), epoch (passes over the samples).
-    """
-
-    def __init__(self, folder: Path, max_steps: int, console, *, show_truncated: bool = True):
-        self.metrics_path = folder / METRICS_FILE
-        # in the direct answer format every completion is cut at its one token by design
-        self.show_truncated = show_truncated
-        self.batches_path = folder / BATCHES_FILE
-        self.max_steps = max_steps
-        self.console = console
-        self.session_steps = 0
-        self.session_seconds = 0.0
-
-    def keep_until(self, step: int) -> None:
-        """Drop lines of steps after `step` (redone after a resume) and a torn last line."""
-        for path in (self.metrics_path, self.batches_path):
-            if not path.exists():
-                continue
-            kept = []
-            for raw in path.read_bytes().splitlines():
-                try:
-                    record = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-                    kept.append(raw + b"\n")
-            write_atomic(path, b"".join(kept).decode("utf-8"))
-
-    def write_step(self, metrics: dict, batches: dict) -> None:
-        for path, record in ((self.metrics_path, metrics), (self.batches_path, batches)):
-            with open(path, "ab") as stream:
-                stream.write(orjson.dumps(record) + b"\n")
-        self.session_steps += 1
-        self.session_seconds += metrics["step_time_s"]
-        self.console.print(self.progress_line(metrics), markup=False)
-
-    def progress_line(self, m: dict) -> str:
-        remaining = (self.max_steps - m["step"]) * self.session_seconds / max(self.session_steps, 1)
-        zero = f"{m['zero_variance_share_before']:.0%}"
-        if m["sampling_rounds"] > 1 or m["zero_variance_share_after"] != m["zero_variance_share_before"]:
-            zero += f"->{m['zero_variance_share_after']:.0%}"
-        lr = f"{m['learning_rate']:.2g}" if m["learning_rate"] is not None else "-"
-        length = f"len {m['completion_length_mean']:.0f}" + (
-            f" (cut {m['truncated_share']:.0%})" if self.show_truncated else ""
-        )
-        return (
-            f"train: step {m['step']}/{self.max_steps} | reward {m['reward_mean']:.3f} +- {m['reward_std']:.3f} | "
-            f"no-var {zero} | no-pred {m['no_prediction_share']:.0%} | {length} | "
-            f"lr {lr} | {m['step_time_s']:.1f} s, {m['tokens_per_s']:.0f} tok/s | "
-            f"eta {_format_duration(remaining)}"
-        )
-
-    def warn(self, message: str) -> None:
-        self.console.print(f"train: warning: {message}", markup=False)
 
 
 def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path):
@@ -507,11 +433,8 @@ def end_processes() -> None:
 
 
 __all__ = [
-    "BATCHES_FILE",
     "CONFIG_FILE",
-    "METRICS_FILE",
     "Job",
-    "RunLog",
     "build",
     "end_processes",
     "flops_at",
