@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-from rpt_cli.errors import InputError, RuntimeFailure, UsageError
+from rpt_cli.errors import InputError, RuntimeFailure, SettingError, UsageError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -78,6 +78,8 @@ def cli_errors():
         yield
     except (InputError, UsageError) as exc:
         error_exit(str(exc), EXIT_BAD_INPUT)
+    except SettingError as exc:  # core code names the field; users know the option
+        error_exit(exc.worded(), EXIT_BAD_INPUT)
     except RuntimeFailure as exc:
         error_exit(str(exc), EXIT_RUNTIME)
     except BrokenPipeError:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from rpt_cli import paper
+from rpt_cli.errors import SettingError
 from rpt_cli.forward import ForwardEngine
 from rpt_cli.tokens import TokenizedDoc
 
@@ -173,13 +174,13 @@ class EntropyScorer:
         self.prefix = self.engine.prefix
         vocab = model.get_output_embeddings().weight.shape[0]
         if not 1 <= top_k <= vocab:
-            raise ValueError(f"--entropy-top-k must be between 1 and the vocabulary size ({vocab})")
+            raise SettingError("entropy_top_k", f"{{setting}} must be between 1 and the vocabulary size ({vocab})")
         self.top_k = top_k
         self.window = self.engine.context_limit(window)
         body = self.window - len(self.prefix)
         self.overlap = overlap if overlap is not None else body // 4
         if body < 2 or not 0 <= self.overlap < body:
-            raise ValueError(f"--overlap must be between 0 and the window minus one ({body - 1})")
+            raise SettingError("overlap", f"{{setting}} must be between 0 and the window minus one ({body - 1})")
         self.body = body
         self.batch_tokens = max(batch_tokens, self.window)
         self.chunk_tokens = chunk_tokens or 16 * self.batch_tokens

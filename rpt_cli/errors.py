@@ -26,4 +26,19 @@ class RecordError(ValueError):
     """Raised by a validator: the record at hand is malformed. The reader adds file and line."""
 
 
-__all__ = ["InputError", "RecordError", "RuntimeFailure", "UsageError"]
+class SettingError(ValueError):
+    """A bad setting found by core code, which names it by its field (`max_prompt_tokens`); the
+    command line words it as the option (`--max-prompt-tokens`): `template` holds `{setting}`
+    where the name goes. Exit status 2, like a UsageError."""
+
+    def __init__(self, setting: str, template: str):
+        self.setting, self.template = setting, template
+        super().__init__(template.format(setting=setting))
+
+    def worded(self, options: dict[str, str] | None = None) -> str:
+        """The message with the option's name: `--` and the field's words, or `options[field]`."""
+        option = (options or {}).get(self.setting) or "--" + self.setting.replace("_", "-")
+        return self.template.format(setting=option)
+
+
+__all__ = ["InputError", "RecordError", "RuntimeFailure", "SettingError", "UsageError"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rpt_cli import paper
+from rpt_cli.errors import SettingError
 
 CONTEXT_PLACEHOLDER = "{context}"
 DEFAULT_TEMPLATE = "v0"
@@ -205,7 +206,7 @@ class PromptBuilder:
         self.config = config or PromptConfig()
         self.template = load_template(self.config.template)
         if self.config.max_prompt_tokens < 1:
-            raise ValueError("max_prompt_tokens must be at least 1")
+            raise SettingError("max_prompt_tokens", "{setting} must be at least 1")
         self.chat = self.config.chat and has_chat_template(tokenizer)
         # the prompt around the context: where its special markers may be
         head, slot, tail = self._assemble(_CONTEXT_SLOT).partition(_CONTEXT_SLOT)
@@ -214,10 +215,10 @@ class PromptBuilder:
         # tokens the prompt takes besides the context (instructions, chat markup, think prefix)
         self.overhead_tokens = len(self.encode(self._assemble("")))
         if self.overhead_tokens >= self.config.max_prompt_tokens:
-            raise ValueError(
-                f"the template {self.template.name} alone takes {self.overhead_tokens} tokens, "
-                f"which leaves no room for a context within max_prompt_tokens="
-                f"{self.config.max_prompt_tokens}"
+            raise SettingError(
+                "max_prompt_tokens",
+                f"the template {self.template.name} alone takes {self.overhead_tokens} tokens, which leaves no room "
+                f"for a context within {{setting}}={self.config.max_prompt_tokens}",
             )
 
     def _assemble(self, context: str) -> str:

@@ -528,3 +528,17 @@ def test_integers_beyond_64_bits_pass_through_exactly(tmp_path):
     assert result.exit_code == 0, result.output
     for out in result.stdout.splitlines():
         assert '"hash":123456789012345678901234567890' in out and '"neg":-99999999999999999999' in out
+
+
+def test_core_errors_name_fields_and_the_command_line_names_options(tmp_path):
+    """Core code speaks of its fields; a command's error line speaks of its options."""
+    from rpt_cli.errors import SettingError
+    from rpt_cli.generation.base import SamplingConfig
+
+    with pytest.raises(SettingError) as caught:
+        SamplingConfig(top_p=0).check()
+    assert str(caught.value) == "top_p must be in (0, 1]"
+    assert caught.value.worded() == "--top-p must be in (0, 1]"
+    samples = write_jsonl(tmp_path / "s.jsonl", [{"context": "a"}])
+    line = one_line_error(invoke("rollout", samples, "--top-p", "0"))
+    assert line == "error: --top-p must be in (0, 1]"

@@ -130,18 +130,15 @@ def entropy(
         lm, tokenizer, resolved_device = load_model(
             model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
         )
-        try:
-            scorer = EntropyScorer(
-                lm,
-                tokenizer,
-                device=resolved_device,
-                top_k=top_k,
-                window=window,
-                overlap=overlap,
-                batch_tokens=batch_tokens,
-            )
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        scorer = EntropyScorer(
+            lm,
+            tokenizer,
+            device=resolved_device,
+            top_k=top_k,
+            window=window,
+            overlap=overlap,
+            batch_tokens=batch_tokens,
+        )
         if not scorer.uses_head and lm.base_model is not lm:
             stderr.print(
                 "entropy: note: the model's logits are not its output layer on its hidden states (an "

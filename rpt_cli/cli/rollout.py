@@ -179,10 +179,9 @@ def rollout(
         ):
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be at least 1")
-        from rpt_cli.generation.base import sampling_problem
+        from rpt_cli.generation.base import check_sampling
 
-        if sampling_problem(temperature, top_p, top_k):
-            raise UsageError(sampling_problem(temperature, top_p, top_k))
+        check_sampling(temperature, top_p, top_k)
         check_memory(
             batch_size,
             num_rollouts,

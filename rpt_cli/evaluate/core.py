@@ -97,10 +97,9 @@ class EvalConfig:
             raise UsageError(f"--reward {self.reward}: choose one of {', '.join(REWARD_FUNCTIONS)}")
         if self.answer is not None:
             check_answer(self.answer)
-        from rpt_cli.generation.base import sampling_problem
+        from rpt_cli.generation.base import check_sampling
 
-        if sampling_problem(self.temperature, self.top_p, self.top_k):
-            raise UsageError(sampling_problem(self.temperature, self.top_p, self.top_k))
+        check_sampling(self.temperature, self.top_p, self.top_k)
         if self.template is not None:
             from rpt_cli.prompts import TemplateError, load_template
 
@@ -266,17 +265,14 @@ def evaluate_model(
 
 
 def _run_ntp(ref, samples, config, model, tokenizer, device, progress):
-    try:
-        predictor = NextTokenPredictor(
-            model,
-            tokenizer,
-            device,
-            batch_tokens=config.batch_tokens,
-            max_context_tokens=config.max_context_tokens,
-            share_passes=config.share_passes,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc).replace("max_context_tokens", "--max-context-tokens")) from None
+    predictor = NextTokenPredictor(
+        model,
+        tokenizer,
+        device,
+        batch_tokens=config.batch_tokens,
+        max_context_tokens=config.max_context_tokens,
+        share_passes=config.share_passes,
+    )
     if progress.on_start:
         progress.on_start(f"{ref.name} (ntp)")
 

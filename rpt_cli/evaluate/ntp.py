@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from rpt_cli import paper
+from rpt_cli.errors import SettingError
 from rpt_cli.evaluate.samples import EvalSample, Outcome
 from rpt_cli.forward import ForwardEngine
 from rpt_cli.reward import prefix_match
@@ -106,7 +107,7 @@ class NextTokenPredictor:
         share_passes: bool = True,
     ):
         if batch_tokens < 1:
-            raise ValueError("batch_tokens must be at least 1")
+            raise SettingError("batch_tokens", "{setting} must be at least 1")
         self.engine = ForwardEngine(model, tokenizer, device)
         self.model, self.tokenizer, self.device = model, tokenizer, self.engine.device
         self.batch_tokens = batch_tokens
@@ -115,9 +116,10 @@ class NextTokenPredictor:
         self.token_bytes = self.engine.doc_tokenizer.table  # None when the pieces do not map to bytes
         self.max_context_tokens = self.engine.context_limit(max_context_tokens or DEFAULT_MAX_CONTEXT_TOKENS)
         if self.max_context_tokens <= len(self.prefix):
-            raise ValueError(
-                f"max_context_tokens={self.max_context_tokens} leaves no room for a context "
-                f"after the tokenizer's {len(self.prefix)} special prefix token(s)"
+            raise SettingError(
+                "max_context_tokens",
+                f"{{setting}}={self.max_context_tokens} leaves no room for a context "
+                f"after the tokenizer's {len(self.prefix)} special prefix token(s)",
             )
         self.pad_id = self.engine.pad_id
         self._special_ids = frozenset(tokenizer.all_special_ids)

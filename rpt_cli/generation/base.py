@@ -11,21 +11,21 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from rpt_cli import paper
+from rpt_cli.errors import SettingError
 
 FINISH_STOP = "stop"  # the model ended its answer (an end-of-sequence or end-of-turn token)
 FINISH_LENGTH = "length"  # cut off at max_new_tokens
 
 
-def sampling_problem(temperature: float, top_p: float, top_k: int) -> str | None:
-    """What is wrong with these sampling settings, named as the options name them, or None. The one
-    check of rollout, eval and train (which also needs a positive temperature)."""
+def check_sampling(temperature: float, top_p: float, top_k: int) -> None:
+    """The one check of the sampling settings of rollout, eval and train (which also needs a
+    positive temperature); SettingError naming the field."""
     if temperature < 0:
-        return "--temperature must not be negative"
+        raise SettingError("temperature", "{setting} must not be negative")
     if not 0 < top_p <= 1:
-        return "--top-p must be in (0, 1]"
+        raise SettingError("top_p", "{setting} must be in (0, 1]")
     if top_k < 0:
-        return "--top-k must be 0 (off) or positive"
-    return None
+        raise SettingError("top_k", "{setting} must be 0 (off) or positive")
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,8 @@ class SamplingConfig:
 
     def check(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be at least 1")
-        problem = sampling_problem(self.temperature, self.top_p, self.top_k)
-        if problem:
-            raise ValueError(problem)
+            raise SettingError("max_new_tokens", "{setting} must be at least 1")
+        check_sampling(self.temperature, self.top_p, self.top_k)
 
     @property
     def greedy(self) -> bool:

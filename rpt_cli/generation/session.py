@@ -26,18 +26,15 @@ class PromptSettings:
 def prompt_builder(tokenizer, prompt: PromptSettings) -> PromptBuilder:
     """The builder for one tokenizer; a template too long for the prompt limit is a usage error
     naming the option."""
-    try:
-        return PromptBuilder(
-            tokenizer,
-            PromptConfig(
-                template=prompt.template,
-                chat=prompt.chat,
-                think_prefix=prompt.think_prefix,
-                max_prompt_tokens=prompt.max_prompt_tokens,
-            ),
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc).replace("max_prompt_tokens", "--max-prompt-tokens")) from None
+    return PromptBuilder(
+        tokenizer,
+        PromptConfig(
+            template=prompt.template,
+            chat=prompt.chat,
+            think_prefix=prompt.think_prefix,
+            max_prompt_tokens=prompt.max_prompt_tokens,
+        ),
+    )
 
 
 class GenerationSession:

@@ -351,7 +351,7 @@ def batch_plan(config: TrainConfig, processes: int) -> BatchPlan:
 
 def check_config(config: TrainConfig) -> None:
     """Refuse bad settings with one line each, before any file or model is read."""
-    from rpt_cli.generation.base import sampling_problem
+    from rpt_cli.generation.base import check_sampling
     from rpt_cli.reward import CORRECTNESS_RULES, REWARD_FUNCTIONS
 
     if not config.samples:
@@ -395,9 +395,7 @@ def check_config(config: TrainConfig) -> None:
             f"--temperature must be positive, got {config.temperature}: GRPO needs G different "
             "completions per context, which greedy decoding cannot give"
         )
-    problem = sampling_problem(config.temperature, config.top_p, config.top_k)
-    if problem:
-        raise UsageError(problem)
+    check_sampling(config.temperature, config.top_p, config.top_k)
     for key in ("adam_beta1", "adam_beta2"):
         if not 0 <= getattr(config, key) < 1:
             raise UsageError(f"{option_name(key)} must be in [0, 1), got {getattr(config, key)}")
