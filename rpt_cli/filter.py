@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from rpt_cli import paper
+from rpt_cli.errors import SettingError
 from rpt_cli.records import DOC_ONLY_FIELDS
 
 # The paper's nested difficulty splits (Section 4.1): a position belongs to every split whose
@@ -48,6 +49,10 @@ def in_split(label: str, split: str) -> bool:
     return SPLIT_NAMES.index(label) >= SPLIT_NAMES.index(split)
 
 
+# the options of `rpt filter` whose names are not their fields' (SettingError.worded)
+OPTIONS = {"min_entropy": "--min", "max_entropy": "--max"}
+
+
 @dataclass
 class FilterOptions:
     min_entropy: float | None = None
@@ -65,23 +70,23 @@ class FilterOptions:
     keep_fields: tuple[str, ...] = ()
 
     def check(self) -> None:
+        """SettingError naming the field; `rpt filter` words it as the option (`OPTIONS`)."""
         if self.split is not None and self.split not in SPLIT_NAMES:
-            raise ValueError(f"--split {self.split}: choose one of {', '.join(SPLIT_NAMES)}")
+            raise SettingError("split", f"{{setting}} {self.split}: choose one of {', '.join(SPLIT_NAMES)}")
         if self.min_context_tokens < 1:
-            raise ValueError("--min-context-tokens must be at least 1 (a sample needs some context)")
-        if self.target_tokens < 1:
-            raise ValueError("--target-tokens must be at least 1")
-        if self.max_context_tokens is not None and self.max_context_tokens < 1:
-            raise ValueError("--max-context-tokens must be at least 1")
-        if self.per_doc is not None and self.per_doc < 1:
-            raise ValueError("--per-doc must be at least 1")
+            raise SettingError("min_context_tokens", "{setting} must be at least 1 (a sample needs some context)")
+        for name in ("target_tokens", "max_context_tokens", "per_doc"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SettingError(name, "{setting} must be at least 1")
         if self.fraction is not None and not 0 < self.fraction <= 1:
-            raise ValueError("--fraction must be in (0, 1]")
-        for name, value in (("--min", self.min_entropy), ("--max", self.max_entropy)):
+            raise SettingError("fraction", "{setting} must be in (0, 1]")
+        for name in ("min_entropy", "max_entropy"):
+            value = getattr(self, name)
             if value is not None and not math.isfinite(value):
-                raise ValueError(f"{name} {value}: must be a finite number")
+                raise SettingError(name, f"{{setting}} {value}: must be a finite number")
         if self.min_entropy is not None and self.max_entropy is not None and self.max_entropy < self.min_entropy:
-            raise ValueError("--max must not be below --min")
+            raise SettingError("max_entropy", "{setting} must not be below --min")
 
     @property
     def sampling(self) -> bool:

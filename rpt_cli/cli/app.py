@@ -115,6 +115,11 @@ EnforceEagerOpt = Annotated[
     typer.Option("--enforce-eager", help="vllm: skip graph capture and compilation (starts faster, samples slower)."),
 ]
 
+PlotOpt = Annotated[
+    str | None,
+    typer.Option("--output", "-o", metavar="FILE.png", help="Write the plot (a PNG) to FILE; without it, no plot."),
+]
+
 COMPLETIONS_HELP = f"Completions sampled per context (G; paper: {paper.COMPLETIONS})."
 CompletionsOpt = Annotated[int, typer.Option("--num-completions", "-G", help=COMPLETIONS_HELP)]
 RewardOpt = Annotated[

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rpt_cli.cli.app import app, check_numbers, check_outputs
+from rpt_cli.cli.app import PlotOpt, app, check_numbers, check_outputs
 from rpt_cli.console import cli_errors, stderr
 from rpt_cli.errors import UsageError
 
@@ -26,15 +26,7 @@ def curves(
             help="rpt train run folders (their metrics.jsonl) or metrics.jsonl files; several are drawn together.",
         ),
     ],
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="FILE.png",
-            help="Write the plot (reward against step) to FILE; without it, no plot.",
-        ),
-    ] = None,
+    output: PlotOpt = None,
     window: Annotated[
         int,
         typer.Option(

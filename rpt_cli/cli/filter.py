@@ -19,7 +19,7 @@ from rpt_cli.cli.app import (
     check_outputs,
 )
 from rpt_cli.console import cli_errors, stderr
-from rpt_cli.errors import UsageError
+from rpt_cli.errors import SettingError, UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.records import scored_document
 
@@ -78,11 +78,8 @@ def filter_(
     """Select positions of scored documents and write them as samples (context, target, boundaries, split)."""
     with cli_errors():
         check_numbers(locals())
-        from rpt_cli.filter import (
-            FilterOptions,
-            FilterStats,
-            filter_documents,
-        )
+        from rpt_cli.filter import OPTIONS as FILTER_OPTIONS
+        from rpt_cli.filter import FilterOptions, FilterStats, filter_documents
         from rpt_cli.jsonl import source_name
 
         opts = FilterOptions(
@@ -101,8 +98,8 @@ def filter_(
         )
         try:
             opts.check()
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        except SettingError as exc:
+            raise UsageError(exc.worded(FILTER_OPTIONS)) from None
         check_input(input)
         check_outputs(input, ("-o", output))
         read_stats, stats = ReadStats(), FilterStats()

@@ -12,6 +12,7 @@ from rpt_cli.cli.app import (
     BackendOpt,
     DeviceOpt,
     DtypeOpt,
+    PlotOpt,
     TrustOpt,
     app,
     check_input,
@@ -44,15 +45,7 @@ def scaling(
             "'-' or nothing reads standard input).",
         ),
     ] = STDIO,
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            "-o",
-            metavar="FILE.png",
-            help="Write the plot (PNG in the style of the paper's Figure 5) to FILE; without it, no plot.",
-        ),
-    ] = None,
+    output: PlotOpt = None,
     metrics: Annotated[
         str | None,
         typer.Option(
