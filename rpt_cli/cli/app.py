@@ -304,7 +304,7 @@ def check_numbers(params: dict) -> None:
 
 # bytes one sampled token may take while a chunk's completions are held: its id in the engine's
 # output, its text, and the Python objects around them (a generous figure: the check is a cap
-# against runaway settings such as -n 1000000, not a prediction)
+# against runaway settings such as -G 1000000, not a prediction)
 BYTES_PER_HELD_TOKEN = 16
 
 

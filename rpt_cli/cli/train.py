@@ -80,7 +80,7 @@ def train(
             "--answer",
             metavar="boxed|direct",
             help=(
-                ANSWER_HELP + f" Direct changes the defaults of --template, --chat and --max-completion-tokens "
+                ANSWER_HELP + f" Direct changes the defaults of --template, --chat and --max-new-tokens "
                 f"(default: {TD.answer})."
             ),
         ),
