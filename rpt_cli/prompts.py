@@ -14,6 +14,7 @@ math text full of braces, so `str.format` (which interprets every brace) must ne
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,10 +244,9 @@ class PromptBuilder:
         Text runs between markers are tokenized whole, as the tokenizer itself does, so a context
         free of such strings encodes exactly as `encode_prompt` encodes the prompt."""
         context_span = self._context_span(prompt)
-        encoded = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
         markers = []  # (start, end, id) of the special tokens outside the context
         special = self.tokenizer.added_tokens_decoder
-        for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+        for token_id, start, end in self._special_spans(prompt):
             token = special.get(token_id)
             if token is None or not token.special:
                 continue
@@ -263,6 +263,18 @@ class PromptBuilder:
             before, after = self._affixes
             ids = before + ids + after
         return ids
+
+    def _special_spans(self, prompt: str) -> list[tuple[int, int, int]]:
+        """(id, start, end) of the added tokens the tokenizer finds in the prompt: from its own
+        offsets (fast tokenizers), else by finding their strings, longest first."""
+        if getattr(self.tokenizer, "is_fast", False):
+            encoded = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+            return [(i, a, b) for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])]
+        by_text = {token.content: i for i, token in self.tokenizer.added_tokens_decoder.items() if token.special}
+        if not by_text:
+            return []
+        pattern = re.compile("|".join(re.escape(t) for t in sorted(by_text, key=len, reverse=True)))
+        return [(by_text[m.group(0)], m.start(), m.end()) for m in pattern.finditer(prompt)]
 
     def _context_span(self, prompt: str) -> tuple[int, int] | None:
         """Where the context lies in a prompt built here (None for a prompt made elsewhere, whose
