@@ -270,11 +270,7 @@ class PromptBuilder:
         if getattr(self.tokenizer, "is_fast", False):
             encoded = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
             return [(i, a, b) for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])]
-        by_text = {token.content: i for i, token in self.tokenizer.added_tokens_decoder.items() if token.special}
-        if not by_text:
-            return []
-        pattern = re.compile("|".join(re.escape(t) for t in sorted(by_text, key=len, reverse=True)))
-        return [(by_text[m.group(0)], m.start(), m.end()) for m in pattern.finditer(prompt)]
+        return special_spans_by_text(self.tokenizer, prompt)
 
     def _context_span(self, prompt: str) -> tuple[int, int] | None:
         """Where the context lies in a prompt built here (None for a prompt made elsewhere, whose
@@ -326,6 +322,16 @@ def context_token_starts(tokenizer, context: str) -> list[int]:
         if not starts or start > starts[-1]:
             starts.append(start)
     return starts or [0]
+
+
+def special_spans_by_text(tokenizer, text: str) -> list[tuple[int, int, int]]:
+    """(id, start, end) of every special token's string in `text`, longest first where they
+    overlap: where a tokenizer gives no offsets, this is where it would match them."""
+    by_text = {token.content: i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    if not by_text:
+        return []
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(by_text, key=len, reverse=True)))
+    return [(by_text[m.group(0)], m.start(), m.end()) for m in pattern.finditer(text)]
 
 
 def _stripped_start(text: str, start: int, token) -> int:

@@ -294,6 +294,21 @@ def test_prompts_keep_only_the_chat_templates_markers_special(builtin_model_dir,
     assert len([i for i in encode_prompt(tokenizer, prompt) if i in special]) == len(markers) + 3
 
 
+def test_tokenizers_without_offsets_find_the_same_markers(builtin_model_dir):
+    """Slow tokenizers give no offsets; the markers are then found by their strings, where the
+    fast tokenizer's own offsets put them."""
+    from transformers import AutoTokenizer
+
+    from rpt_cli.prompts import PromptBuilder, PromptConfig, special_spans_by_text
+
+    tokenizer = AutoTokenizer.from_pretrained(builtin_model_dir)
+    builder = PromptBuilder(tokenizer, PromptConfig(template="v0", chat=True))
+    prompt = builder.build(EVIL)
+    special = set(tokenizer.all_special_ids)
+    from_offsets = [span for span in builder._special_spans(prompt) if span[0] in special]
+    assert len(from_offsets) >= 6 and special_spans_by_text(tokenizer, prompt) == from_offsets
+
+
 def test_rollout_feeds_the_model_the_builders_ids(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
