@@ -214,20 +214,22 @@ def test_a_read_only_folder_is_refused_before_any_work(scored, tmp_path):
     assert done.stderr.strip() == f"error: -o {tmp_path}/ro/out.jsonl: folder {tmp_path}/ro is not writable"
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# rpt, started with SIGINT at its default disposition, which a terminal gives: a shell's background
+# jobs inherit it ignored, and Python then raises nothing on it. A fresh one-thread launcher execs
+# rpt (preexec_fn would fork a process full of threads, which can deadlock)
+DEFAULT_SIGINT_LAUNCHER = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'rpt_cli', *sys.argv[1:]])"
+)
 
 
 def test_sigterm_and_sigint_leave_no_temporary_file(tmp_path):
     for sig, status, word in ((signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")):
         out = tmp_path / f"out-{sig.name}.jsonl"
-        # a shell's background jobs inherit SIGINT ignored, and Python then raises nothing on it:
-        # give the run the disposition a terminal gives it
         proc = subprocess.Popen(
-            [*RPT, "filter", "-", "-o", str(out)],
+            [sys.executable, "-c", DEFAULT_SIGINT_LAUNCHER, "filter", "-", "-o", str(out)],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=_default_sigint,
         )
         proc.stdin.write(orjson.dumps(scored_doc()) + b"\n")
         proc.stdin.flush()
