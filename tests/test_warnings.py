@@ -45,12 +45,15 @@ def watched_messages(monkeypatch):
     handler = _Records()
     root = hf_logging.get_logger("transformers")
     level = root.level
-    # rpt's quiet_transformers() lowers transformers' logger to errors: keep warnings visible here
+    # This un-silences, it does not silence: rpt's quiet_transformers() lowers transformers' logger
+    # to errors (its progress bars and advice), which would also hide a deprecation logged by
+    # transformers; the test keeps the logger at warning level so any such message is caught.
     monkeypatch.setattr(hf_logging, "set_verbosity_error", lambda: None)
     hf_logging.warning_once.cache_clear()
     root.setLevel(logging.WARNING)
     root.addHandler(handler)
     try:
+        # record every warning ("always": none is deduplicated away) so the test can fail on one
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield found
