@@ -132,6 +132,8 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path):
             vllm_mode=config.vllm,
             vllm_server_host=config.vllm_server_host,
             vllm_server_port=config.vllm_server_port,
+            vllm_server_timeout=config.vllm_server_timeout,
+            vllm_group_port=config.vllm_group_port,
             vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
             vllm_tensor_parallel_size=config.vllm_tensor_parallel_size,
             vllm_max_model_length=config.max_prompt_tokens + config.max_new_tokens,
@@ -223,8 +225,25 @@ def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, O
             "only; use prefix or first-token with several processes"
         )
     plan = batch_plan(config, processes)
+    if config.vllm == "server":
+        check_server_mode()
     samples = read_samples(config.samples, skip_bad=config.skip_bad)
     return plan, samples, plan_output(config, samples, resume=resume)
+
+
+def check_server_mode() -> None:
+    """TRL (1.16) pushes the trained weights to a `trl vllm-serve` server over vLLM's NCCL
+    weight-transfer engine and refuses any other device when the trainer starts
+    (`VLLMClient.init_communicator`: NotImplementedError for 'cpu'), after the model has loaded.
+    Say so before anything loads. Generation through the server alone would work on a CPU, but a
+    policy whose server never sees its updates is not on-policy GRPO."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            "--vllm server needs CUDA GPUs for training: TRL sends the trained weights to the vLLM server "
+            "over NCCL, which this machine (no CUDA device) cannot do; train without --vllm here"
+        )
 
 
 @dataclass
@@ -436,6 +455,7 @@ __all__ = [
     "CONFIG_FILE",
     "Job",
     "build",
+    "check_server_mode",
     "end_processes",
     "flops_at",
     "grpo_args",
