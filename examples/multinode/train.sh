@@ -15,7 +15,8 @@
 #                   examples/configs/fsdp.yaml: FSDP2). Its num_machines, machine_rank,
 #                   main_process_ip/port and num_processes are overridden from the variables above.
 #   VLLM_SERVER_HOST  when set, generation goes to a `trl vllm-serve` node at this address
-#                   (examples/multinode/vllm_server.sh; --vllm server), port VLLM_SERVER_PORT (8000)
+#                   (examples/multinode/vllm_server.sh; --vllm server), port VLLM_SERVER_PORT (8000);
+#                   its workers reach machine 0 on VLLM_GROUP_PORT (51216) for the weight updates
 #   ACCELERATE_EXTRA  more `accelerate launch` options, e.g. "--cpu --mixed_precision no"
 # Every other argument goes to `rpt train` unchanged. The samples file and the output folder must
 # be on a file system every node sees: process 0 alone writes the run's files, every process reads
@@ -44,7 +45,8 @@ fi
 
 generation=()
 if [[ -n "${VLLM_SERVER_HOST:-}" ]]; then
-    generation=(--vllm server --vllm-server-host "$VLLM_SERVER_HOST" --vllm-server-port "${VLLM_SERVER_PORT:-8000}")
+    generation=(--vllm server --vllm-server-host "$VLLM_SERVER_HOST" --vllm-server-port "${VLLM_SERVER_PORT:-8000}"
+        --vllm-group-port "${VLLM_GROUP_PORT:-51216}")
 fi
 
 # shellcheck disable=SC2086  # ACCELERATE_EXTRA is a list of options
