@@ -46,6 +46,13 @@ from random_model import SIZES, save_random_qwen2  # noqa: E402
 # the work of each part per size: the 0.5b figures are the reference runs of the other scripts
 # and environment.md; tiny ones keep a CPU run to minutes
 WORK = {
+    "smoke": {
+        "entropy": {"docs": 2, "tokens": 128, "batch_tokens": 512},
+        "rollout": {"prompts": 2, "n": 2, "new_tokens": 4},
+        "train": {"contexts": 2, "G": 2, "new_tokens": 4, "context_tokens": 32, "steps": 1, "repeats": 1},
+        "eval": {"samples": 16, "context_tokens": 32, "batch_tokens": 512},
+        "repeats": 1,
+    },
     "tiny": {
         "entropy": {"docs": 8, "tokens": 512, "batch_tokens": 4096},
         "rollout": {"prompts": 4, "n": 4, "new_tokens": 32},

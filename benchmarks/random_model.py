@@ -5,7 +5,8 @@ The tokenizer is byte-level BPE without merges: text becomes one token per UTF-8
 offsets, token bytes and the reward's byte boundaries behave as with Qwen2's own tokenizer), and the
 rest of the vocabulary is filled with tokens that decode to " w<i>", so a random model's samples
 decode to text. Sizes: `0.5b` has Qwen2.5-0.5B's layer sizes and vocabulary (494M parameters);
-`tiny` is a few million parameters for a CPU run of the same code.
+`tiny` is a few million parameters for a CPU run of the same code; `smoke` is smaller still, for
+the test that keeps the benchmark script working (tests/test_benchmarks.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 
 SIZES = {
+    "smoke": {  # the test of the benchmark script itself: seconds, no figure worth reading
+        "vocab_size": 4096,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+    },
     "tiny": {
         "vocab_size": 32_768,
         "hidden_size": 128,
