@@ -353,10 +353,8 @@ def main() -> int:
                 result["target"] = f"{op} {value}"
                 result["met"] = result["ratio"] >= value if op == ">=" else result["ratio"] <= value
             report[part] = result
-            summary = next(
-                (f"{key} {result[key]}" for key in ("ratio", "vllm_over_hf_backend", "skipped", "error") if key in result),
-                "",
-            )
+            shown = ("ratio", "vllm_over_hf_backend", "skipped", "error")
+            summary = next((f"{key} {result[key]}" for key in shown if key in result), "")
             print(f"bench_gpu: {part}: {summary} ({result['seconds']} s)", file=sys.stderr, flush=True)
             write()
     report["ratios"] = {part: report[part]["ratio"] for part in parts if "ratio" in report.get(part, {})}
