@@ -138,7 +138,8 @@ def test_trainer_traffic_runs_on_the_cpu_server_but_the_weight_sync_needs_cuda(s
     # one step's generation request: unique prompts as rpt's token ids, G completions each
     tokenizer = AutoTokenizer.from_pretrained(folder)
     builder = PromptBuilder(tokenizer, PromptConfig(max_prompt_tokens=config.max_prompt_tokens))
-    prompt_ids = [builder.encode(sample(i)["context"]) for i in range(2)]
+    prompt_ids = [builder.encode(builder.build(sample(i)["context"])) for i in range(2)]
+    assert all(len(ids) > 50 for ids in prompt_ids)  # the paper's template around the context
     output = client.generate(
         prompts=prompt_ids,
         n=args.num_generations,
