@@ -220,7 +220,7 @@ def bench_train_part(folder: Path, device: str, dtype: str, work: dict, scratch:
         gradient_checkpointing=device.startswith("cuda"),
     )
     result["ratio"] = round(result["ratio"], 3)
-    free(device)
+    del result["model"]  # a temporary folder: the report's size and shape name the model
     return result
 
 
