@@ -64,7 +64,7 @@ WORK = {
         "entropy": {"docs": 32, "tokens": 1024, "batch_tokens": 32 * 1024},
         "rollout": {"prompts": 8, "n": 8, "new_tokens": 256},
         "train": {"contexts": 8, "G": 8, "new_tokens": 256, "context_tokens": 160, "steps": 3, "repeats": 2},
-        "eval": {"samples": 512, "context_tokens": 512, "batch_tokens": 32 * 1024},
+        "eval": {"samples": 512, "context_tokens": 384, "batch_tokens": 32 * 1024},
         "repeats": 3,
     },
 }
