@@ -715,9 +715,13 @@ def test_vllm_server_mode_is_refused_without_cuda_before_anything_loads(tmp_path
     """TRL 1.16 updates the server's weights over NCCL and raises NotImplementedError on a CPU
     trainer once the model has loaded (docs/train.md, "Several machines"); rpt says so first."""
     samples = write_samples(tmp_path / "samples.jsonl", [sample(0)])
-    result = invoke(["train", str(samples), "-o", str(tmp_path / "run"), "--model", "/no/such/model", "--vllm", "server"])
+    result = invoke(
+        ["train", str(samples), "-o", str(tmp_path / "run"), "--model", "/no/such/model", "--vllm", "server"]
+    )
     assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: --vllm server needs CUDA GPUs for training") and result.stderr.count("\n") == 1
+    assert (
+        result.stderr.startswith("error: --vllm server needs CUDA GPUs for training") and result.stderr.count("\n") == 1
+    )
     assert not (tmp_path / "run").exists()
 
 
