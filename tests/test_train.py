@@ -599,7 +599,7 @@ def test_options_map_onto_trl_config(tmp_path):
         vllm_group_port=51300,
         max_prompt_tokens=200,
     )
-    args = grpo_args(config, batch_plan(config, 1), tmp_path)
+    args = grpo_args(config, batch_plan(config, 1), tmp_path, stop_ids=[2, 7])
     assert (args.num_generations, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 3, 8)
     assert args.steps_per_generation == 8 and args.num_iterations == 1  # one generation per step: on-policy
     assert (args.learning_rate, args.lr_scheduler_type, args.warmup_steps, args.weight_decay) == (
@@ -631,6 +631,21 @@ def test_options_map_onto_trl_config(tmp_path):
         8123,
     )
     assert (args.vllm_server_timeout, args.vllm_group_port, args.vllm_max_model_length) == (600.0, 51300, 300)
+    assert args.generation_kwargs == {"stop_token_ids": [2, 7]}  # vLLM stops where rpt rollout stops
+    without = TrainConfig(**{**config.as_dict(), "vllm": None})
+    assert grpo_args(without, batch_plan(without, 1), tmp_path).generation_kwargs is None  # generate: RPTTrainer's
+
+
+def test_generation_stops_are_the_rollout_stops(tiny_model_dir):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from rpt_cli.generation.base import stop_token_ids
+    from rpt_cli.training.run import generation_stops
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    stops = generation_stops(tokenizer, str(tiny_model_dir))
+    assert stops == stop_token_ids(tokenizer, GenerationConfig.from_pretrained(tiny_model_dir))
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stops  # the chat template's end of turn
 
 
 @pytest.mark.parametrize(

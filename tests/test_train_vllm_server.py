@@ -107,7 +107,12 @@ def server_args(folder, port: int, samples, out):
         },
         None,
     )
-    return config, grpo_args(config, batch_plan(config, 1), out)
+    from transformers import AutoTokenizer
+
+    from rpt_cli.training.run import generation_stops
+
+    stops = generation_stops(AutoTokenizer.from_pretrained(folder), str(folder))  # as build() passes them
+    return config, grpo_args(config, batch_plan(config, 1), out, stops)
 
 
 def test_trainer_traffic_runs_on_the_cpu_server_but_the_weight_sync_needs_cuda(server, tmp_path):
@@ -155,6 +160,8 @@ def test_trainer_traffic_runs_on_the_cpu_server_but_the_weight_sync_needs_cuda(s
     assert all(1 <= len(ids) <= config.max_new_tokens for ids in completions)
     assert all(0 <= t < len(tokenizer) for ids in completions for t in ids)
     assert [len(lp) for lp in output["logprobs"]] == [len(ids) for ids in completions]
+    stops = set(args.generation_kwargs["stop_token_ids"])  # rpt's stops, accepted by the server
+    assert stops and not any(stops & set(ids[:-1]) for ids in completions)  # a stop ends a completion
 
     # the weight sync GRPOTrainer sets up next: NCCL only
     with pytest.raises(NotImplementedError, match="NCCL weight-transfer engine, which needs a CUDA device, got 'cpu'"):

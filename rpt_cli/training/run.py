@@ -118,8 +118,9 @@ def flops_at(checkpoint: Path | None) -> float:
     return float(values[-1]) if values else 0.0
 
 
-def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path):
-    """TRL's GRPOConfig for these settings (the mapping docs/train.md tabulates)."""
+def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path, stop_ids: list[int] | None = None):
+    """TRL's GRPOConfig for these settings (the mapping docs/train.md tabulates). `stop_ids`: the
+    tokens that end a completion (`generation_stops`), handed to vLLM with --vllm."""
     import torch
     from trl import GRPOConfig
 
@@ -138,6 +139,10 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path):
             vllm_tensor_parallel_size=config.vllm_tensor_parallel_size,
             vllm_max_model_length=config.max_prompt_tokens + config.max_new_tokens,
         )
+        if stop_ids:
+            # TRL hands these to vLLM's sampling (colocate) or to the server's requests (server);
+            # without them vLLM stops at the model's own end-of-sequence tokens only
+            vllm["generation_kwargs"] = {"stop_token_ids": list(stop_ids)}
     return GRPOConfig(
         output_dir=str(folder),
         per_device_train_batch_size=plan.micro_batch,
@@ -231,6 +236,22 @@ def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, O
     return plan, samples, plan_output(config, samples, resume=resume)
 
 
+def generation_stops(tokenizer, source: str) -> list[int]:
+    """The tokens a completion ends at, as `rpt rollout` ends it: the end-of-sequence tokens of the
+    tokenizer and of the model's generation config, and the chat template's end-of-turn token.
+    RPTTrainer gives them to transformers' `generate`; with vLLM they travel in TRL's
+    `generation_kwargs` (`grpo_args`)."""
+    from transformers import GenerationConfig
+
+    from rpt_cli.generation.base import stop_token_ids
+
+    try:
+        generation_config = GenerationConfig.from_pretrained(source)
+    except OSError:  # a model folder without generation_config.json
+        generation_config = None
+    return stop_token_ids(tokenizer, generation_config)
+
+
 def check_server_mode() -> None:
     """TRL (1.16) pushes the trained weights to a `trl vllm-serve` server over vLLM's NCCL
     weight-transfer engine and refuses any other device when the trainer starts
@@ -315,7 +336,7 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     import datasets
 
     dataset = datasets.Dataset.from_list(build_rows(samples, builder))
-    args = grpo_args(config, plan, folder)
+    args = grpo_args(config, plan, folder, generation_stops(tokenizer, source) if config.vllm else None)
     state = args.distributed_state
     state.wait_for_everyone()  # every process has checked the folder before the first one writes to it
     log = None
@@ -458,6 +479,7 @@ __all__ = [
     "check_server_mode",
     "end_processes",
     "flops_at",
+    "generation_stops",
     "grpo_args",
     "plan_output",
     "prepare",
