@@ -493,6 +493,45 @@ def test_multinode_scripts_refuse_a_rank_outside_the_job(tmp_path):
     assert server.returncode != 0 and "set MODEL" in server.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="--vllm is refused earlier without vLLM")
+def test_multinode_script_hands_the_server_options_to_rpt_train(tiny_model_dir, tmp_path):
+    """VLLM_SERVER_HOST/PORT and VLLM_GROUP_PORT reach rpt train as options it accepts: the run gets
+    as far as the server-mode check, which on this machine (no CUDA) is the refusal."""
+    samples = write_samples(tmp_path / "samples.jsonl", [sample(i) for i in range(2)])
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "GPUS_PER_NODE": "1",
+        "MASTER_PORT": "0",
+        "ACCELERATE_CONFIG": str(ROOT / "examples" / "configs" / "fsdp.yaml"),
+        "ACCELERATE_EXTRA": "--mixed_precision no",
+        "VLLM_SERVER_HOST": "10.0.0.9",
+        "VLLM_SERVER_PORT": "8123",
+        "VLLM_GROUP_PORT": "70000",  # out of range: rpt train's own check answers first
+    }
+    args = tiny_args(tiny_model_dir, samples, tmp_path / "run")[1:]
+    done = subprocess.run(
+        [str(ROOT / "examples" / "multinode" / "train.sh"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "--vllm-group-port 70000: a TCP port is between 1 and 65535" in done.stderr
+    done = subprocess.run(
+        [str(ROOT / "examples" / "multinode" / "train.sh"), *args],
+        cwd=ROOT,
+        env={**env, "VLLM_GROUP_PORT": "51300"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "--vllm server needs CUDA GPUs for training" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # Settings: precedence and refusals
 # --------------------------------------------------------------------------------------------
