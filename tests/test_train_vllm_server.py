@@ -87,8 +87,10 @@ def server(tiny_model_dir, tmp_path_factory):
 
 def server_args(folder, port: int, samples, out):
     """TRL's GRPOConfig as `rpt train --vllm server` builds it from its options."""
+    from transformers import AutoTokenizer
+
     from rpt_cli.training.config import batch_plan, resolve_config
-    from rpt_cli.training.run import grpo_args
+    from rpt_cli.training.run import generation_stops, grpo_args
 
     config = resolve_config(
         {
@@ -107,10 +109,6 @@ def server_args(folder, port: int, samples, out):
         },
         None,
     )
-    from transformers import AutoTokenizer
-
-    from rpt_cli.training.run import generation_stops
-
     stops = generation_stops(AutoTokenizer.from_pretrained(folder), str(folder))  # as build() passes them
     return config, grpo_args(config, batch_plan(config, 1), out, stops)
 
