@@ -131,10 +131,8 @@ def main() -> None:
 
     import torch
 
-    from rpt_cli.console import stderr
     from rpt_cli.models import BUILTIN_NAME, resolve
-    from rpt_cli.training.config import TrainConfig, batch_plan
-    from rpt_cli.training.run import _quiet_libraries, build, grpo_args
+    from rpt_cli.training.run import _quiet_libraries
 
     if options.gpu and not torch.cuda.is_available():
         sys.exit("bench_train: --gpu needs a CUDA GPU")
@@ -149,77 +147,112 @@ def main() -> None:
             model = str(random_qwen2_model(work / "model", options.tokenizer or resolve(BUILTIN_NAME)))
         else:
             model = BUILTIN_NAME
-        source = resolve(model)
-        from transformers import AutoTokenizer
-
-        samples = work / "samples.jsonl"
-        make_samples(AutoTokenizer.from_pretrained(source), samples, count=64, context_tokens=options.context_tokens)
-        steps = options.steps + 1
-        config = TrainConfig(
-            samples=str(samples),
-            model=model,
-            num_completions=G,
-            contexts_per_step=contexts,
-            max_steps=steps,
-            save_steps=10_000,
-            max_new_tokens=new_tokens,
-            max_prompt_tokens=options.context_tokens + 400,
-            dynamic_sampling_from_step=0,
+        figures = compare(
+            model,
+            work,
+            contexts=contexts,
+            G=G,
+            new_tokens=new_tokens,
+            context_tokens=options.context_tokens,
+            steps=options.steps,
+            repeats=options.repeats,
             gradient_checkpointing=options.gpu,
         )
-        force_length = {"min_new_tokens": new_tokens}
-        results: dict[str, list[float]] = {"trl": [], "rpt": []}
-        tokens: dict[str, list[float]] = {"trl": [], "rpt": []}
-        for repeat in range(options.repeats):
-            for side in ("trl", "rpt"):
-                out = work / f"{side}-{repeat}"
-                clock = StepClock()
-                if side == "rpt":
-                    job = build(TrainConfig(**{**config.as_dict(), "output": str(out)}), console=stderr)
-                    trainer = job.trainer
-                else:
-                    trainer = bare_trainer(config, source, out, batch_plan(config, 1), grpo_args)
-                trainer.generation_kwargs = {**(trainer.generation_kwargs or {}), **force_length}
-                trainer.generation_config.update(**force_length)
-                trainer.add_callback(clock)
-                trainer.train()
-                times = step_times(clock)
-                results[side] += times
-                generated = contexts * G * new_tokens
-                tokens[side] += [generated / t for t in times]
-                print(
-                    f"bench_train: {side} run {repeat + 1}: " + ", ".join(f"{t:.2f}" for t in times) + " s/step",
-                    file=sys.stderr,
-                )
-                del trainer, clock
-                if side == "rpt":
-                    del job
-                gc.collect()  # the next run starts without this one's model and optimizer around
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-        trl_median, rpt_median = statistics.median(results["trl"]), statistics.median(results["rpt"])
-        figures = {
-            "device": torch.cuda.get_device_name() if options.gpu else f"cpu x{torch.get_num_threads()} threads",
-            "model": model if not options.gpu else "random Qwen2-shaped (Qwen2.5-0.5B layer sizes)",
-            "parameters": sum(
-                p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(source).parameters()
-            ),
-            "contexts": contexts,
-            "G": G,
-            "new_tokens": new_tokens,
-            "context_tokens": options.context_tokens,
-            "steps_measured_per_side": len(results["trl"]),
-            "trl_step_s": trl_median,
-            "rpt_step_s": rpt_median,
-            "ratio": rpt_median / trl_median,
-            "trl_generated_tokens_per_s": statistics.median(tokens["trl"]),
-            "rpt_generated_tokens_per_s": statistics.median(tokens["rpt"]),
-        }
+        figures["device"] = torch.cuda.get_device_name() if options.gpu else f"cpu x{torch.get_num_threads()} threads"
+        if options.gpu and not options.model:
+            figures["model"] = "random Qwen2-shaped (Qwen2.5-0.5B layer sizes)"
         print(json.dumps(figures, indent=2))
         if options.json:
             Path(options.json).write_text(json.dumps(figures, indent=2) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def compare(
+    model: str,
+    work: Path,
+    *,
+    contexts: int,
+    G: int,
+    new_tokens: int,
+    context_tokens: int,
+    steps: int,
+    repeats: int,
+    gradient_checkpointing: bool,
+    train_config: dict | None = None,
+) -> dict:
+    """Median step times of `rpt train` and of a bare TRL GRPOTrainer over `repeats` alternating
+    runs per side (one warm-up step and `steps` measured steps each), in `work`. `train_config`:
+    more rpt train settings for both sides (e.g. chat=False)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rpt_cli.console import stderr
+    from rpt_cli.models import resolve
+    from rpt_cli.training.config import TrainConfig, batch_plan
+    from rpt_cli.training.run import build, grpo_args
+
+    source = resolve(model)
+    samples = work / "samples.jsonl"
+    make_samples(AutoTokenizer.from_pretrained(source), samples, count=64, context_tokens=context_tokens)
+    config = TrainConfig(
+        samples=str(samples),
+        model=model,
+        num_completions=G,
+        contexts_per_step=contexts,
+        max_steps=steps + 1,
+        save_steps=10_000,
+        max_new_tokens=new_tokens,
+        max_prompt_tokens=context_tokens + 400,
+        dynamic_sampling_from_step=0,
+        gradient_checkpointing=gradient_checkpointing,
+        **(train_config or {}),
+    )
+    force_length = {"min_new_tokens": new_tokens}
+    results: dict[str, list[float]] = {"trl": [], "rpt": []}
+    tokens: dict[str, list[float]] = {"trl": [], "rpt": []}
+    for repeat in range(repeats):
+        for side in ("trl", "rpt"):
+            out = work / f"{side}-{repeat}"
+            clock = StepClock()
+            if side == "rpt":
+                job = build(TrainConfig(**{**config.as_dict(), "output": str(out)}), console=stderr)
+                trainer = job.trainer
+            else:
+                trainer = bare_trainer(config, source, out, batch_plan(config, 1), grpo_args)
+            trainer.generation_kwargs = {**(trainer.generation_kwargs or {}), **force_length}
+            trainer.generation_config.update(**force_length)
+            trainer.add_callback(clock)
+            trainer.train()
+            times = step_times(clock)
+            results[side] += times
+            generated = contexts * G * new_tokens
+            tokens[side] += [generated / t for t in times]
+            print(
+                f"bench_train: {side} run {repeat + 1}: " + ", ".join(f"{t:.2f}" for t in times) + " s/step",
+                file=sys.stderr,
+            )
+            del trainer, clock
+            if side == "rpt":
+                del job
+            gc.collect()  # the next run starts without this one's model and optimizer around
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    trl_median, rpt_median = statistics.median(results["trl"]), statistics.median(results["rpt"])
+    return {
+        "model": model,
+        "parameters": sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(source).parameters()),
+        "contexts": contexts,
+        "G": G,
+        "new_tokens": new_tokens,
+        "context_tokens": context_tokens,
+        "steps_measured_per_side": len(results["trl"]),
+        "trl_step_s": trl_median,
+        "rpt_step_s": rpt_median,
+        "ratio": rpt_median / trl_median,
+        "trl_generated_tokens_per_s": statistics.median(tokens["trl"]),
+        "rpt_generated_tokens_per_s": statistics.median(tokens["rpt"]),
+    }
 
 
 def bare_trainer(config, source: str, out: Path, plan, grpo_args):

@@ -21,6 +21,7 @@ from rpt_cli import paper
 from rpt_cli.errors import SettingError
 from rpt_cli.forward import ForwardEngine
 from rpt_cli.tokens import TokenizedDoc
+from rpt_cli.topk import topk_by_blocks
 
 DEFAULT_TOP_K = paper.ENTROPY_TOP_K
 ENTROPY_DECIMALS = 5
@@ -79,9 +80,7 @@ def pack_batches(segments: list[Segment], prefix_len: int, batch_tokens: int) ->
 
 def topk_entropy(logits, k: int, transform: Callable | None = None):
     """Entropy (nats, float32) of the softmax over the k largest logits of each row."""
-    import torch
-
-    return entropy_of_values(torch.topk(logits, k, dim=-1, sorted=False).values.float(), transform)
+    return entropy_of_values(topk_by_blocks(logits, k)[0].float(), transform)
 
 
 def entropy_of_values(values, transform: Callable | None = None):
@@ -107,7 +106,7 @@ def head_topk_entropy(head, hidden, k: int, transform: Callable | None = None):
     logits = head(hidden)
     if logits.dtype == torch.float32:
         return topk_entropy(logits, k, transform)
-    index = torch.topk(logits, k, dim=-1, sorted=False).indices
+    index = topk_by_blocks(logits, k)[1]
     values = torch.einsum("rh,rkh->rk", hidden.float(), head.weight[index].float())
     if getattr(head, "bias", None) is not None:
         values = values + head.bias[index].float()

@@ -421,6 +421,117 @@ def test_two_processes_draw_the_same_order_and_refill_in_step(tiny_model_dir, tm
     assert completed_step(out / "checkpoint-3") == 3 and completed_step(out / "final") == 3
 
 
+@pytest.mark.slow  # real subprocesses: many seconds on 2 cores
+def test_two_nodes_through_the_multinode_launch_script(tiny_model_dir, tmp_path):
+    """examples/multinode/train.sh started twice on this machine, as node 0 and node 1 of a
+    two-node job (NUM_NODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, one process per node): the two
+    launches form one run of two processes that trains in step and writes its files once. On a
+    CPU, accelerate runs the FSDP config as plain data parallelism (gloo); the sharding itself
+    needs GPUs."""
+    records = [sample(i) for i in range(6)]
+    samples = write_samples(tmp_path / "samples.jsonl", records)
+    out = tmp_path / "run"
+    args = tiny_args(tiny_model_dir, samples, out, "--max-steps", "2", "--save-steps", "2")[1:]  # drop "train"
+    import socket
+
+    with socket.socket() as free:  # a port nobody holds now, for the rendezvous of the two launches
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHON": sys.executable,
+        "NUM_NODES": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "GPUS_PER_NODE": "1",
+        "ACCELERATE_CONFIG": str(ROOT / "examples" / "configs" / "fsdp.yaml"),
+        "ACCELERATE_EXTRA": "--mixed_precision no",
+    }
+    script = str(ROOT / "examples" / "multinode" / "train.sh")
+    nodes = [
+        subprocess.Popen(
+            [script, *args],
+            cwd=ROOT,
+            env={**env, "NODE_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (1, 0)
+    ]
+    (out1, err1), (out0, err0) = (node.communicate(timeout=300) for node in nodes)
+    assert [node.returncode for node in nodes] == [0, 0], err0[-3000:] + err1[-3000:]
+    assert out0 == f"{out / 'final'}\n" and out1 == ""  # the first process of node 0 alone writes
+    assert "x 2 processes" in err0 and "train: step 2/2" in err0 and "train: step" not in err1
+    order = DataOrder(len(records), 2, seed=0)
+    assert [b["drawn"] for b in read_jsonl(out / "batches.jsonl")] == [
+        [records[i]["id"] for i in order.step_indices(s)] for s in range(2)
+    ]
+    assert orjson.loads((out / "run.json").read_bytes())["processes"] == 2
+    assert completed_step(out / "final") == 2
+
+
+def test_multinode_scripts_refuse_a_rank_outside_the_job(tmp_path):
+    script = ROOT / "examples" / "multinode" / "train.sh"
+    done = subprocess.run(
+        [str(script), "samples.jsonl", "-o", str(tmp_path / "run")],
+        env={**os.environ, "NUM_NODES": "2", "NODE_RANK": "2", "GPUS_PER_NODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "NODE_RANK 2 is not below NUM_NODES 2" in done.stderr
+    server = subprocess.run(
+        [str(ROOT / "examples" / "multinode" / "vllm_server.sh")],
+        env={k: v for k, v in os.environ.items() if k != "MODEL"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert server.returncode != 0 and "set MODEL" in server.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="--vllm is refused earlier without vLLM")
+def test_multinode_script_hands_the_server_options_to_rpt_train(tiny_model_dir, tmp_path):
+    """VLLM_SERVER_HOST/PORT and VLLM_GROUP_PORT reach rpt train as options it accepts: the run gets
+    as far as the server-mode check, which on this machine (no CUDA) is the refusal."""
+    samples = write_samples(tmp_path / "samples.jsonl", [sample(i) for i in range(2)])
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "GPUS_PER_NODE": "1",
+        "MASTER_PORT": "0",
+        "ACCELERATE_CONFIG": str(ROOT / "examples" / "configs" / "fsdp.yaml"),
+        "ACCELERATE_EXTRA": "--mixed_precision no",
+        "VLLM_SERVER_HOST": "10.0.0.9",
+        "VLLM_SERVER_PORT": "8123",
+        "VLLM_GROUP_PORT": "70000",  # out of range: rpt train's own check answers first
+    }
+    args = tiny_args(tiny_model_dir, samples, tmp_path / "run")[1:]
+    done = subprocess.run(
+        [str(ROOT / "examples" / "multinode" / "train.sh"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "--vllm-group-port 70000: a TCP port is between 1 and 65535" in done.stderr
+    done = subprocess.run(
+        [str(ROOT / "examples" / "multinode" / "train.sh"), *args],
+        cwd=ROOT,
+        env={**env, "VLLM_GROUP_PORT": "51300"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0 and "--vllm server needs CUDA GPUs for training" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # Settings: precedence and refusals
 # --------------------------------------------------------------------------------------------
@@ -523,9 +634,11 @@ def test_options_map_onto_trl_config(tmp_path):
         vllm="server",
         vllm_server_host="10.0.0.2",
         vllm_server_port=8123,
+        vllm_server_timeout=600.0,
+        vllm_group_port=51300,
         max_prompt_tokens=200,
     )
-    args = grpo_args(config, batch_plan(config, 1), tmp_path)
+    args = grpo_args(config, batch_plan(config, 1), tmp_path, stop_ids=[2, 7])
     assert (args.num_generations, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 3, 8)
     assert args.steps_per_generation == 8 and args.num_iterations == 1  # one generation per step: on-policy
     assert (args.learning_rate, args.lr_scheduler_type, args.warmup_steps, args.weight_decay) == (
@@ -556,7 +669,22 @@ def test_options_map_onto_trl_config(tmp_path):
         "10.0.0.2",
         8123,
     )
-    assert args.vllm_max_model_length == 300
+    assert (args.vllm_server_timeout, args.vllm_group_port, args.vllm_max_model_length) == (600.0, 51300, 300)
+    assert args.generation_kwargs == {"stop_token_ids": [2, 7]}  # vLLM stops where rpt rollout stops
+    without = TrainConfig(**{**config.as_dict(), "vllm": None})
+    assert grpo_args(without, batch_plan(without, 1), tmp_path).generation_kwargs is None  # generate: RPTTrainer's
+
+
+def test_generation_stops_are_the_rollout_stops(tiny_model_dir):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from rpt_cli.generation.base import stop_token_ids
+    from rpt_cli.training.run import generation_stops
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    stops = generation_stops(tokenizer, str(tiny_model_dir))
+    assert stops == stop_token_ids(tokenizer, GenerationConfig.from_pretrained(tiny_model_dir))
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stops  # the chat template's end of turn
 
 
 @pytest.mark.parametrize(
@@ -569,6 +697,8 @@ def test_options_map_onto_trl_config(tmp_path):
         (["--loss-type", "ppo"], "--loss-type ppo: choose one of"),
         (["--reward", "nope"], "--reward nope: choose one of"),
         (["--vllm", "remote"], "--vllm remote: choose colocate"),
+        (["--vllm-group-port", "70000"], "--vllm-group-port 70000: a TCP port is between 1 and 65535"),
+        (["--vllm-server-timeout", "0"], "--vllm-server-timeout must be positive"),
         (["--template", "missing.txt"], "--template: template missing.txt"),
         (["--answer", "free"], "--answer free: choose boxed or direct"),
     ],
@@ -631,6 +761,22 @@ def test_resume_refuses_changed_settings_or_samples(tmp_path):
     write_samples(samples, [sample(i) for i in range(4)])
     other = invoke(["train", str(samples), "-o", str(out), "--resume", "--max-steps", "10"])
     assert other.exit_code == 2 and "is not the samples file the run" in other.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="--vllm is refused earlier without vLLM")
+def test_vllm_server_mode_is_refused_without_cuda_before_anything_loads(tmp_path):
+    """TRL 1.16 updates the server's weights over NCCL and raises NotImplementedError on a CPU
+    trainer once the model has loaded (docs/train.md, "Several machines"); rpt says so first."""
+    samples = write_samples(tmp_path / "samples.jsonl", [sample(0)])
+    result = invoke(
+        ["train", str(samples), "-o", str(tmp_path / "run"), "--model", "/no/such/model", "--vllm", "server"]
+    )
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr.startswith("error: --vllm server needs CUDA GPUs for training") and result.stderr.count("\n") == 1
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_refusals_happen_before_heavy_imports(tmp_path):

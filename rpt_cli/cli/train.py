@@ -307,6 +307,23 @@ def train(
         int | None,
         _opt("--vllm-server-port", help=(f"--vllm server: port of trl vllm-serve (default: {TD.vllm_server_port}).")),
     ] = None,
+    vllm_server_timeout: Annotated[
+        float | None,
+        _opt(
+            "--vllm-server-timeout",
+            help=(f"--vllm server: seconds to wait for the server to come up (default: {TD.vllm_server_timeout:g})."),
+        ),
+    ] = None,
+    vllm_group_port: Annotated[
+        int | None,
+        _opt(
+            "--vllm-group-port",
+            help=(
+                "--vllm server: port on the first training machine where the server joins the weight updates "
+                f"(default: {TD.vllm_group_port})."
+            ),
+        ),
+    ] = None,
     vllm_gpu_memory_utilization: Annotated[
         float | None,
         _opt(

@@ -58,6 +58,8 @@ RESUMABLE = frozenset(
         "vllm",
         "vllm_server_host",
         "vllm_server_port",
+        "vllm_server_timeout",
+        "vllm_group_port",
         "vllm_gpu_memory_utilization",
         "vllm_tensor_parallel_size",
     }
@@ -116,6 +118,11 @@ class TrainConfig:
     vllm: str | None = None
     vllm_server_host: str = "127.0.0.1"
     vllm_server_port: int = 8000
+    # seconds to wait for the server to answer at start-up (a large model loads for minutes)
+    vllm_server_timeout: float = 240.0
+    # TCP port on the first training machine where the server's workers join the weight-update
+    # group (TRL's vllm_group_port): it must be free there and reachable from the server
+    vllm_group_port: int = 51216
     vllm_gpu_memory_utilization: float = 0.3
     vllm_tensor_parallel_size: int = 1
     # running the job
@@ -446,6 +453,11 @@ def check_config(config: TrainConfig) -> None:
             f"--vllm {config.vllm}: choose colocate (vLLM on the training GPUs) or server "
             "(a `trl vllm-serve` on other GPUs)"
         )
+    for key in ("vllm_server_port", "vllm_group_port"):
+        if not 1 <= getattr(config, key) <= 65535:
+            raise UsageError(f"{option_name(key)} {getattr(config, key)}: a TCP port is between 1 and 65535")
+    if not config.vllm_server_timeout > 0:
+        raise UsageError(f"--vllm-server-timeout must be positive, got {config.vllm_server_timeout}")
     if config.vllm is not None and importlib.util.find_spec("vllm") is None:
         raise UsageError(f"--vllm {config.vllm} needs vLLM: pip install 'rpt[vllm]'")
     modules = REPORT_TO[config.report_to]

@@ -119,8 +119,9 @@ def flops_at(checkpoint: Path | None) -> float:
     return float(values[-1]) if values else 0.0
 
 
-def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path):
-    """TRL's GRPOConfig for these settings (the mapping docs/train.md tabulates)."""
+def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path, stop_ids: list[int] | None = None):
+    """TRL's GRPOConfig for these settings (the mapping docs/train.md tabulates). `stop_ids`: the
+    tokens that end a completion (`generation_stops`), handed to vLLM with --vllm."""
     import torch
     from trl import GRPOConfig
 
@@ -133,10 +134,16 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path):
             vllm_mode=config.vllm,
             vllm_server_host=config.vllm_server_host,
             vllm_server_port=config.vllm_server_port,
+            vllm_server_timeout=config.vllm_server_timeout,
+            vllm_group_port=config.vllm_group_port,
             vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
             vllm_tensor_parallel_size=config.vllm_tensor_parallel_size,
             vllm_max_model_length=config.max_prompt_tokens + config.max_new_tokens,
         )
+        if stop_ids:
+            # TRL hands these to vLLM's sampling (colocate) or to the server's requests (server);
+            # without them vLLM stops at the model's own end-of-sequence tokens only
+            vllm["generation_kwargs"] = {"stop_token_ids": list(stop_ids)}
     return GRPOConfig(
         output_dir=str(folder),
         per_device_train_batch_size=plan.micro_batch,
@@ -229,8 +236,41 @@ def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, O
             "only; use prefix or first-token with several processes"
         )
     plan = batch_plan(config, processes)
+    if config.vllm == "server":
+        check_server_mode()
     samples = read_samples(config.samples, skip_bad=config.skip_bad)
     return plan, samples, plan_output(config, samples, resume=resume)
+
+
+def generation_stops(tokenizer, source: str) -> list[int]:
+    """The tokens a completion ends at, as `rpt rollout` ends it: the end-of-sequence tokens of the
+    tokenizer and of the model's generation config, and the chat template's end-of-turn token.
+    RPTTrainer gives them to transformers' `generate`; with vLLM they travel in TRL's
+    `generation_kwargs` (`grpo_args`)."""
+    from transformers import GenerationConfig
+
+    from rpt_cli.generation.base import stop_token_ids
+
+    try:
+        generation_config = GenerationConfig.from_pretrained(source)
+    except OSError:  # a model folder without generation_config.json
+        generation_config = None
+    return stop_token_ids(tokenizer, generation_config)
+
+
+def check_server_mode() -> None:
+    """TRL (1.16) pushes the trained weights to a `trl vllm-serve` server over vLLM's NCCL
+    weight-transfer engine and refuses any other device when the trainer starts
+    (`VLLMClient.init_communicator`: NotImplementedError for 'cpu'), after the model has loaded.
+    Say so before anything loads. Generation through the server alone would work on a CPU, but a
+    policy whose server never sees its updates is not on-policy GRPO."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            "--vllm server needs CUDA GPUs for training: TRL sends the trained weights to the vLLM server "
+            "over NCCL, which this machine (no CUDA device) cannot do; train without --vllm here"
+        )
 
 
 @dataclass
@@ -308,7 +348,7 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
 
         args = sft_args(config, plan, folder)
     else:
-        args = grpo_args(config, plan, folder)
+        args = grpo_args(config, plan, folder, generation_stops(tokenizer, source) if config.vllm else None)
     state = args.distributed_state
     state.wait_for_everyone()  # every process has checked the folder before the first one writes to it
     log = None
@@ -484,8 +524,10 @@ __all__ = [
     "CONFIG_FILE",
     "Job",
     "build",
+    "check_server_mode",
     "end_processes",
     "flops_at",
+    "generation_stops",
     "grpo_args",
     "plan_output",
     "prepare",
