@@ -170,6 +170,7 @@ PANELS = {
         "config",
         "runs",
         "keep_fields",
+        "name",
     ),
     "Model": ("model", "device", "dtype", "trust_remote_code"),
     "Prompt": ("answer", "template", "list_templates", "chat", "think_prefix", "max_prompt_tokens"),
@@ -219,7 +220,7 @@ PANEL_OF_COMMAND = {
     ("scaling", "mode"): "Plot",
     ("filter", "seed"): "Selection",
 }
-OTHER_PANEL = {"train": "Training", "scaling": "Run folder"}
+OTHER_PANEL = {"train": "Training", "scaling": "Run folder", "patterns": "Patterns"}
 
 
 def group_options(typer_app: typer.Typer) -> None:
