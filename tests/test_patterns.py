@@ -31,6 +31,10 @@ def results_of(stdout: str) -> dict[str, dict]:
     return {r["model"]: r for r in (json.loads(line) for line in stdout.splitlines() if line.strip())}
 
 
+def entry(completions, share, count, rate) -> dict:
+    return {"completions": completions, "share": share, "count": count, "per_1k_words": rate}
+
+
 def keyword_file(tmp_path, mapping, name="k.json"):
     path = tmp_path / name
     path.write_text(json.dumps(mapping), encoding="utf-8")
@@ -65,7 +69,7 @@ def test_the_longest_keyword_at_a_place_counts_once():
 
 def test_the_thought_is_the_text_before_the_last_think_end():
     assert thought_of("<think>maybe</think> maybe \\boxed{maybe}") == (" maybe", True)
-    assert thought_of("maybe </think> maybe </think> \\boxed{x}") == ("maybe </think> maybe ".replace("</think>", " "), True)
+    assert thought_of("maybe </think> maybe </think> \\boxed{x}") == ("maybe   maybe ", True)
     assert thought_of("maybe maybe") == ("maybe maybe", False)  # cut at the length limit: all of it
     # a conversational completion: the assistant's reasoning is the thought
     assert thought_of([{"role": "assistant", "reasoning_content": "perhaps", "content": "\\boxed{1}"}]) == (
@@ -92,8 +96,8 @@ def test_share_of_completions_against_rate_per_thousand_words(tmp_path):
     assert result.exit_code == 0, result.output
     m = results_of(result.stdout)["m"]
     assert (m["records"], m["completions"], m["words"], m["thoughts_closed"]) == (2, 3, 10, 1)
-    assert m["patterns"]["hypothesis"] == {"completions": 2, "share": round(2 / 3, 6), "count": 4, "per_1k_words": 400.0}
-    assert m["patterns"]["deduction"] == {"completions": 0, "share": 0.0, "count": 0, "per_1k_words": 0.0}
+    assert m["patterns"]["hypothesis"] == entry(2, round(2 / 3, 6), 4, 400.0)
+    assert m["patterns"]["deduction"] == entry(0, 0.0, 0, 0.0)
     assert m["keywords"] == str(keywords) and m["counted"] == "thought" and m["splits"] == {}
 
 
@@ -113,10 +117,10 @@ def test_splits_are_nested_as_in_rpt_eval(tmp_path):
     assert (m["records"], m["completions"], m["words"], m["patterns"]["hypothesis"]["count"]) == (4, 5, 8, 4)
     easy, medium, hard = (m["splits"][s] for s in ("easy", "medium", "hard"))
     assert (easy["records"], easy["completions"], easy["words"]) == (2, 3, 6)
-    assert easy["patterns"]["hypothesis"] == {"completions": 2, "share": round(2 / 3, 6), "count": 3, "per_1k_words": 500.0}
+    assert easy["patterns"]["hypothesis"] == entry(2, round(2 / 3, 6), 3, 500.0)
     assert medium == hard
     assert (hard["records"], hard["completions"], hard["words"]) == (1, 2, 3)
-    assert hard["patterns"]["hypothesis"] == {"completions": 1, "share": 0.5, "count": 1, "per_1k_words": round(1000 / 3, 6)}
+    assert hard["patterns"]["hypothesis"] == entry(1, 0.5, 1, round(1000 / 3, 6))
 
 
 def test_models_are_named_by_their_records_or_by_name_and_compared_with_the_first(tmp_path):
@@ -208,7 +212,8 @@ def test_the_plot_is_a_png_and_a_bad_plot_path_stops_first(tmp_path):
 def test_real_rollouts_of_the_tiny_model(tiny_model_dir, tmp_path):
     """`rpt rollout` output counted by `rpt patterns` agrees with a count made here another way:
     the thought split into lower-case \\w+ words, single-word keywords compared word by word."""
-    samples = [{"id": f"d@{k}", "context": f"Let $x$ be a real number such that {k}", "split": "hard"} for k in range(4)]
+    context = "Let $x$ be a real number such that"
+    samples = [{"id": f"d@{k}", "context": f"{context} {k}", "split": "hard"} for k in range(4)]
     samples_path = write_jsonl(tmp_path / "s.jsonl", samples)
     rolled = runner.invoke(
         app,
@@ -222,7 +227,8 @@ def test_real_rollouts_of_the_tiny_model(tiny_model_dir, tmp_path):
     assert vocabulary, "the tiny model wrote no words at all"
     chosen = vocabulary[:5]
     keywords = keyword_file(tmp_path, {w: [w] for w in chosen})
-    result = runner.invoke(app, ["patterns", str(tmp_path / "r.jsonl"), "--keywords", str(keywords), "-o", str(tmp_path / "p.png")])
+    args = [str(tmp_path / "r.jsonl"), "--keywords", str(keywords), "-o", str(tmp_path / "p.png")]
+    result = runner.invoke(app, ["patterns", *args])
     assert result.exit_code == 0, result.output
     (got,) = results_of(result.stdout).values()
     assert got["model"] == tiny_model_dir.name and got["completions"] == 12

@@ -48,7 +48,9 @@ def holdout(
     ] = None,
     fraction: Annotated[
         float | None,
-        typer.Option(metavar="F", help="Hold out each document whose hash of seed and id falls in the first F of the range."),
+        typer.Option(
+            metavar="F", help="Hold out each document whose hash of seed and id falls in the first F of the range."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the hash: another seed, another hold-out.")] = 0,
     id_field: IdFieldOpt = "id",

@@ -72,7 +72,9 @@ def patterns(
         files = inputs or [STDIO]
         names = name or []
         if len(names) > len(files):
-            raise UsageError(f"--name is given {len(names)} times for {len(files)} input(s): one name per INPUT at most")
+            raise UsageError(
+                f"--name is given {len(names)} times for {len(files)} input(s): one name per INPUT at most"
+            )
         if files.count(STDIO) > 1:
             raise UsageError("standard input ('-') can be read once: give it as one INPUT at most")
         for path in files:
