@@ -62,9 +62,10 @@ class TextTemplate:
         return list(dict.fromkeys(name for _, name in self.pieces if name))
 
     def check(self, record: dict) -> None:
-        """RecordError naming the first field the record lacks or cannot fill in."""
+        """RecordError naming the first field the record lacks or cannot fill in. A null counts as
+        missing: `datasets` gives null for a column a row lacks, so both inputs say the same."""
         for name in self.fields:
-            if name not in record:
+            if record.get(name) is None:
                 raise RecordError(f'missing field "{name}" (used by --text-template)')
             value = record[name]
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):

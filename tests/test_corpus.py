@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -215,7 +216,8 @@ def test_documents_of_samples_and_the_eval_note(tmp_path):
     found.write(tmp_path)
     recorded = json.loads((tmp_path / RUN_DOCUMENTS).read_text())
     assert recorded["documents"] == 3 and len(recorded["document_digests"]) == 3
-    assert "a" not in (tmp_path / RUN_DOCUMENTS).read_text().split('"document_digests"')[1]  # digests, not ids
+    # digests of the ids, not the ids: sha256 of the id as text, 16 hex digits
+    assert recorded["document_digests"] == sorted(hashlib.sha256(d.encode()).hexdigest()[:16] for d in "abc")
     evaluated = [{"id": "a@9", "doc_id": "a"}, {"id": "b@1"}, {"id": "z@1", "doc_id": "z"}]
     note = shared_documents_note(tmp_path, evaluated, "run/final")
     assert note.startswith("2 of 3 samples come from 2 document(s) that run/final was trained on (e.g. 'a'")
