@@ -206,12 +206,17 @@ class ModelTally:
 
 
 def record_model(record: dict) -> str | None:
-    """The model a record names: `rollout.model` (rpt rollout) or `model` (rpt eval --details)."""
+    """The model a record names: `rollout.model` (rpt rollout) or `model` (rpt eval --details).
+    Details rows of `--mode gain` are RLP-style thoughts, not answers in the reasoning format: one
+    details file of both modes gives two results, `MODEL` and `MODEL (gain)`, not one mixed."""
     meta = record.get("rollout")
     if isinstance(meta, dict) and isinstance(meta.get("model"), str):
         return meta["model"]
     value = record.get("model")
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    mode = record.get("mode")
+    return f"{value} ({mode})" if isinstance(mode, str) and mode not in ("reasoning", "ntp") else value
 
 
 def is_ntp_row(record: dict) -> bool:

@@ -130,19 +130,21 @@ def test_models_are_named_by_their_records_or_by_name_and_compared_with_the_firs
         [
             {"id": 1, "model": "run/final", "mode": "ntp", "prediction": " x"},  # ntp rows: no completions
             {"id": 1, "model": "run/final", "mode": "reasoning", "completions": ["maybe maybe", "a b"]},
+            {"id": 1, "model": "run/final", "mode": "gain", "completions": ["thus maybe"]},  # RLP thoughts
         ],
     )
     keywords = keyword_file(tmp_path, {"hypothesis": ["maybe"], "deduction": ["thus"]})
     result = runner.invoke(app, ["patterns", str(base), str(details), "--keywords", str(keywords)])
     assert result.exit_code == 0, result.output
     got = results_of(result.stdout)
-    assert list(got) == ["r1", "run/final"]
+    assert list(got) == ["r1", "run/final", "run/final (gain)"]  # the modes of one model apart
+    assert (got["run/final"]["completions"], got["run/final (gain)"]["completions"]) == (2, 1)
     # r1: 1 match in 4 words = 250; run/final: 2 in 4 = 500, +100 %; deduction 0 in both: no change to tell
     assert got["run/final"]["baseline"] == "r1" and got["run/final"]["change"] == {"hypothesis": 1.0, "deduction": None}
     assert "change" not in got["r1"]
     assert "left out 1 ntp row(s)" in result.stderr
     named = runner.invoke(app, ["patterns", str(base), str(details), "--name", "base", "--name", "rpt"])
-    assert list(results_of(named.stdout)) == ["base", "rpt"]
+    assert list(results_of(named.stdout)) == ["base", "rpt"]  # --name takes the whole file
     too_many = runner.invoke(app, ["patterns", str(base), "--name", "a", "--name", "b"])
     assert too_many.exit_code == 2 and "one name per INPUT" in too_many.stderr
 
