@@ -160,6 +160,19 @@ def rollout(need_context: bool = False) -> Validator:
     return validate
 
 
+def completions_record(record: dict) -> None:
+    """A record whose completions `rpt patterns` counts: a rollout (§4) or an `rpt eval --details`
+    row of reasoning mode; an ntp row of `--details` (no completions) passes and is left out."""
+    if record.get("mode") == "ntp" and "completions" not in record:
+        return
+    if "completions" not in record:
+        raise RecordError('missing field "completions" (is this the output of rpt rollout or rpt eval --details?)')
+    check_completions(record["completions"])
+    split = record.get("split")
+    if split is not None and not isinstance(split, str):
+        raise RecordError(f'field "split" must be a string, got {type(split).__name__}')
+
+
 # -- §6 evaluation report (output of rpt eval, input of rpt scaling) -----------------------------
 
 
@@ -183,6 +196,7 @@ __all__ = [
     "DOC_ONLY_FIELDS",
     "check_completions",
     "check_tokenizer_field",
+    "completions_record",
     "corpus_document",
     "evaluation_sample",
     "report",

@@ -9,6 +9,8 @@ from rpt_cli.cli import (  # noqa: F401 - registers them
     entropy,
     evaluate,
     filter,
+    holdout,
+    patterns,
     reward,
     rollout,
     scaling,
@@ -17,7 +19,7 @@ from rpt_cli.cli import (  # noqa: F401 - registers them
 from rpt_cli.cli.app import app, group_options, main
 
 # `rpt --help` lists the commands in pipeline order
-PIPELINE = ("entropy", "filter", "reward", "rollout", "train", "eval", "scaling", "curves")
+PIPELINE = ("holdout", "entropy", "filter", "reward", "rollout", "train", "eval", "scaling", "curves", "patterns")
 app.registered_commands.sort(key=lambda command: PIPELINE.index(command.name or command.callback.__name__))
 group_options(app)
 

@@ -159,6 +159,7 @@ PANELS = {
         "resume",
         "skip_bad",
         "text_field",
+        "text_template",
         "id_field",
         "dataset",
         "dataset_split",
@@ -170,6 +171,8 @@ PANELS = {
         "config",
         "runs",
         "keep_fields",
+        "name",
+        "holdout_output",
     ),
     "Model": ("model", "device", "dtype", "trust_remote_code"),
     "Prompt": ("answer", "template", "list_templates", "chat", "think_prefix", "max_prompt_tokens"),
@@ -206,6 +209,7 @@ PANELS = {
         "max_context_tokens",
         "per_doc",
         "fraction",
+        "documents",
         "entropy_top_k",
         "mode",
     ),
@@ -218,8 +222,9 @@ PANEL_OF_COMMAND = {
     ("scaling", "split"): "Plot",
     ("scaling", "mode"): "Plot",
     ("filter", "seed"): "Selection",
+    ("holdout", "seed"): "Selection",
 }
-OTHER_PANEL = {"train": "Training", "scaling": "Run folder"}
+OTHER_PANEL = {"train": "Training", "scaling": "Run folder", "patterns": "Patterns"}
 
 
 def group_options(typer_app: typer.Typer) -> None:

@@ -50,6 +50,14 @@ def entropy(
     ] = paper.ENTROPY_TOP_K,
     top_k_old: Annotated[int | None, old_name_option("--entropy-top-k", "--top-k")] = None,
     text_field: TextFieldOpt = "text",
+    text_template: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TEMPLATE",
+            help="Build each document from several fields, e.g. '{problem}\\n\\n{solution}' (\\n: a newline); the "
+            "built text is scored and written under --text-field, so the offsets index it.",
+        ),
+    ] = None,
     id_field: IdFieldOpt = "id",
     dataset: Annotated[
         str | None,
@@ -99,7 +107,14 @@ def entropy(
             raise UsageError("--entropy-top-k must be at least 1")
         if batch_tokens < 1 or window < 2:
             raise UsageError("--batch-tokens must be positive and --window at least 2")
-        validate = corpus_document(text_field, id_field)
+        template = None
+        if text_template is not None:
+            from rpt_cli.documents import TextTemplate, templated_document
+
+            template = TextTemplate.parse(text_template)
+            validate = templated_document(template, id_field)
+        else:
+            validate = corpus_document(text_field, id_field)
         stats = ReadStats()
         if dataset is not None:
             if input != STDIO:
@@ -125,6 +140,8 @@ def entropy(
             for lineno, doc in records:
                 if doc.get(id_field) is None:
                     doc[id_field] = lineno
+                if template is not None:
+                    doc[text_field] = template.fill(doc)  # what is scored, and what the offsets index
                 yield doc
 
         lm, tokenizer, resolved_device = load_model(

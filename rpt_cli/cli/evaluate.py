@@ -290,6 +290,13 @@ def eval_(
         samples = select_samples(records, split, limit)  # all read and checked before any model loads
         if not samples:
             stderr.print(f"eval: no samples{'' if split == 'all' else f' in split {split}'}: nothing to evaluate")
+        from rpt_cli.holdout import shared_documents_note
+
+        for ref in refs:
+            if ref.run is not None:
+                note = shared_documents_note(ref.run, [sample.record for sample in samples], ref.name)
+                if note:
+                    stderr.print(f"eval: note: {note}", markup=False)
         reports: list[dict] = []
         with (
             RecordWriter(details) if details else nullcontext() as detail_out,

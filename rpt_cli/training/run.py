@@ -4,6 +4,7 @@ the TRL trainer, train, and leave the output folder in a state `--resume` can al
 Output folder:
     config.yaml         the resolved settings (reads back with --config)
     run.json            what the run was started with: samples fingerprint, batch plan, versions
+    documents.json      the documents of its samples, as digests of their ids (holdout.py)
     metrics.jsonl       one line per step (see `log.RunLog`)
     batches.jsonl       one line per step: the sample ids drawn, refilled and dropped
     checkpoint-N/       Hugging Face checkpoints with optimizer state, marked complete
@@ -357,7 +358,14 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
         for note in alignment.notes():
             console.print(f"train: note: {note}", markup=False)
         samples.stats.report(console)
+        from rpt_cli.holdout import training_documents
+
+        documents = training_documents(samples.path, samples.lines)  # what rpt eval checks its samples against
+        for note in documents.notes():
+            console.print(f"train: note: {note}", markup=False)
         _prepare_folder(config, plan, samples, output, source, log, console, alignment)
+        if not output.resuming:
+            documents.write(folder)
     state.wait_for_everyone()
     from transformers import PrinterCallback, ProgressCallback
 
