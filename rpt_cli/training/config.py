@@ -410,6 +410,11 @@ def check_config(config: TrainConfig) -> None:
         "reward": tuple(REWARD_FUNCTIONS),
         "correct": CORRECTNESS_RULES,
     }
+    from rpt_cli.reward.user import import_reward, is_user_reward
+
+    if is_user_reward(config.reward):
+        choices.pop("reward")
+        import_reward(config.reward)  # a function of the user's (TRL's convention): imported now, before any model
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise UsageError(f"{option_name(key)} {getattr(config, key)}: choose one of {', '.join(allowed)}")

@@ -185,6 +185,10 @@ def build_reward(config: TrainConfig, tokenizer):
     from rpt_cli.training.trainer import PolicyProbability
 
     options: dict = {"require_think": not config.no_think, "answer": config.answer}
+    from rpt_cli.reward.user import is_user_reward, user_reward
+
+    if is_user_reward(config.reward):  # the user's function, as TRL calls it; rpt's reading of answers for metrics
+        return user_reward(config.reward, extract=get_reward_function("prefix", **options).extract), None
     probability = None
     if config.reward in NEEDS_TOKENIZER:
         options["tokenizer"] = tokenizer
