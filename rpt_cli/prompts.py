@@ -68,6 +68,9 @@ BUILTIN_TEMPLATES: dict[str, str] = {
     # the direct answer format (answers.py): the context and nothing else, so the model's
     # continuation is its guess of the next token
     "direct": CONTEXT_PLACEHOLDER,
+    # RLP's thoughts (rpt train --objective rlp, rpt eval --mode gain): the context, then the
+    # thought opened; the thought closes with </think>, after which the next token is scored
+    "thought": f"{CONTEXT_PLACEHOLDER}<think>",
 }
 
 TEMPLATE_DESCRIPTIONS: dict[str, str] = {
@@ -79,6 +82,8 @@ TEMPLATE_DESCRIPTIONS: dict[str, str] = {
     "context with the thought opened; for models too small to follow v0 (ours; use with --no-chat)",
     "direct": "the context itself, no instruction: the direct answer format (--answer direct), where the "
     "completion is the prediction (RPT without reasoning, an ablation)",
+    "thought": "the context, then <think>: the thought of the information-gain objective (--objective rlp, "
+    "eval --mode gain), closed by </think> before the next token is scored (ours)",
 }
 
 

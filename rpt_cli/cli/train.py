@@ -74,6 +74,26 @@ def train(
             ),
         ),
     ] = None,
+    objective: Annotated[
+        str | None,
+        _opt(
+            "--objective",
+            help=(
+                "What to train for: rpt (the paper's RL with the next-token reward, the default), ntp (continued "
+                "next-token training on the same samples, the paper's baseline) or rlp (RL with the information-gain "
+                "reward of thoughts, arXiv 2510.01265)."
+            ),
+        ),
+    ] = None,
+    ema_decay: Annotated[
+        float | None,
+        _opt(
+            "--ema-decay",
+            help=(
+                f"--objective rlp: decay of the EMA teacher that scores the no-thought baseline (default: {TD.ema_decay}, RLP's)."
+            ),
+        ),
+    ] = None,
     answer: Annotated[
         str | None,
         _opt(

@@ -23,6 +23,7 @@ from rpt_cli import paper
 from rpt_cli.answers import ANSWER_FORMATS, check_answer, prompt_defaults
 from rpt_cli.errors import InputError, UsageError
 from rpt_cli.models import BUILTIN_NAME
+from rpt_cli.training import objectives
 
 VLLM_MODES = ("colocate", "server")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")
@@ -71,6 +72,11 @@ class TrainConfig:
     samples: str | None = None
     output: str | None = None
     model: str = BUILTIN_NAME
+    # the training objective (objectives.py): rpt (the paper's), ntp (continued next-token
+    # training, the paper's baseline) or rlp (the information-gain reward, arXiv 2510.01265)
+    objective: str = "rpt"
+    # rlp: decay of the EMA teacher that scores the no-thought baseline
+    ema_decay: float = objectives.RLP_EMA_DECAY
     # answer format (answers.py): boxed (the paper's) or direct; direct changes the defaults of
     # template, chat and max_new_tokens (see `resolve_config`)
     answer: str = "boxed"
@@ -247,6 +253,10 @@ def resolve_config(cli: dict[str, Any], config_file: str | None = None) -> Train
         if value is not None:
             values[key] = value
     answer = values.get("answer", DEFAULTS.answer)
+    objective = values.get("objective", DEFAULTS.objective)
+    if objective == objectives.RLP:  # thoughts need their own prompt: the context, then the thought opened
+        values.setdefault("template", objectives.RLP_TEMPLATE)
+        values.setdefault("chat", False)
     if answer in ANSWER_FORMATS:  # an unknown format is refused by check_config
         # the format's own prompt settings, where neither the file nor the command line set them
         defaults = prompt_defaults(answer)
@@ -312,6 +322,12 @@ class BatchPlan:
         return self.contexts // self.processes
 
     def describe(self) -> str:
+        if self.num_generations == 1:  # --objective ntp: one sequence per context
+            return (
+                f"{self.contexts} sequences per step = micro-batch {self.micro_batch} x "
+                f"{self.gradient_accumulation_steps} accumulation steps x {self.processes} "
+                f"process{'es' if self.processes != 1 else ''}"
+            )
         return (
             f"{self.contexts} contexts x G={self.num_generations} = {self.completions} completions per step "
             f"= micro-batch {self.micro_batch} x {self.gradient_accumulation_steps} accumulation steps x "
@@ -328,7 +344,15 @@ def world_size() -> int:
 
 
 def batch_plan(config: TrainConfig, processes: int) -> BatchPlan:
-    G, contexts, micro = config.num_completions, config.contexts_per_step, config.micro_batch
+    contexts = config.contexts_per_step
+    if config.objective == objectives.NTP:
+        # one sequence per context; by default as many sequences per pass as a GRPO micro-batch
+        # holds completions (G), or fewer where the contexts per process are fewer
+        G = 1
+        micro = config.micro_batch_size or math.gcd(max(contexts // processes, 1), config.num_completions)
+    else:
+        G, micro = config.num_completions, config.micro_batch
+    unit = "sequences" if G == 1 else "completions"
     if contexts % processes:
         raise UsageError(
             f"--contexts-per-step {contexts} is not divisible by the {processes} processes: each process "
@@ -337,14 +361,14 @@ def batch_plan(config: TrainConfig, processes: int) -> BatchPlan:
     per_process = contexts // processes * G
     if micro > per_process:
         raise UsageError(
-            f"--micro-batch-size {micro} exceeds the {per_process} completions each process handles per "
+            f"--micro-batch-size {micro} exceeds the {per_process} {unit} each process handles per "
             f"step ({contexts} contexts x G={G} over {processes} process(es))"
         )
     if per_process % micro:
         raise UsageError(
-            f"batch not divisible: the {per_process} completions per process and step ({contexts} contexts "
+            f"batch not divisible: the {per_process} {unit} per process and step ({contexts} contexts "
             f"x G={G} over {processes} process(es)) do not split into micro-batches of "
-            f"--micro-batch-size {micro}; use a divisor of {per_process}, e.g. G={G}"
+            f"--micro-batch-size {micro}; use a divisor of {per_process}" + (f", e.g. G={G}" if G > 1 else "")
         )
     return BatchPlan(contexts, G, processes, micro, per_process // micro)
 
@@ -396,6 +420,9 @@ def check_config(config: TrainConfig) -> None:
             "completions per context, which greedy decoding cannot give"
         )
     check_sampling(config.temperature, config.top_p, config.top_k)
+    objectives.check_objective(config.objective)
+    if not 0 <= config.ema_decay < 1:
+        raise UsageError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     for key in ("adam_beta1", "adam_beta2"):
         if not 0 <= getattr(config, key) < 1:
             raise UsageError(f"{option_name(key)} must be in [0, 1), got {getattr(config, key)}")

@@ -29,6 +29,8 @@ class RunLog:
     loss, grad_norm, step_time_s, tokens_per_s (generated tokens per second of step time),
     generated_tokens, prompt_tokens, trained_tokens, extra_forward_passes, groups_generated,
     sampling_rounds, flops (cumulative estimate, `trainer.step_flops`), epoch (passes over the samples).
+    With --objective ntp: step, loss, learning_rate, grad_norm, trained_tokens, step_time_s,
+    tokens_per_s (trained tokens per second), flops (6N per trained token), epoch.
     """
 
     def __init__(self, folder: Path, max_steps: int, console, *, show_truncated: bool = True):
@@ -66,6 +68,12 @@ class RunLog:
 
     def progress_line(self, m: dict) -> str:
         remaining = (self.max_steps - m["step"]) * self.session_seconds / max(self.session_steps, 1)
+        if "reward_mean" not in m:  # --objective ntp: a loss, no completions
+            lr = f"{m['learning_rate']:.2g}" if m["learning_rate"] is not None else "-"
+            return (
+                f"train: step {m['step']}/{self.max_steps} | loss {m['loss']:.4f} | {m['trained_tokens']} tokens | "
+                f"lr {lr} | {m['step_time_s']:.1f} s, {m['tokens_per_s']:.0f} tok/s | eta {_format_duration(remaining)}"
+            )
         zero = f"{m['zero_variance_share_before']:.0%}"
         if m["sampling_rounds"] > 1 or m["zero_variance_share_after"] != m["zero_variance_share_before"]:
             zero += f"->{m['zero_variance_share_after']:.0%}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rpt_cli.errors import InputError, UsageError
+from rpt_cli.training import objectives
 from rpt_cli.training.checkpoints import (
     FINAL,
     completed_step,
@@ -221,7 +222,12 @@ def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, O
     """Every check that needs no model: settings, batch plan, samples file, output folder."""
     check_config(config)
     processes = world_size()
-    if processes > 1 and config.reward in ("dense", "conditional-dense"):
+    if processes > 1 and config.objective == objectives.RLP:
+        raise UsageError(
+            "--objective rlp scores thoughts with the policy and keeps an EMA copy of it, which is supported "
+            "on one process only; use --objective rpt or ntp with several processes"
+        )
+    if processes > 1 and config.objective == objectives.RPT and config.reward in ("dense", "conditional-dense"):
         raise UsageError(
             f"--reward {config.reward} scores with the policy itself, which is supported on one process "
             "only; use prefix or first-token with several processes"
@@ -287,20 +293,26 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     samples, alignment = align_samples(
         samples, PolicyTokenizer(tokenizer, display_name(config.model), config.model), skip_bad=config.skip_bad
     )
-    builder = prompt_builder(
-        tokenizer,
-        PromptSettings(
-            template=load_template(config.template),
-            chat=config.chat,
-            think_prefix=config.think_prefix,
-            max_prompt_tokens=config.max_prompt_tokens,
-            answer=config.answer,
-        ),
-    )
+    builder = None  # --objective ntp trains on the samples' text: no prompts
+    if config.objective != objectives.NTP:
+        builder = prompt_builder(
+            tokenizer,
+            PromptSettings(
+                template=load_template(config.template),
+                chat=config.chat,
+                think_prefix=config.think_prefix,
+                max_prompt_tokens=config.max_prompt_tokens,
+                answer=config.answer,
+            ),
+        )
     import datasets
 
-    dataset = datasets.Dataset.from_list(build_rows(samples, builder))
-    args = grpo_args(config, plan, folder)
+    if config.objective == objectives.NTP:
+        from rpt_cli.training.ntp import sft_args
+
+        args = sft_args(config, plan, folder)
+    else:
+        args = grpo_args(config, plan, folder)
     state = args.distributed_state
     state.wait_for_everyone()  # every process has checked the folder before the first one writes to it
     log = None
@@ -311,26 +323,53 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
         samples.stats.report(console)
         _prepare_folder(config, plan, samples, output, source, log, console, alignment)
     state.wait_for_everyone()
-    reward_fn, probability = build_reward(config, tokenizer)
     from transformers import PrinterCallback, ProgressCallback
 
-    from rpt_cli.training.trainer import RPTTrainer
+    order = DataOrder(len(samples), config.contexts_per_step, config.seed)
+    probability = None
+    if config.objective == objectives.NTP:
+        from rpt_cli.training.ntp import NTPTrainer, ntp_rows
 
-    trainer = RPTTrainer(
-        model=source,
-        reward_funcs=[reward_fn],
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        data_order=DataOrder(len(samples), config.contexts_per_step, config.seed),
-        dynamic_sampling_from_step=config.dynamic_sampling_from_step,
-        dynamic_sampling_max_rounds=config.dynamic_sampling_max_rounds,
-        extract=getattr(reward_fn, "extract", None),
-        run_log=log,
-        flops_start=flops_at(output.resume_from),
-        save_total_limit=config.save_total_limit,
-        prompt_encoder=builder.encode,
-    )
+        trainer = NTPTrainer(
+            model=source,
+            args=args,
+            train_dataset=datasets.Dataset.from_list(ntp_rows(samples, tokenizer, config.max_prompt_tokens)),
+            processing_class=tokenizer,
+            data_order=order,
+            sample_ids=[row["id"] for row in samples.rows],
+            run_log=log,
+            flops_start=flops_at(output.resume_from),
+            save_total_limit=config.save_total_limit,
+        )
+    else:
+        common = dict(
+            model=source,
+            args=args,
+            train_dataset=datasets.Dataset.from_list(build_rows(samples, builder)),
+            processing_class=tokenizer,
+            data_order=order,
+            dynamic_sampling_from_step=config.dynamic_sampling_from_step,
+            dynamic_sampling_max_rounds=config.dynamic_sampling_max_rounds,
+            run_log=log,
+            flops_start=flops_at(output.resume_from),
+            save_total_limit=config.save_total_limit,
+            prompt_encoder=builder.encode,
+        )
+        if config.objective == objectives.RLP:
+            from rpt_cli.training.rlp import EmaTeacher, InformationGain, InformationGainReward
+            from rpt_cli.training.trainer import RLPTrainer
+
+            reward = InformationGainReward(
+                InformationGain(tokenizer, builder, max_context_tokens=config.max_prompt_tokens),
+                EmaTeacher(config.ema_decay),
+                resume_from=output.resume_from,
+            )
+            trainer = RLPTrainer(reward_funcs=[reward], rlp_reward=reward, **common)
+        else:
+            from rpt_cli.training.trainer import RPTTrainer
+
+            reward_fn, probability = build_reward(config, tokenizer)
+            trainer = RPTTrainer(reward_funcs=[reward_fn], extract=getattr(reward_fn, "extract", None), **common)
     for callback in (PrinterCallback, ProgressCallback):  # stdout is for data; RunLog reports progress
         trainer.remove_callback(callback)
     if probability is not None:
@@ -364,6 +403,7 @@ def _prepare_folder(config, plan, samples, output, source, log: RunLog, console,
                 "samples": os.path.abspath(samples.path),
                 "samples_sha256": samples.sha256,
                 "samples_count": len(samples),
+                "objective": config.objective,
                 "tokenizer": alignment.as_fields(),
                 "model": display_name(config.model),
                 "model_source": source,
@@ -388,14 +428,22 @@ def _announce(console, config, plan, samples, output, trainer, seconds) -> None:
         else "new run"
     )
     dynamic = f"from step {config.dynamic_sampling_from_step}" if config.dynamic_sampling_from_step else "off"
+    what = {
+        objectives.RPT: f"reward {config.reward}, {config.answer} answers; dynamic sampling {dynamic}",
+        objectives.NTP: "objective ntp (continued next-token training)",
+        objectives.RLP: f"objective rlp (information gain, EMA decay {config.ema_decay:g}); dynamic sampling {dynamic}",
+    }[config.objective]
     console.print(
         f"train: {len(samples):,} samples; {plan.describe()}; {config.max_steps} steps; "
-        f"{trainer.rpt_parameters / 1e6:,.1f}M parameters; reward {config.reward}, {config.answer} answers; "
-        f"dynamic sampling {dynamic}; {where}; ready in {seconds:.0f} s",
+        f"{trainer.rpt_parameters / 1e6:,.1f}M parameters; {what}; {where}; ready in {seconds:.0f} s",
         markup=False,
     )
     positions = getattr(trainer.model.config, "max_position_embeddings", None)
-    if positions and config.max_prompt_tokens + config.max_new_tokens > positions:
+    if (
+        positions
+        and config.objective != objectives.NTP
+        and config.max_prompt_tokens + config.max_new_tokens > positions
+    ):
         console.print(
             f"train: note: --max-prompt-tokens {config.max_prompt_tokens} + --max-new-tokens "
             f"{config.max_new_tokens} exceed the model's {positions} positions: long prompts and "

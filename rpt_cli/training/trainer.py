@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from rpt_cli.generation.base import stop_token_ids
@@ -127,7 +128,41 @@ class PolicyProbability:
         return self._scorer(pairs)
 
 
-class RPTTrainer(GRPOTrainer):
+class RunCheckpoints:
+    """What every objective's trainer does when it saves: a generation-ready config for the model,
+    the objective's own state (`_save_extras`), then a completion marker once every process has
+    written its part, then rotation (`rpt_save_total_limit`)."""
+
+    rpt_save_total_limit: int | None = None
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        # Trainer turns the KV cache off for training (use_cache=False in the config); the saved
+        # model is for generation, where a cache-less config would make every token cost a full pass
+        config = self.accelerator.unwrap_model(self.model).config
+        before = getattr(config, "use_cache", None)
+        config.use_cache = True
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            config.use_cache = before
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        # every process has written its shards (DeepSpeed, FSDP) before the checkpoint counts
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            run_dir = Path(self._get_output_dir(trial=trial))
+            folder = run_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            self._save_extras(folder)
+            mark_complete(folder, self.state.global_step)
+            rotate_checkpoints(run_dir, self.rpt_save_total_limit, keep=folder)
+        self.accelerator.wait_for_everyone()
+
+    def _save_extras(self, folder: Path) -> None:
+        """State of the objective a checkpoint needs besides TRL's (main process; none here)."""
+
+
+class RPTTrainer(RunCheckpoints, GRPOTrainer):
     def __init__(
         self,
         *args,
@@ -241,6 +276,7 @@ class RPTTrainer(GRPOTrainer):
             record.train_on(first, list(range(n)), G)
         else:
             batch = self._refill(batch, first, record)
+        batch = self._mask_untrained(batch)
         loss_mask = (
             batch["completion_mask"]
             if batch.get("tool_mask") is None
@@ -249,6 +285,10 @@ class RPTTrainer(GRPOTrainer):
         record.trained_tokens = int(batch["prompt_mask"].sum()) + int(batch["completion_mask"].sum())
         batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
         self._rpt_pending = self._summarize(record)
+        return batch
+
+    def _mask_untrained(self, batch: dict) -> dict:
+        """The batch with completion tokens the loss must not reach masked out (none here)."""
         return batch
 
     def _refill(self, batch: dict, first: Round, record: StepRecord) -> dict:
@@ -420,27 +460,54 @@ class RPTTrainer(GRPOTrainer):
                 "signal; they stay in the batch with zero advantage"
             )
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        # Trainer turns the KV cache off for training (use_cache=False in the config); the saved
-        # model is for generation, where a cache-less config would make every token cost a full pass
-        config = self.accelerator.unwrap_model(self.model).config
-        before = getattr(config, "use_cache", None)
-        config.use_cache = True
-        try:
-            super().save_model(output_dir, _internal_call)
-        finally:
-            config.use_cache = before
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        # every process has written its shards (DeepSpeed, FSDP) before the checkpoint counts
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            run_dir = Path(self._get_output_dir(trial=trial))
-            folder = run_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-            mark_complete(folder, self.state.global_step)
-            rotate_checkpoints(run_dir, self.rpt_save_total_limit, keep=folder)
-        self.accelerator.wait_for_everyone()
+class EmaUpdate(TrainerCallback):
+    """Moves the EMA teacher toward the policy after every optimizer step."""
+
+    def __init__(self, teacher, trainer):
+        self.teacher, self.trainer = teacher, trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.teacher.update(self.trainer.accelerator.unwrap_model(self.trainer.model))
 
 
-__all__ = ["PolicyProbability", "RPTTrainer", "Round", "StepRecord", "step_flops"]
+class RLPTrainer(RPTTrainer):
+    """`--objective rlp`: GRPO with the information-gain reward (rlp.py). The completions are
+    thoughts; what a completion generates after its thought closes is masked out of the loss, so
+    the gradient reaches the policy through thought tokens only (the prompt is never in the loss,
+    and the scored next token is not part of the completion). The EMA teacher is updated after
+    every optimizer step and saved with every checkpoint."""
+
+    def __init__(self, *args, rlp_reward, **kwargs):
+        self.rlp_reward = rlp_reward
+        super().__init__(*args, **kwargs)
+        rlp_reward.bind(self)
+        # the reward's forward pass over every prompt + thought + next token, without gradients
+        # (the teacher's pass over each context alone, 1/G of it, is left out of the estimate)
+        self.rpt_extra_passes += 1
+        rlp_reward.gain.splitter.stop_ids = frozenset({*self.eos_token_ids, self._tokenizer.pad_token_id})
+        self.add_callback(EmaUpdate(rlp_reward.teacher, self))
+
+    def _mask_untrained(self, batch: dict) -> dict:
+        splitter = self.rlp_reward.gain.splitter
+        mask = batch["completion_mask"].clone()
+        for row, (ids, row_mask) in enumerate(zip(batch["completion_ids"].tolist(), mask.tolist())):
+            length, _ = splitter.split([i for i, m in zip(ids, row_mask) if m])
+            mask[row, length:] = 0
+        batch["completion_mask"] = mask
+        return batch
+
+    def _save_extras(self, folder: Path) -> None:
+        self.rlp_reward.teacher.save(folder)
+
+
+__all__ = [
+    "EmaUpdate",
+    "PolicyProbability",
+    "RLPTrainer",
+    "RPTTrainer",
+    "RunCheckpoints",
+    "Round",
+    "StepRecord",
+    "step_flops",
+]
