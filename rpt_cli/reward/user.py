@@ -31,7 +31,9 @@ def split_path(path: str) -> tuple[str, str]:
     """(module, function) of `module.sub:function` or `module.sub.function`."""
     module, sep, attribute = path.partition(":") if ":" in path else path.rpartition(".")
     if not sep or not module or not attribute or ":" in attribute:
-        raise UsageError(f"--reward {path}: expected a registry name or a function as module:function or module.function")
+        raise UsageError(
+            f"--reward {path}: expected a registry name or a function as module:function or module.function"
+        )
     return module, attribute
 
 
