@@ -21,6 +21,8 @@ from rpt_cli.errors import RecordError, UsageError
 
 # the file TRL's `load_dataset(DATA)` takes as the train split of a local folder
 TRAIN_FILE = "train.jsonl"
+# how the recipe takes the reward (an environment variable of run.sh), for messages
+REWARD_OPTION = "RLVR_REWARD"
 
 
 def validate_question(record: dict) -> None:
@@ -53,7 +55,14 @@ def check_questions(data: str) -> int:
         raise UsageError(f"{data}: no such folder (DATA is a folder holding {TRAIN_FILE})")
     if not path.is_file():
         raise UsageError(f"{path}: no such file (DATA is a folder holding {TRAIN_FILE})")
-    count = sum(1 for _ in read_records(str(path), validate_question))
+    count, first_kind = 0, None
+    for lineno, record in read_records(str(path), validate_question, with_lines=True):
+        # one column, one type: `datasets` cannot hold text prompts and chat prompts side by side
+        kind = "chat messages" if isinstance(record["prompt"], list) else "text"
+        first_kind = first_kind or kind
+        if kind != first_kind:
+            raise InputError(str(path), lineno, f'field "prompt" is {kind}, but earlier records\' are {first_kind}')
+        count += 1
     if count == 0:
         raise InputError(str(path), None, "no question records")
     return count
@@ -63,8 +72,8 @@ def trl_reward_path(path: str) -> str:
     """The reward as `trl grpo --reward_funcs` names it (`module.function`), once it imports."""
     from rpt_cli.reward.user import import_reward, split_path
 
-    import_reward(path)
-    module, function = split_path(path)
+    import_reward(path, REWARD_OPTION)
+    module, function = split_path(path, REWARD_OPTION)
     return f"{module}.{function}"
 
 

@@ -27,20 +27,18 @@ def is_user_reward(name: str) -> bool:
     return name not in REWARD_FUNCTIONS and (":" in name or "." in name)
 
 
-def split_path(path: str) -> tuple[str, str]:
+def split_path(path: str, option: str = "--reward") -> tuple[str, str]:
     """(module, function) of `module.sub:function` or `module.sub.function`."""
     module, sep, attribute = path.partition(":") if ":" in path else path.rpartition(".")
     if not sep or not module or not attribute or ":" in attribute:
-        raise UsageError(
-            f"--reward {path}: expected a registry name or a function as module:function or module.function"
-        )
+        raise UsageError(f"{option} {path}: expected a function as module:function or module.function")
     return module, attribute
 
 
-def import_reward(path: str) -> Callable:
+def import_reward(path: str, option: str = "--reward") -> Callable:
     """The function a dotted path names, importable from the working directory or PYTHONPATH;
     a one-line UsageError when it is not there, not callable, or its module fails to import."""
-    module_name, attribute = split_path(path)
+    module_name, attribute = split_path(path, option)
     # `rpt` run as a console script does not put the working directory on sys.path, as
     # `python -m` does; TRL's scripts add it too. Last, so it shadows no installed package.
     if os.getcwd() not in sys.path:
@@ -49,16 +47,16 @@ def import_reward(path: str) -> Callable:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise UsageError(
-            f"--reward {path}: cannot import module {module_name!r} ({exc}); it must be importable from "
+            f"{option} {path}: cannot import module {module_name!r} ({exc}); it must be importable from "
             "the working directory or PYTHONPATH"
         ) from None
     except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: say so in one line
-        raise UsageError(f"--reward {path}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+        raise UsageError(f"{option} {path}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     function = getattr(module, attribute, None)
     if function is None:
-        raise UsageError(f"--reward {path}: module {module_name!r} has no {attribute!r}")
+        raise UsageError(f"{option} {path}: module {module_name!r} has no {attribute!r}")
     if not callable(function):
-        raise UsageError(f"--reward {path}: {attribute!r} is not callable (a {type(function).__name__})")
+        raise UsageError(f"{option} {path}: {attribute!r} is not callable (a {type(function).__name__})")
     return function
 
 
