@@ -68,7 +68,7 @@ def math_verify_reward(completion: str, answer: str) -> float:
         ("So the sum is \\boxed{0.5}.", "\\frac{1}{2}", 1.0),  # equal as numbers, not as text
         ("<think>maybe \\boxed{3}?</think> no: \\boxed{2}", "3", 0.0),  # a guess while thinking does not count
         ("<think>2 or 3</think> The answer is \\boxed{3}.", "3", 1.0),
-        ("The answer is $x^2 + 2x + 1$.", "(x+1)^2", 1.0),  # the last LaTeX expression, no \\boxed{}
+        ("The answer is $x^2 + 2x + 1$.", "(x+1)^2", 1.0),  # the last LaTeX expression, no \boxed{}
         ("I do not know.", "42", 0.0),
     ],
 )
