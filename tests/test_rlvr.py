@@ -178,3 +178,30 @@ def test_a_missing_model_or_data_folder_stops_the_recipe(tmp_path):
     assert done.returncode == 2 and "no-model" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     done = run_recipe(str(tmp_path / "no-model"), tmp_path / "no-data", tmp_path / "out", tmp_path)
     assert done.returncode == 2 and "no-data: no such folder" in done.stderr
+
+
+def test_held_out_questions_score_with_the_same_verifier_in_rpt_downstream(tiny_model_dir, tmp_path, monkeypatch):
+    """examples/rlvr/tasks: the recipe's test questions as an lm-eval task (the paper's Table 2 accuracy)."""
+    pytest.importorskip("lm_eval")
+    from typer.testing import CliRunner
+
+    from rpt_cli.cli import app
+
+    monkeypatch.chdir(ROOT)  # the task reads its data relative to the working directory
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    details = tmp_path / "details.jsonl"
+    args = ["downstream", "-m", str(tiny_model_dir), "--include-path", str(RECIPE / "tasks"), "-t", "rlvr_math"]
+    options = ["--chat", "--max-new-tokens", "24", "--temperature", "1.0", "--limit", "2", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, *options, "--details", str(details)])
+    assert result.exit_code == 0, result.output
+    [report] = [json.loads(line) for line in result.stdout.splitlines()]
+    rows = [json.loads(line) for line in details.read_text().splitlines()]
+    questions = [json.loads(line) for line in (RECIPE / "data" / "test.jsonl").read_text().splitlines()][:2]
+    assert [row["doc"] for row in sorted(rows, key=lambda r: r["doc_id"])] == questions
+    scores = []
+    for row in rows:
+        [[prompt, _]] = row["arguments"]
+        assert prompt.startswith("<|im_start|>user\n" + row["doc"]["prompt"][-1]["content"])
+        scores.append(math_verify_reward(row["filtered_resps"][0], row["doc"]["answer"]))
+        assert row["acc"] == scores[-1]
+    assert report["n"] == 2 and report["metrics"]["acc,none"] == pytest.approx(sum(scores) / 2)
