@@ -26,7 +26,7 @@ DOWNSTREAM_EXAMPLES = (
     "rpt downstream --model smollm2-135m --model runs/demo --task arc_easy --limit 100\n\n"
     "  rpt downstream -m runs/rpt1 --task mmlu_pro --chat --think-end '</think>' --max-new-tokens 32768 "
     "--temperature 0.6 --top-p 0.95 --contexts-per-call auto -o mmlu_pro.jsonl\n\n"
-    "  rpt downstream -m runs/demo/checkpoint-100 --include-path my_tasks --task my_quiz --details per_doc.jsonl"
+    "  rpt downstream -m runs/demo/checkpoint-100 --include-path examples/downstream --task rpt_quiz --details per_doc.jsonl"
 )
 
 
