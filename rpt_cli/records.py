@@ -170,8 +170,8 @@ def is_number(value) -> bool:
 def report(record: dict) -> None:
     if not isinstance(record.get("splits"), dict):
         raise RecordError('missing field "splits" (is this a report of rpt eval?)')
-    if record.get("mode") not in ("ntp", "reasoning"):
-        raise RecordError('field "mode" must be ntp or reasoning (is this a report of rpt eval?)')
+    if record.get("mode") not in ("ntp", "reasoning", "gain"):
+        raise RecordError('field "mode" must be ntp, reasoning or gain (is this a report of rpt eval?)')
     for name, entry in record["splits"].items():
         if not isinstance(entry, dict) or not (entry.get("accuracy") is None or is_number(entry.get("accuracy"))):
             raise RecordError(f'"splits.{name}.accuracy" must be a number or null')

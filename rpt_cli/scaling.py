@@ -177,7 +177,10 @@ def points_from_reports(
     `flops`, or with `flops_by_step` the compute logged at its `step`. Reports of another mode than
     `mode` are left out; without `mode`, all reports must share one. Reasoning reports must share
     one answer format (None for ntp)."""
-    kept: list[tuple[int, dict]] = [(lineno, r) for lineno, r in numbered if mode is None or r["mode"] == mode]
+    # gain reports measure information gain, not accuracy against compute: never fitted
+    kept: list[tuple[int, dict]] = [
+        (lineno, r) for lineno, r in numbered if r["mode"] != "gain" and (mode is None or r["mode"] == mode)
+    ]
     modes = sorted({r["mode"] for _, r in kept})
     if len(modes) > 1:
         raise UsageError(f"{source}: the reports hold modes {' and '.join(modes)}; choose one with --mode")

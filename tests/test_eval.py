@@ -181,13 +181,13 @@ def test_summary_of_k_completions_gives_mean_accuracy_and_pass_at_k():
         Outcome(accuracy=0.0, solved=False),
         Outcome(accuracy=1.0, solved=True, reward=1.0, no_prediction=0.5),
     ]
-    entry = summarize(outcomes, reasoning=True)
+    entry = summarize(outcomes, mode="reasoning")
     assert entry["n"] == 3
     assert entry["accuracy"] == pytest.approx(1.25 / 3)
     assert entry["pass_at_k"] == pytest.approx(2 / 3)
     assert entry["no_prediction_share"] == pytest.approx(0.5 / 3)
     assert entry["ci95"] == pytest.approx(list(wilson_interval(1.25 / 3, 3)))
-    assert summarize([], reasoning=False) == {"n": 0, "accuracy": None, "ci95": None}
+    assert summarize([], mode="ntp") == {"n": 0, "accuracy": None, "ci95": None}
 
 
 def test_split_counts_are_nested_and_follow_the_entropy_thresholds(samples_file, tiny_model_dir):
@@ -613,7 +613,7 @@ def test_a_training_run_folder_evaluates_with_no_other_option(samples_file, tiny
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--mode", "guess"], "error: --mode guess: choose ntp or reasoning"),
+        (["--mode", "guess"], "error: --mode guess: choose one of ntp, reasoning, gain"),
         (["--split", "extreme"], "error: --split extreme: choose one of easy, medium, hard, all"),
         (["--limit", "0"], "error: --limit must be at least 1"),
         (["-G", "0"], "error: --num-completions must be at least 1"),

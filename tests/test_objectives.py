@@ -355,3 +355,56 @@ def test_rlp_refuses_several_processes(tiny_model_dir, tmp_path, monkeypatch):
     )
     assert result.exit_code == 2
     assert "--objective rlp" in result.output and "one process only" in result.output
+
+
+# -- rpt eval --mode gain -----------------------------------------------------------------------
+
+
+def test_eval_gain_reports_the_mean_information_gain_per_split(tiny_model_dir, tmp_path):
+    model, tokenizer = load(tiny_model_dir)
+    samples = samples_for(tokenizer)
+    for sample, split in zip(samples, ("hard", "hard", "easy", "easy", "medium", "none")):
+        sample["split"] = split
+    path = tmp_path / "val.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in samples))
+    out, details = tmp_path / "reports.jsonl", tmp_path / "details.jsonl"
+    args = ["eval", str(path), "-m", str(tiny_model_dir), "--mode", "ntp", "--mode", "gain", "-G", "3"]
+    result = run_cli([*args, "--max-new-tokens", "6", "-o", str(out), "--details", str(details)])
+    assert result.exit_code == 0, result.output
+    ntp, gain = read_jsonl(out)
+    assert (ntp["mode"], gain["mode"]) == ("ntp", "gain")
+    rows = [row for row in read_jsonl(details) if row["mode"] == "gain"]
+    assert len(rows) == len(samples) and all(len(row["gains"]) == 3 for row in rows)
+    closer = tokenizer(THOUGHT_CLOSE, add_special_tokens=False)["input_ids"]
+    for sample, row in zip(samples, rows):
+        # each gain by hand: the prompt, the thought (closed), then the true next token, against
+        # the context alone, both under the model evaluated
+        full = sample["context"] + sample["target"]
+        encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        position = [a for a, _ in encoded["offset_mapping"]].index(len(sample["context"]))
+        target_id, context_ids = encoded["input_ids"][position], encoded["input_ids"][:position]
+        without = hand_logprob(model, context_ids, target_id)
+        prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        assert row["prompt"] == sample["context"] + "<think>"
+        for completion, value in zip(row["completions"], row["gains"]):
+            ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+            k = next((k for k in range(1, len(ids) + 1) if THOUGHT_CLOSE in tokenizer.decode(ids[:k])), None)
+            thought = ids[:k] if k is not None else ids + closer
+            expected = hand_logprob(model, prompt_ids + thought, target_id) - without
+            assert value == pytest.approx(expected, abs=2e-4)
+        assert row["info_gain"] == pytest.approx(sum(row["gains"]) / 3)
+        assert row["accuracy"] == pytest.approx(sum(g > 0 for g in row["gains"]) / 3)
+    # the report: mean gain and positive share overall and per nested split, with a normal interval
+    means = [row["info_gain"] for row in rows]
+    assert gain["info_gain"] == pytest.approx(sum(means) / len(means))
+    assert gain["accuracy"] == pytest.approx(sum(row["accuracy"] for row in rows) / len(rows))
+    low, high = gain["info_gain_ci95"]
+    assert low < gain["info_gain"] < high
+    labels = [row["split"] for row in rows]
+    hard = [m for m, label in zip(means, labels) if label == "hard"]
+    medium = [m for m, label in zip(means, labels) if label in ("hard", "medium")]
+    assert gain["splits"]["hard"]["info_gain"] == pytest.approx(sum(hard) / len(hard))
+    assert gain["splits"]["medium"]["info_gain"] == pytest.approx(sum(medium) / len(medium))
+    assert gain["splits"]["hard"]["info_gain_n"] == 2
+    assert gain["settings"]["template"] == "thought" and gain["settings"]["k"] == 3
+    assert "gain" in result.output  # the table on stderr has the gain row

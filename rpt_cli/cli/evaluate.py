@@ -63,9 +63,11 @@ def eval_(
         list[str] | None,
         typer.Option(
             "--mode",
-            help="ntp (standard next-token: the most likely next token, no thinking) or reasoning (sampled "
+            help="ntp (standard next-token: the most likely next token, no thinking), reasoning (sampled "
             "completions in the --answer format: think, then answer in \\boxed{}; or, with --answer "
-            "direct, the sampled continuation itself); repeat for both. Default: ntp.",
+            "direct, the sampled continuation itself) or gain (RLP's information gain: k thoughts after the "
+            "context, each scored by how much it raises the log-probability of the true next token); "
+            "repeat for several. Default: ntp.",
         ),
     ] = None,
     split: Annotated[
@@ -77,7 +79,9 @@ def eval_(
     limit: Annotated[
         int | None, typer.Option(help="Use only the first N samples of the split (smoke runs).", metavar="N")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the reasoning-mode sampling (recorded in the report).")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the reasoning- and gain-mode sampling (recorded in the report).")
+    ] = 0,
     details: Annotated[
         str | None,
         typer.Option(
@@ -106,7 +110,7 @@ def eval_(
         typer.Option(
             "--num-completions",
             "-G",
-            help="reasoning: completions per context, k; accuracy is their mean, pass@k the "
+            help="reasoning, gain: completions (thoughts) per context, k; accuracy is their mean, pass@k the "
             "share of contexts with a correct one.",
         ),
     ] = 1,
@@ -130,21 +134,22 @@ def eval_(
     ] = "prefix",
     fn_old: Annotated[str | None, old_name_option("--reward", "--fn")] = None,
     temperature: Annotated[
-        float, typer.Option(help=f"reasoning: sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")
+        float, typer.Option(help=f"reasoning, gain: sampling temperature (paper: {paper.TEMPERATURE}; 0 is greedy).")
     ] = paper.TEMPERATURE,
     top_p: TopPOpt = 1.0,
     top_k: TopKOpt = 0,
     max_new_tokens: Annotated[
         int | None,
         typer.Option(
-            help="reasoning: longest completion in tokens (default: the training run's, else 8192 as in the paper; "
-            "1 with --answer direct)."
+            help="reasoning, gain: longest completion in tokens (default: the training run's, else 8192 as in the "
+            "paper; 1 with --answer direct)."
         ),
     ] = None,
     max_prompt_tokens: Annotated[
         int | None,
         typer.Option(
-            help="reasoning: longest prompt in tokens; longer contexts are cut from the left (default: the run's, else 4096)."
+            help="reasoning, gain: longest prompt in tokens; longer contexts are cut from the left (default: the run's, "
+            "else 4096)."
         ),
     ] = None,
     template: Annotated[
@@ -179,7 +184,7 @@ def eval_(
         ),
     ] = None,
     backend: BackendOpt = "auto",
-    contexts_per_call: Annotated[int, typer.Option(help="reasoning: contexts per generation call.")] = 32,
+    contexts_per_call: Annotated[int, typer.Option(help="reasoning, gain: contexts per generation call.")] = 32,
     batch_size_old: Annotated[int | None, old_name_option("--contexts-per-call", "--batch-size")] = None,
     max_batch_sequences: MaxBatchSequencesOpt = None,
     tensor_parallel_size: TensorParallelOpt = 1,
@@ -192,11 +197,11 @@ def eval_(
     skip_bad: SkipBadScoredOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
-    """Next-token accuracy per entropy split (the paper's Table 1), in standard and reasoning modes.
+    """Next-token accuracy per entropy split (the paper's Table 1), in standard and reasoning modes, and mean information gain.
 
     Reads samples (the output of rpt filter) and writes one report per model and mode to standard output: [bold]model[/], [bold]mode[/], [bold]n[/], and per split ([bold]splits[/]: easy, medium, hard, nested) n, accuracy and a 95 % Wilson interval [bold]ci95[/]. One table of all of them goes to standard error.
 
-    ntp scores the model's most likely next token with Eq. 3 (as rpt reward does); reasoning samples k chains of thought with rpt rollout's prompts and scores them with the reward registry.
+    ntp scores the model's most likely next token with Eq. 3 (as rpt reward does); reasoning samples k chains of thought with rpt rollout's prompts and scores them with the reward registry; gain samples k thoughts as rpt train --objective rlp does and reports their mean information gain ([bold]info_gain[/], nats) beside the share of thoughts with a positive gain.
     """
     with cli_errors():
         check_numbers(locals())
@@ -265,14 +270,15 @@ def eval_(
         refs = [locate_model(spec) for spec in (model or [BUILTIN_NAME])]
         for ref in refs:
             config.check_model(ref)
-            if "reasoning" in config.modes:
-                check_memory(
-                    config.contexts_per_call,
-                    config.num_completions,
-                    config.prompt_settings(ref)["max_new_tokens"],
-                    names="--contexts-per-call × -G × --max-new-tokens",
-                    override=no_memory_check,
-                )
+            for sampled in ("reasoning", "gain"):
+                if sampled in config.modes:
+                    check_memory(
+                        config.contexts_per_call,
+                        config.num_completions,
+                        config.new_tokens(ref, sampled),
+                        names="--contexts-per-call × -G × --max-new-tokens",
+                        override=no_memory_check,
+                    )
         source = source_name(input)
         read_stats = ReadStats()
         records = numbered_samples(
@@ -318,6 +324,11 @@ def eval_(
                 stderr.print(
                     f"eval: {report['model']} (direct, {settings['backend']}): {settings['max_new_tokens']} "
                     f"new token(s) per guess, {report['no_prediction_share']:.0%} empty (the model ended at once)"
+                )
+            elif report["mode"] == "gain" and settings:
+                stderr.print(
+                    f"eval: {report['model']} (gain, {settings['backend']}): {settings['truncated_share']:.0%} of "
+                    f"thoughts cut at --max-new-tokens; the baseline is the model itself"
                 )
             elif report["mode"] == "reasoning" and settings:
                 stderr.print(

@@ -18,8 +18,11 @@ from rpt_cli.evaluate.ntp import (
 from rpt_cli.evaluate.reasoning import evaluate_reasoning
 from rpt_cli.evaluate.runs import ModelRef
 from rpt_cli.evaluate.samples import (
+    GAIN,
     INTERVAL,
     MODES,
+    NTP,
+    REASONING,
     SPLIT_CHOICES,
     EvalSample,
     Outcome,
@@ -74,10 +77,10 @@ class EvalConfig:
     def check(self) -> None:
         """Refuse bad settings before any model loads (UsageError, exit 2)."""
         if not self.modes:
-            raise UsageError("--mode: give ntp, reasoning or both")
+            raise UsageError(f"--mode: give one or more of {', '.join(MODES)}")
         for mode in self.modes:
             if mode not in MODES:
-                raise UsageError(f"--mode {mode}: choose ntp or reasoning")
+                raise UsageError(f"--mode {mode}: choose one of {', '.join(MODES)}")
         if self.split not in SPLIT_CHOICES:
             raise UsageError(f"--split {self.split}: choose one of {', '.join(SPLIT_CHOICES)}")
         for name, value in (
@@ -111,7 +114,7 @@ class EvalConfig:
     def check_model(self, ref: ModelRef) -> None:
         """Refuse, before any work, a prompt template that a model's training run names but
         that cannot be loaded here."""
-        if "reasoning" in self.modes:
+        if REASONING in self.modes:
             from rpt_cli.prompts import TemplateError, load_template
 
             try:
@@ -149,6 +152,31 @@ class EvalConfig:
             ),
         }
 
+    def gain_settings(self, ref: ModelRef) -> dict:
+        """Prompt settings of gain mode: the thoughts of `rpt train --objective rlp` (the `thought`
+        template, no chat wrapping), with the limits given here, else the rlp run's, else the
+        paper's prompt limit and the boxed format's thought length."""
+        from rpt_cli.training.objectives import RLP, RLP_TEMPLATE
+
+        run = ref.run_settings if ref.run_settings.get("objective") == RLP else {}
+
+        def pick(given, key, default):
+            value = given if given is not None else run.get(key)
+            return int(value if value is not None else default)
+
+        return {
+            "template": RLP_TEMPLATE,
+            "chat": False,
+            "think_prefix": None,
+            "max_prompt_tokens": pick(self.max_prompt_tokens, "max_prompt_tokens", paper.PROMPT_TOKENS),
+            "max_new_tokens": pick(self.max_new_tokens, "max_new_tokens", paper.NEW_TOKENS),
+        }
+
+    def new_tokens(self, ref: ModelRef, mode: str) -> int:
+        """The most new tokens one completion of `mode` (reasoning or gain) may have."""
+        settings = self.gain_settings(ref) if mode == GAIN else self.prompt_settings(ref)
+        return settings["max_new_tokens"]
+
 
 @dataclass
 class Progress:
@@ -170,9 +198,9 @@ def _report(
     settings: dict,
 ) -> dict:
     # the answer format of the sampled completions (reasoning mode); ntp reads no answer
-    answer = config.prompt_settings(ref)["answer"] if mode == "reasoning" else None
+    answer = config.prompt_settings(ref)["answer"] if mode == REASONING else None
     report = {**ref.as_fields(), "mode": mode, "answer": answer}
-    report.update(split_report(samples, outcomes, config.split, reasoning=mode == "reasoning"))
+    report.update(split_report(samples, outcomes, config.split, mode=mode))
     report.update(
         {
             "interval": INTERVAL,
@@ -224,10 +252,15 @@ def evaluate_model(
     from rpt_cli.models import load_model, load_tokenizer
 
     progress = progress or Progress()
-    reasoning = "reasoning" in config.modes
-    backend_name = resolve_backend_name(config.backend) if reasoning else None
+    reasoning = REASONING in config.modes
+    samples_completions = reasoning or GAIN in config.modes
+    backend_name = resolve_backend_name(config.backend) if samples_completions else None
+    # ntp and gain score with the model itself; so do the dense rewards
     needs_loaded_model = (
-        "ntp" in config.modes or backend_name == "hf" or (reasoning and config.reward in ("dense", "conditional-dense"))
+        NTP in config.modes
+        or GAIN in config.modes
+        or backend_name == "hf"
+        or (reasoning and config.reward in ("dense", "conditional-dense"))
     )
     model = tokenizer = device = None
     if needs_loaded_model and samples:
@@ -248,8 +281,10 @@ def evaluate_model(
         started = time.perf_counter()
         if not samples:
             outcomes, details, settings = [], [], {}
-        elif mode == "ntp":
+        elif mode == NTP:
             outcomes, details, settings = _run_ntp(ref, samples, config, model, tokenizer, device, progress)
+        elif mode == GAIN:
+            outcomes, details, settings = _run_gain(ref, samples, config, backend_name, model, tokenizer, progress)
         else:
             outcomes, details, settings = _run_reasoning(
                 ref, samples, config, backend_name, model, tokenizer, device, progress
@@ -296,7 +331,7 @@ def _run_ntp(ref, samples, config, model, tokenizer, device, progress):
 
 
 def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device, progress):
-    from rpt_cli.generation import SamplingConfig, get_backend
+    from rpt_cli.generation import SamplingConfig
     from rpt_cli.generation.session import GenerationSession, PromptSettings
     from rpt_cli.prompts import TemplateError, load_template
     from rpt_cli.reward import NEEDS_MODEL, NEEDS_TOKENIZER, get_reward_function
@@ -306,24 +341,7 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
         template = load_template(prompt["template"])
     except TemplateError as exc:
         raise UsageError(str(exc)) from None
-    if backend_name == "hf":  # over the model this evaluation loaded (and keeps)
-        from rpt_cli.generation.hf_backend import HFBackend
-
-        engine = HFBackend(model, tokenizer, model_name=ref.name, max_batch_sequences=config.max_batch_sequences)
-    else:
-        if progress.on_start:
-            progress.on_start(f"starting vLLM for {ref.name}")
-        engine = get_backend(
-            backend_name,
-            ref.source,
-            dtype=config.dtype,
-            trust_remote_code=config.trust_remote_code,
-            seed=config.seed,
-            tensor_parallel_size=config.tensor_parallel_size,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            max_model_len=config.max_model_len,
-            enforce_eager=config.enforce_eager,
-        )
+    engine = _open_engine(ref, config, backend_name, model, tokenizer, progress)
     settings_of_prompt = PromptSettings(
         template=template,
         chat=prompt["chat"],
@@ -373,6 +391,88 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
             engine,
             session.builder,
             reward_fn,
+            k=config.num_completions,
+            sampling=sampling,
+            chunk_contexts=config.contexts_per_call,
+            metadata=metadata,
+            on_chunk=show,
+        )
+    settings["truncated_share"] = sum(o.truncated for o in outcomes) / len(outcomes)
+    return outcomes, details, settings
+
+
+def _open_engine(ref, config, backend_name, model, tokenizer, progress):
+    """The generation engine of reasoning and gain modes: hf over the model this evaluation loaded
+    (and keeps), or a vLLM engine of its own."""
+    if backend_name == "hf":
+        from rpt_cli.generation.hf_backend import HFBackend
+
+        return HFBackend(model, tokenizer, model_name=ref.name, max_batch_sequences=config.max_batch_sequences)
+    from rpt_cli.generation import get_backend
+
+    if progress.on_start:
+        progress.on_start(f"starting vLLM for {ref.name}")
+    return get_backend(
+        backend_name,
+        ref.source,
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        seed=config.seed,
+        tensor_parallel_size=config.tensor_parallel_size,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_model_len=config.max_model_len,
+        enforce_eager=config.enforce_eager,
+    )
+
+
+def _run_gain(ref, samples, config, backend_name, model, tokenizer, progress):
+    from rpt_cli.evaluate.gain import evaluate_gain
+    from rpt_cli.generation import SamplingConfig
+    from rpt_cli.generation.session import GenerationSession, PromptSettings
+    from rpt_cli.prompts import load_template
+    from rpt_cli.training.rlp import InformationGain
+
+    prompt = config.gain_settings(ref)
+    template = load_template(prompt["template"])
+    engine = _open_engine(ref, config, backend_name, model, tokenizer, progress)
+    settings_of_prompt = PromptSettings(
+        template=template, chat=False, think_prefix=None, max_prompt_tokens=prompt["max_prompt_tokens"]
+    )
+    with GenerationSession(engine, settings_of_prompt, owns_engine=backend_name != "hf") as session:
+        gain = InformationGain(tokenizer, session.builder, max_context_tokens=prompt["max_prompt_tokens"])
+        sampling = SamplingConfig(
+            max_new_tokens=prompt["max_new_tokens"],
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=config.top_k,
+            seed=config.seed,
+        )
+        settings = {
+            "backend": engine.name,
+            "k": config.num_completions,
+            "template": template.name,
+            "chat": False,
+            "baseline": "the model itself (no EMA teacher outside training)",
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "top_k": config.top_k,
+            "max_new_tokens": prompt["max_new_tokens"],
+            "max_prompt_tokens": prompt["max_prompt_tokens"],
+        }
+        if progress.on_start:
+            progress.on_start(f"{ref.name} (gain)")
+
+        def show(done: int) -> None:
+            if progress.on_count:
+                progress.on_count(f"{ref.name} (gain): {done:,}/{len(samples):,} contexts")
+
+        metadata = {"model": ref.name, **settings, "n": config.num_completions, "seed": config.seed}
+        outcomes, details = evaluate_gain(
+            samples,
+            engine,
+            session.builder,
+            gain,
+            model,
             k=config.num_completions,
             sampling=sampling,
             chunk_contexts=config.contexts_per_call,

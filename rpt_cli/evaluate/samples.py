@@ -1,5 +1,5 @@
 """Evaluation samples: reading and selecting them, their splits, and the statistics of a split
-(accuracy, Wilson interval)."""
+(accuracy, Wilson interval; mean information gain and its normal interval in gain mode)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from rpt_cli.filter import SPLIT_NAMES, in_split, split_label
 from rpt_cli.jsonl import ReadStats
 from rpt_cli.reward import Sample, make_sample, sample_of
 
-MODES = ("ntp", "reasoning")
+NTP, REASONING, GAIN = "ntp", "reasoning", "gain"
+MODES = (NTP, REASONING, GAIN)
 SPLIT_CHOICES = (*SPLIT_NAMES, "all")
 # 97.5th percentile of the standard normal: the z of a two-sided 95 % interval
 Z95 = 1.959963984540054
@@ -124,41 +125,62 @@ def wilson_interval(accuracy: float, n: int, z: float = Z95) -> tuple[float, flo
 @dataclass(frozen=True)
 class Outcome:
     """How one model did on one sample. ntp: accuracy 0 or 1. reasoning: the share of the k
-    completions that are correct (by the reward function's rule), `solved` when any is."""
+    completions that are correct (by the reward function's rule), `solved` when any is. gain: the
+    share of the k thoughts whose information gain is positive, `gain` their mean (None when the
+    sample's next token could not be placed in the model's tokens)."""
 
     accuracy: float
     solved: bool
     reward: float = 0.0
     no_prediction: float = 0.0
     truncated: float = 0.0
+    gain: float | None = None
 
 
-def summarize(outcomes: Sequence[Outcome], *, reasoning: bool) -> dict:
-    """One split's entry of the report: n, accuracy, ci95 (and pass@k figures in reasoning mode)."""
+def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float] | None:
+    """The normal-approximation 95 % interval of a mean (sample standard deviation); None below
+    two values, where no spread can be estimated."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = z * spread / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def summarize(outcomes: Sequence[Outcome], *, mode: str = NTP) -> dict:
+    """One split's entry of the report: n, accuracy, ci95, plus pass@k figures in reasoning mode
+    and the mean information gain (nats per next token) in gain mode."""
     n = len(outcomes)
-    if n == 0:
-        entry: dict = {"n": 0, "accuracy": None, "ci95": None}
-        if reasoning:
-            entry.update(pass_at_k=None, pass_at_k_ci95=None, mean_reward=None, no_prediction_share=None)
-        return entry
-    accuracy = sum(o.accuracy for o in outcomes) / n
-    entry = {"n": n, "accuracy": accuracy, "ci95": list(wilson_interval(accuracy, n))}
-    if reasoning:
-        solved = sum(o.solved for o in outcomes) / n
+    entry: dict = {"n": n, "accuracy": None, "ci95": None}
+    if n:
+        accuracy = sum(o.accuracy for o in outcomes) / n
+        entry.update(accuracy=accuracy, ci95=list(wilson_interval(accuracy, n)))
+    if mode == REASONING:
+        solved = sum(o.solved for o in outcomes) / n if n else None
         entry.update(
             pass_at_k=solved,
-            pass_at_k_ci95=list(wilson_interval(solved, n)),
-            mean_reward=sum(o.reward for o in outcomes) / n,
-            no_prediction_share=sum(o.no_prediction for o in outcomes) / n,
+            pass_at_k_ci95=list(wilson_interval(solved, n)) if n else None,
+            mean_reward=sum(o.reward for o in outcomes) / n if n else None,
+            no_prediction_share=sum(o.no_prediction for o in outcomes) / n if n else None,
+        )
+    elif mode == GAIN:
+        gains = [o.gain for o in outcomes if o.gain is not None]
+        interval = mean_interval(gains)
+        entry.update(
+            info_gain=sum(gains) / len(gains) if gains else None,
+            info_gain_ci95=list(interval) if interval else None,
+            info_gain_n=len(gains),
         )
     return entry
 
 
-def split_report(samples: Sequence[EvalSample], outcomes: Sequence[Outcome], split: str, *, reasoning: bool) -> dict:
-    """The `n`, overall accuracy and per-split entries of a report (records.md §6)."""
-    report = {"n": len(samples), **{k: v for k, v in summarize(outcomes, reasoning=reasoning).items() if k != "n"}}
+def split_report(samples: Sequence[EvalSample], outcomes: Sequence[Outcome], split: str, *, mode: str = NTP) -> dict:
+    """The `n`, overall figures and per-split entries of a report (records.md §6)."""
+    report = {"n": len(samples), **{k: v for k, v in summarize(outcomes, mode=mode).items() if k != "n"}}
     report["splits"] = {
-        name: summarize([o for s, o in zip(samples, outcomes) if in_split(s.label, name)], reasoning=reasoning)
+        name: summarize([o for s, o in zip(samples, outcomes) if in_split(s.label, name)], mode=mode)
         for name in report_splits(split)
     }
     return report

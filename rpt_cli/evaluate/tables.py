@@ -21,6 +21,16 @@ def _percent_cell(entry: dict, *, k: int | None) -> str:
     return cell
 
 
+def _gain_cell(entry: dict) -> str:
+    if entry.get("info_gain") is None:
+        return "-"
+    cell = f"{entry['info_gain']:+.3f}"
+    if entry.get("info_gain_ci95"):
+        low, high = entry["info_gain_ci95"]
+        cell += f"\n[dim]{low:+.3f}–{high:+.3f}[/]"
+    return cell + f"\n{100 * entry['accuracy']:.0f}% > 0"
+
+
 def mode_label(report: dict) -> str:
     """ntp, reasoning (the boxed format) or direct (sampled guesses without reasoning)."""
     if report["mode"] == "reasoning" and report.get("answer") == DIRECT:
@@ -30,7 +40,8 @@ def mode_label(report: dict) -> str:
 
 def report_table(reports: Sequence[dict]):
     """One rich table for all reports: a row per model and mode, a column per split (accuracy in
-    %, its 95 % Wilson interval below it, and pass@k in reasoning mode with k > 1)."""
+    %, its 95 % Wilson interval below it, and pass@k in reasoning mode with k > 1; in gain mode
+    the mean information gain, its interval and the share of thoughts with a positive gain)."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -38,15 +49,23 @@ def report_table(reports: Sequence[dict]):
     for report in reports:
         splits += [name for name in report["splits"] if name not in splits]
     first = reports[0] if reports else {"splits": {}, "n": 0}
-    table = Table(title="Next-token accuracy (%) per entropy split, 95 % Wilson interval", title_justify="left")
+    title = "Next-token accuracy (%) per entropy split, 95 % Wilson interval"
+    if any(report["mode"] == "gain" for report in reports):
+        title += "; gain: mean information gain (nats), 95 % interval, share of thoughts with a positive gain"
+    table = Table(title=title, title_justify="left")
     table.add_column("model")
     table.add_column("mode")
     for name in splits:
         table.add_column(f"{name}\nn={first['splits'].get(name, {}).get('n', 0):,}", justify="right")
     table.add_column(f"all\nn={first['n']:,}", justify="right")
     for report in reports:
-        k = report.get("settings", {}).get("k") if report["mode"] == "reasoning" else None
+        k = report.get("settings", {}).get("k") if report["mode"] != "ntp" else None
         mode = mode_label(report) + (f"\nk={k}" if k and k > 1 else "")
-        cells = [_percent_cell(report["splits"].get(name, {}), k=k) for name in splits]
-        table.add_row(escape(str(report["model"])), mode, *cells, _percent_cell(report, k=k))
+        if report["mode"] == "gain":
+            cells = [_gain_cell(report["splits"].get(name, {})) for name in splits] + [_gain_cell(report)]
+        else:
+            k_shown = k if report["mode"] == "reasoning" else None
+            cells = [_percent_cell(report["splits"].get(name, {}), k=k_shown) for name in splits]
+            cells.append(_percent_cell(report, k=k_shown))
+        table.add_row(escape(str(report["model"])), mode, *cells)
     return table
