@@ -97,18 +97,46 @@ def run_recipe(model: str, data: Path, output: Path, cwd: Path, *extra: str, **e
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
 
 
+def answering_model(tiny_model_dir: Path, folder: Path) -> Path:
+    """The tiny random model, taught in 60 small steps to answer every question with `\\boxed{3}`:
+    its sampled completions are then right for one question some of the time and wrong for the
+    other, so the rewards hold both 1.0 and 0.0 (a random model's completions all score 0)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    prompts = [
+        tokenizer.apply_chat_template(q["prompt"], tokenize=False, add_generation_prompt=True) for q in QUESTIONS
+    ]
+    batch = tokenizer([p + "\\boxed{3}<|im_end|>" for p in prompts], return_tensors="pt", padding=True)
+    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+    for row, prompt in enumerate(prompts):  # learn the answer, not the question
+        labels[row, : len(tokenizer(prompt).input_ids)] = -100
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def test_grpo_on_two_questions_rewards_what_math_verify_says(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
+    model = answering_model(tiny_model_dir, tmp_path / "checkpoint")
     data = write_questions(tmp_path / "questions", QUESTIONS)
     (tmp_path / "recording.py").write_text(RECORDING_REWARD)  # importable from the working directory
     record, output = tmp_path / "record.jsonl", tmp_path / "rlvr"
     done = run_recipe(
-        str(tiny_model_dir),
+        str(model),
         data,
         output,
         tmp_path,
-        *("--num_generations", "4", "--per_device_train_batch_size", "4", "--max_completion_length", "24"),
+        *("--num_generations", "8", "--per_device_train_batch_size", "8", "--max_completion_length", "16"),
         *("--temperature", "1.0"),
         RLVR_REWARD="recording:recorded",
         RLVR_TEST_RECORD=str(record),
@@ -119,13 +147,14 @@ def test_grpo_on_two_questions_rewards_what_math_verify_says(tiny_model_dir, tmp
     assert [call["step"] for call in calls] == [0, 1]  # cpu.yaml: two steps
     answer_of = {q["prompt"][0]["content"]: q["answer"] for q in QUESTIONS}
     for call in calls:
-        assert len(call["completions"]) == 4  # G completions of one question per step
+        assert len(call["completions"]) == 8  # G completions of one question per step
         for prompt, completion, answer, reward in zip(
             call["prompts"], call["completions"], call["answer"], call["rewards"], strict=True
         ):
             assert answer == answer_of[prompt[-1]["content"]]  # each completion scored against its own question
             [message] = completion
             assert reward == math_verify_reward(message["content"], answer)
+    assert {reward for call in calls for reward in call["rewards"]} == {0.0, 1.0}
 
     # TRL logged those rewards, checkpointed every step, and saved the final model
     state = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())
