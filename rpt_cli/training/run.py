@@ -189,11 +189,15 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path, stop_ids: list
 
 def build_reward(config: TrainConfig, tokenizer):
     """The reward from the one registry `rpt reward` and `rpt eval` use, with the options its
-    variant needs; the dense variants score with the policy being trained."""
+    variant needs (the dense variants score with the policy being trained), or the user's own
+    function named by dotted path."""
     from rpt_cli.reward import NEEDS_MODEL, NEEDS_TOKENIZER, get_reward_function
+    from rpt_cli.reward.user import is_user_reward, user_reward
     from rpt_cli.training.trainer import PolicyProbability
 
     options: dict = {"require_think": not config.no_think, "answer": config.answer}
+    if is_user_reward(config.reward):  # the user's function, as TRL calls it; rpt's reading of answers for metrics
+        return user_reward(config.reward, extract=get_reward_function("prefix", **options).extract), None
     probability = None
     if config.reward in NEEDS_TOKENIZER:
         options["tokenizer"] = tokenizer
