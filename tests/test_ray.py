@@ -1,0 +1,162 @@
+"""The data stages on a real local Ray cluster (2 workers, CPU): `--ray local` writes what one
+process writes, record for record; bad input is the same one-line error; a worker killed in the
+middle of a unit has that unit run again, and its records come out once."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from rpt_cli.cli import app
+from tests.conftest import EXAMPLES
+
+pytest.importorskip("ray.data")
+
+pytestmark = pytest.mark.ray
+
+runner = CliRunner()
+RAY = ["--ray", "local", "--ray-workers", "2"]
+# small windows and batches, so the 64 example documents make several chunks (units of work)
+ENTROPY_ARGS = ["--window", "128", "--batch-tokens", "256"]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    # a Ray worker with one CPU runs torch on one thread: the single-process run does too, so both
+    # reduce in the same order and the comparison can be exact
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scored_here(tiny_model_dir, tmp_path_factory) -> Path:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("here") / "scored.jsonl"
+    try:
+        result = runner.invoke(
+            app, ["entropy", str(EXAMPLES / "corpus.jsonl"), "-m", str(tiny_model_dir), *ENTROPY_ARGS, "-o", str(out)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_entropy_on_ray_equals_one_process(tiny_model_dir, tmp_path, scored_here):
+    out = tmp_path / "scored.jsonl"
+    result = runner.invoke(
+        app,
+        ["entropy", str(EXAMPLES / "corpus.jsonl"), "-m", str(tiny_model_dir), *ENTROPY_ARGS, *RAY, "-o", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "ray, 2 workers" in result.output
+    here, there = read_jsonl(scored_here), read_jsonl(out)
+    assert len(here) == 64
+    assert [d["id"] for d in there] == [d["id"] for d in here]
+    assert there == here
+
+
+def test_rollout_on_ray_equals_one_process(tiny_model_dir, tmp_path):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_bytes(
+        b"".join(
+            orjson.dumps({"id": f"doc@{k}", "context": f"Let $x$ be {k} such that", "target": " 3", "boundaries": [2]})
+            + b"\n"
+            for k in range(7)
+        )
+    )
+    # 7 contexts in chunks of 3: three units, the last one short; each chunk has its own seed
+    args = ["rollout", str(samples), "-m", str(tiny_model_dir), "-G", "2", "--max-new-tokens", "6"]
+    args += ["--contexts-per-call", "3", "--no-chat", "--seed", "5"]
+    here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
+    result = runner.invoke(app, [*args, "-o", str(here)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*args, *RAY, "-o", str(there)])
+    assert result.exit_code == 0, result.output
+    assert "ray, 2 workers" in result.output
+    records = read_jsonl(there)
+    assert [r["id"] for r in records] == [f"doc@{k}" for k in range(7)]
+    assert all(len(r["completions"]) == 2 for r in records)
+    assert records == read_jsonl(here)
+
+
+@pytest.mark.parametrize("command", ["entropy", "rollout"])
+def test_bad_record_is_the_same_one_line_error_on_ray(tiny_model_dir, tmp_path, command):
+    bad = tmp_path / "bad.jsonl"
+    good = {"id": 1, "text": "fine"} if command == "entropy" else {"id": 1, "context": "a", "target": "b"}
+    bad.write_bytes(orjson.dumps(good) + b"\n" + b'{"id": 2, "text": \n')
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, [command, str(bad), "-m", str(tiny_model_dir), *RAY, "-o", str(out)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}:2:"), result.output
+    assert not out.exists()
+
+
+def test_ray_options_need_ray(tiny_model_dir, tmp_path):
+    result = runner.invoke(app, ["entropy", str(EXAMPLES / "val.jsonl"), "--ray-workers", "3"])
+    assert result.exit_code == 2
+    assert "--ray-workers and --ray-gpus-per-worker apply with --ray only" in result.output
+
+
+@dataclass(frozen=True)
+class DieOnce:
+    """A unit processor factory whose worker process kills itself (no exception, no clean-up:
+    `os._exit`) at its first unit while `marker` does not exist, after creating it: the first
+    attempt at one unit dies with its worker, every later one goes through."""
+
+    inner: object
+    marker: str
+
+    def __call__(self):
+        process = self.inner()
+
+        def maybe_die(unit):
+            if not os.path.exists(self.marker):
+                Path(self.marker).write_text(str(os.getpid()))
+                os._exit(1)
+            return process(unit)
+
+        return maybe_die
+
+
+def test_a_killed_worker_is_replaced_and_its_unit_run_once_more(tiny_model_dir, tmp_path, scored_here):
+    import ray.cloudpickle
+
+    from rpt_cli.cluster import RayCluster, RaySettings
+    from rpt_cli.entropy import EntropyChunkWorker, EntropyEngine, document_chunks
+    from rpt_cli.models import display_name
+
+    # the workers cannot import this test module: send DieOnce by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    engine = EntropyEngine(str(tiny_model_dir), window=128, batch_tokens=256)
+    docs = read_jsonl(EXAMPLES / "corpus.jsonl")
+    chunks = list(document_chunks(docs, "text", engine.chunk_tokens()))
+    assert len(chunks) >= 3
+    marker = tmp_path / "died"
+    worker = EntropyChunkWorker(engine, "text", display_name(str(tiny_model_dir)))
+    with RayCluster(RaySettings("local", workers=2)) as cluster:
+        results = list(cluster.results(chunks, DieOnce(worker, str(marker))))
+    assert marker.exists()  # a worker did die
+    assert int(marker.read_text()) != os.getpid()  # in a worker process, not here
+    scored = [doc for documents, _, _ in results for doc in documents]
+    assert [d["id"] for d in scored] == [d["id"] for d in docs]  # every document once, in order
+    assert orjson.loads(orjson.dumps(scored)) == read_jsonl(scored_here)
