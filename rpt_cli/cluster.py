@@ -203,10 +203,16 @@ class RayCluster:
         except (ValueError, RuntimeError) as exc:
             raise UsageError(f"--ray {settings.address}: {_first_line(exc)}") from None
         self.start_seconds = time.perf_counter() - started
-        import ray.data
+        import warnings
 
+        with warnings.catch_warnings():
+            # Ray Data's first DataContext sets its own deprecated fields (use_polars, …) and warns
+            # about them: nothing rpt does or could change
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray.data")
+            import ray.data
+
+            context = ray.data.DataContext.get_current()
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-        context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         self._ray = ray
