@@ -438,13 +438,10 @@ class EntropyEngine:
     def chunk_tokens(self) -> int:
         """The chunk size the scorer `open()` builds will use, known before any model loads (from
         the model's configuration), so a Ray driver cuts the same chunks as one process."""
-        from transformers import AutoConfig
-
-        from rpt_cli.forward import DEFAULT_MAX_POSITIONS
+        from rpt_cli.forward import DEFAULT_MAX_POSITIONS, config_max_positions
         from rpt_cli.models import resolve
 
-        config = AutoConfig.from_pretrained(resolve(self.model), trust_remote_code=self.trust_remote_code)
-        max_positions = getattr(config.get_text_config(), "max_position_embeddings", None)
+        max_positions = config_max_positions(resolve(self.model), trust_remote_code=self.trust_remote_code)
         window = self.window or DEFAULT_MAX_POSITIONS
         return chunk_tokens_for(self.batch_tokens, min(window, max_positions) if max_positions else window)
 

@@ -137,6 +137,7 @@ class RolloutChunkWorker:
     prompt: object  # generation.session.PromptSettings
     n: int
     sampling: SamplingConfig
+    metadata: dict | None = None  # the records' `rollout` field; default: the session's
 
     def __call__(self):
         from rpt_cli.generation import get_backend
@@ -144,7 +145,7 @@ class RolloutChunkWorker:
 
         engine = get_backend(self.backend, self.model, **self.engine_options)
         session = GenerationSession(engine, self.prompt)
-        metadata = session.metadata(self.sampling, self.n)
+        metadata = self.metadata if self.metadata is not None else session.metadata(self.sampling, self.n)
 
         def process(unit: tuple[int, list[dict]]):
             index, chunk = unit

@@ -98,10 +98,42 @@ def test_rollout_on_ray_equals_one_process(tiny_model_dir, tmp_path):
     assert records == read_jsonl(here)
 
 
-@pytest.mark.parametrize("command", ["entropy", "rollout"])
+def test_eval_on_ray_equals_one_process(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tests.test_eval import corpus_samples
+
+    samples = tmp_path / "samples.jsonl"
+    records = corpus_samples(AutoTokenizer.from_pretrained(tiny_model_dir))
+    samples.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    # both modes in one run: ntp in batches of 256 padded tokens (several units of 4 batches),
+    # reasoning in chunks of 4 contexts (3 units), each chunk with its own seed
+    args = ["eval", str(samples), "-m", str(tiny_model_dir), "--mode", "ntp", "--mode", "reasoning", "--limit", "12"]
+    args += ["-G", "2", "--max-new-tokens", "4", "--contexts-per-call", "4", "--backend", "hf", "--no-think"]
+    args += ["--batch-tokens", "256", "--temperature", "1.5"]
+    runs = {}
+    for name, extra in (("here", []), ("there", RAY)):
+        details = tmp_path / f"{name}.details.jsonl"
+        result = runner.invoke(app, [*args, *extra, "--details", str(details), "-o", str(tmp_path / f"{name}.json")])
+        assert result.exit_code == 0, result.output
+        reports = read_jsonl(tmp_path / f"{name}.json")
+        for report in reports:  # what only the clock decides
+            report.pop("seconds")
+            report["settings"].pop("positions_per_second", None)
+        runs[name] = reports, read_jsonl(details)
+    (here, here_details), (there, there_details) = runs["here"], runs["there"]
+    assert [r["mode"] for r in there] == ["ntp", "reasoning"]
+    assert there[0]["settings"]["forward_rows"] > 4  # several batches, so several units
+    assert there == here
+    assert len(there_details) == 24 and there_details == here_details
+
+
+@pytest.mark.parametrize("command", ["entropy", "rollout", "eval"])
 def test_bad_record_is_the_same_one_line_error_on_ray(tiny_model_dir, tmp_path, command):
     bad = tmp_path / "bad.jsonl"
     good = {"id": 1, "text": "fine"} if command == "entropy" else {"id": 1, "context": "a", "target": "b"}
+    if command == "eval":
+        good.update(boundaries=[1], entropy=1.2)
     bad.write_bytes(orjson.dumps(good) + b"\n" + b'{"id": 2, "text": \n')
     out = tmp_path / "out.jsonl"
     result = runner.invoke(app, [command, str(bad), "-m", str(tiny_model_dir), *RAY, "-o", str(out)])
