@@ -32,6 +32,7 @@ from rpt_cli.errors import InputError, RecordError, RuntimeFailure, SettingError
 INSTALL_COMMAND = "pip install 'rpt[ray]'"
 INSTALL_HINT = f"--ray needs Ray Data, which is not installed; run: {INSTALL_COMMAND}"
 LOCAL = "local"
+MAX_RESTARTS = 3
 AUTO = "auto"
 # what a worker needs to find and run the same model as the driver, wherever it runs
 FORWARDED_ENV = ("RPT_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "VLLM_CPU_KVCACHE_SPACE")
@@ -138,6 +139,18 @@ class UnitWorker:
         return {"seq": batch["seq"], "payload": out}
 
 
+def worker_class(factory: Callable[[], Callable[[Any], Any]]) -> type:
+    """A UnitWorker class with `factory` built in. Given as a constructor argument instead, the
+    factory would sit in Ray's object store, and Ray's core logs an error line on the terminal
+    for every restartable actor whose constructor arguments do."""
+
+    class BoundUnitWorker(UnitWorker):
+        def __init__(self):
+            super().__init__(factory)
+
+    return BoundUnitWorker
+
+
 class OrderedMerge:
     """Results that arrive in any order, handed on in sequence order; a sequence number seen twice
     (a retried unit whose first result got through after all) or never is an error, not a silent
@@ -233,13 +246,16 @@ class RayCluster:
             return
         merge = OrderedMerge(len(rows))
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            UnitWorker,
-            fn_constructor_args=(factory,),
+            worker_class(factory),
             batch_size=1,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=min(self.settings.workers, len(rows))),
             num_cpus=1,
             num_gpus=self.settings.gpus_per_worker or None,
+            # a dead worker is restarted and its unit sent again, a few times: a unit that kills
+            # every worker it meets (out of memory) ends the run instead of looping forever
+            max_restarts=MAX_RESTARTS,
+            max_task_retries=MAX_RESTARTS,
         )
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):

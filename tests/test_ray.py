@@ -101,16 +101,17 @@ def test_rollout_on_ray_equals_one_process(tiny_model_dir, tmp_path):
 def test_eval_on_ray_equals_one_process(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
+    from rpt_cli.evaluate.on_ray import BATCHES_PER_UNIT
     from tests.test_eval import corpus_samples
 
     samples = tmp_path / "samples.jsonl"
     records = corpus_samples(AutoTokenizer.from_pretrained(tiny_model_dir))
     samples.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-    # both modes in one run: ntp in batches of 256 padded tokens (several units of 4 batches),
-    # reasoning in chunks of 4 contexts (3 units), each chunk with its own seed
-    args = ["eval", str(samples), "-m", str(tiny_model_dir), "--mode", "ntp", "--mode", "reasoning", "--limit", "12"]
-    args += ["-G", "2", "--max-new-tokens", "4", "--contexts-per-call", "4", "--backend", "hf", "--no-think"]
-    args += ["--batch-tokens", "256", "--temperature", "1.5"]
+    # both modes in one run: ntp in batches of 64 padded tokens (a row or two: several units of 4
+    # batches), reasoning in chunks of 8 contexts (3 units), each chunk with its own seed
+    args = ["eval", str(samples), "-m", str(tiny_model_dir), "--mode", "ntp", "--mode", "reasoning", "--limit", "24"]
+    args += ["-G", "2", "--max-new-tokens", "4", "--contexts-per-call", "8", "--backend", "hf", "--no-think"]
+    args += ["--batch-tokens", "64", "--temperature", "1.5"]
     runs = {}
     for name, extra in (("here", []), ("there", RAY)):
         details = tmp_path / f"{name}.details.jsonl"
@@ -123,9 +124,9 @@ def test_eval_on_ray_equals_one_process(tiny_model_dir, tmp_path):
         runs[name] = reports, read_jsonl(details)
     (here, here_details), (there, there_details) = runs["here"], runs["there"]
     assert [r["mode"] for r in there] == ["ntp", "reasoning"]
-    assert there[0]["settings"]["forward_rows"] > 4  # several batches, so several units
+    assert there[0]["settings"]["forward_rows"] > BATCHES_PER_UNIT  # 64 tokens: a batch a row, so 2 units
     assert there == here
-    assert len(there_details) == 24 and there_details == here_details
+    assert len(there_details) == 48 and there_details == here_details
 
 
 @pytest.mark.parametrize("command", ["entropy", "rollout", "eval"])
@@ -192,3 +193,33 @@ def test_a_killed_worker_is_replaced_and_its_unit_run_once_more(tiny_model_dir, 
     scored = [doc for documents, _, _ in results for doc in documents]
     assert [d["id"] for d in scored] == [d["id"] for d in docs]  # every document once, in order
     assert orjson.loads(orjson.dumps(scored)) == read_jsonl(scored_here)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_entropy_on_ray_matches_the_hf_path(tiny_model_dir, tmp_path):
+    """`--backend vllm` under `--ray`: one worker (one vLLM engine at a time on a small machine),
+    the same offsets as the hf path in one process, entropies within test_entropy_vllm's tolerance."""
+    from rpt_cli.generation.vllm_backend import vllm_installed
+
+    if not vllm_installed():
+        pytest.skip("vLLM is not installed")
+    from tests.test_entropy_vllm import TOLERANCE
+    from tests.test_generation_vllm import build_vllm_ready_model
+
+    model = build_vllm_ready_model(tmp_path / "model", tiny_model_dir)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in read_jsonl(EXAMPLES / "corpus.jsonl")[:6]))
+    args = ["entropy", str(corpus), "-m", str(model), "--window", "128", "--dtype", "float32", "--device", "cpu"]
+    here, there = tmp_path / "hf.jsonl", tmp_path / "vllm.jsonl"
+    result = runner.invoke(app, [*args, "-o", str(here)])
+    assert result.exit_code == 0, result.output
+    vllm_args = ["--backend", "vllm", "--enforce-eager", "--ray", "local", "--ray-workers", "1"]
+    result = runner.invoke(app, [*args, *vllm_args, "-o", str(there)])
+    assert result.exit_code == 0, result.output
+    assert "ray, 1 worker, vllm" in result.output
+    a, b = read_jsonl(here), read_jsonl(there)
+    assert [d["offsets"] for d in b] == [d["offsets"] for d in a]
+    pairs = [(x, y) for u, v in zip(a, b) for x, y in zip(u["entropy"], v["entropy"]) if x is not None]
+    assert len(pairs) > 500
+    assert max(abs(x - y) for x, y in pairs) <= TOLERANCE

@@ -167,7 +167,7 @@ def entropy(
         )
         if cluster is not None:
             s = score_on_ray(engine, cluster, with_ids(), output, text_field, display_name(model))
-            where = f"ray, {cluster.workers} workers, {backend}"
+            where = f"ray, {cluster.workers} worker{'s' if cluster.workers != 1 else ''}, {backend}"
         else:
             scorer, notes = engine.open()
             for note in notes:

@@ -379,4 +379,4 @@ def rollout_on_ray(cluster_settings, samples, output, worker, batch_size: int, s
         for records, _ in cluster.results(sample_chunks(samples, batch_size), worker, on_result=arrived):
             out.write_chunk(records)
         stats.generate_seconds = time.perf_counter() - started
-    return f"ray, {cluster_settings.workers} workers, {resolve_backend_name(worker.backend)}"
+    return f"ray, {cluster_settings.workers} worker{'s' if cluster_settings.workers != 1 else ''}, {resolve_backend_name(worker.backend)}"
