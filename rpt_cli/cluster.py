@@ -245,18 +245,26 @@ class RayCluster:
         if not rows:
             return
         merge = OrderedMerge(len(rows))
-        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            worker_class(factory),
-            batch_size=1,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(self.settings.workers, len(rows))),
-            num_cpus=1,
-            num_gpus=self.settings.gpus_per_worker or None,
-            # a dead worker is restarted and its unit sent again, a few times: a unit that kills
-            # every worker it meets (out of memory) ends the run instead of looping forever
-            max_restarts=MAX_RESTARTS,
-            max_task_retries=MAX_RESTARTS,
-        )
+        import warnings
+
+        with warnings.catch_warnings():
+            # Ray Data 2.60 takes an actor's restart limits only as free `ray_remote_args`, which it
+            # calls deprecated (to go in Ray 2.64) without naming a replacement: the `ray` extra is
+            # pinned to 2.60.0, and this is the call to revisit when the pin moves
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+                worker_class(factory),
+                batch_size=1,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=min(self.settings.workers, len(rows))),
+                num_cpus=1,
+                num_gpus=self.settings.gpus_per_worker or None,
+                # a dead worker is restarted and its unit sent again, a few times (Ray Data's
+                # default is forever): a unit that kills every worker it meets (out of memory)
+                # ends the run instead of looping
+                max_restarts=MAX_RESTARTS,
+                max_task_retries=MAX_RESTARTS,
+            )
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 for seq, payload in zip(batch["seq"], batch["payload"]):

@@ -60,6 +60,7 @@ def scored_here(tiny_model_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # starts a Ray cluster and its workers: tens of seconds on 2 cores
 def test_entropy_on_ray_equals_one_process(tiny_model_dir, tmp_path, scored_here):
     out = tmp_path / "scored.jsonl"
     result = runner.invoke(
@@ -74,6 +75,7 @@ def test_entropy_on_ray_equals_one_process(tiny_model_dir, tmp_path, scored_here
     assert there == here
 
 
+@pytest.mark.slow  # starts a Ray cluster and its workers: tens of seconds on 2 cores
 def test_rollout_on_ray_equals_one_process(tiny_model_dir, tmp_path):
     samples = tmp_path / "samples.jsonl"
     samples.write_bytes(
@@ -98,6 +100,7 @@ def test_rollout_on_ray_equals_one_process(tiny_model_dir, tmp_path):
     assert records == read_jsonl(here)
 
 
+@pytest.mark.slow  # starts a Ray cluster and its workers: tens of seconds on 2 cores
 def test_eval_on_ray_equals_one_process(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
@@ -171,6 +174,7 @@ class DieOnce:
         return maybe_die
 
 
+@pytest.mark.slow  # starts a Ray cluster and its workers: tens of seconds on 2 cores
 def test_a_killed_worker_is_replaced_and_its_unit_run_once_more(tiny_model_dir, tmp_path, scored_here):
     import ray.cloudpickle
 
