@@ -227,3 +227,32 @@ def test_vllm_entropy_on_ray_matches_the_hf_path(tiny_model_dir, tmp_path):
     pairs = [(x, y) for u, v in zip(a, b) for x, y in zip(u["entropy"], v["entropy"]) if x is not None]
     assert len(pairs) > 500
     assert max(abs(x - y) for x, y in pairs) <= TOLERANCE
+
+
+@dataclass(frozen=True)
+class AlwaysDie:
+    """A unit processor whose worker dies at every unit, counting its attempts in `folder`."""
+
+    folder: str
+
+    def __call__(self):
+        def die(unit):
+            Path(self.folder, f"{os.getpid()}-{len(os.listdir(self.folder))}").touch()
+            os._exit(1)
+
+        return die
+
+
+@pytest.mark.slow  # starts a Ray cluster and restarts a worker several times
+def test_a_unit_that_kills_every_worker_ends_the_run(tmp_path):
+    import ray.cloudpickle
+
+    from rpt_cli.cluster import MAX_RESTARTS, RayCluster, RaySettings
+    from rpt_cli.errors import RuntimeFailure
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with RayCluster(RaySettings("local", workers=1)) as cluster:
+        with pytest.raises(RuntimeFailure, match="^ray: "):
+            list(cluster.results(["only"], AlwaysDie(str(tmp_path))))
+    # the first attempt and its retries, then no more
+    assert 2 <= len(os.listdir(tmp_path)) <= MAX_RESTARTS + 1
