@@ -281,7 +281,10 @@ def _run_ntp(ref, samples, config, model, tokenizer, device, progress, cluster=N
             batch_tokens=config.batch_tokens,
             max_context_tokens=config.max_context_tokens,
         )
-        max_positions = config_max_positions(ref.source, trust_remote_code=config.trust_remote_code)
+        from rpt_cli.models import resolve
+
+        # the model's folder (the built-in model and .gguf files: their converted folder)
+        max_positions = config_max_positions(resolve(ref.source), trust_remote_code=config.trust_remote_code)
         predictor = RayNextTokenPredictor(cluster, worker, tokenizer, max_positions, share_passes=config.share_passes)
     else:
         predictor = NextTokenPredictor(
