@@ -98,6 +98,16 @@ def test_rollout_on_ray_equals_one_process(tiny_model_dir, tmp_path):
     assert [r["id"] for r in records] == [f"doc@{k}" for k in range(7)]
     assert all(len(r["completions"]) == 2 for r in records)
     assert records == read_jsonl(here)
+    # a run cut off inside the second chunk (4 records and half a line), resumed in one process and
+    # on Ray: the same records (each chunk keeps its number, so its seed), each id once
+    lines = here.read_bytes().splitlines(keepends=True)
+    for path, extra in ((here, []), (there, RAY)):
+        path.write_bytes(b"".join(lines[:4]) + lines[4][:20])
+        result = runner.invoke(app, [*args, *extra, "--resume", "-o", str(path)])
+        assert result.exit_code == 0, result.output
+        assert "resuming: 4 samples already in" in result.output
+    assert [r["id"] for r in read_jsonl(there)] == [f"doc@{k}" for k in range(7)]
+    assert read_jsonl(there) == read_jsonl(here)
 
 
 @pytest.mark.slow  # starts a Ray cluster and its workers: tens of seconds on 2 cores

@@ -209,8 +209,6 @@ def rollout(
         from rpt_cli.cluster import ray_settings
 
         cluster = ray_settings(ray, ray_workers, ray_gpus_per_worker)
-        if cluster is not None and resume:
-            raise UsageError("--resume does not work with --ray yet: run without --resume, or without --ray")
         check_input(input)
         check_outputs(input, ("-o", output))
         source = source_name(input)
@@ -255,6 +253,7 @@ def rollout(
                 RolloutChunkWorker(backend, model, engine_options, prompt_settings, num_rollouts, sampling),
                 batch_size,
                 stats,
+                resume=resume,
             )
         else:
             engine_name = _rollout_here(
@@ -305,23 +304,7 @@ def _rollout_here(
     with open_chunk_output(output, resume=resume) as out:
         if resume:
             # what can be compared before the model loads; the rest once it has
-            out.check_settings(
-                {
-                    "answer": prompt_settings.answer,
-                    "template": prompt_settings.template.name,
-                    "think_prefix": prompt_settings.think_prefix,
-                    "n": num_rollouts,
-                    "temperature": sampling.temperature,
-                    "top_p": sampling.top_p,
-                    "top_k": sampling.top_k,
-                    "max_new_tokens": sampling.max_new_tokens,
-                    "max_prompt_tokens": prompt_settings.max_prompt_tokens,
-                    "seed": sampling.seed,
-                }
-            )
-            if out.dropped_partial:
-                stderr.print(f"rollout: dropped an incomplete last line of {output} (an interrupted write)")
-            stderr.print(f"rollout: resuming: {len(out.done):,} samples already in {output}")
+            _check_resumed(out, output, prompt_settings, sampling, num_rollouts)
         engine = get_backend(backend, model, **engine_options)
         with GenerationSession(engine, prompt_settings) as session:
             metadata = session.metadata(sampling, num_rollouts)
@@ -348,35 +331,81 @@ def _rollout_here(
     return engine.name
 
 
-def rollout_on_ray(cluster_settings, samples, output, worker, batch_size: int, stats) -> str:
+def _check_resumed(out, output, prompt_settings, sampling, num_rollouts: int) -> None:
+    """What a resumed output's settings can be compared with before any model loads (the rest,
+    the engine's, once it has); say how much is done already."""
+    out.check_settings(
+        {
+            "answer": prompt_settings.answer,
+            "template": prompt_settings.template.name,
+            "think_prefix": prompt_settings.think_prefix,
+            "n": num_rollouts,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+            "max_new_tokens": sampling.max_new_tokens,
+            "max_prompt_tokens": prompt_settings.max_prompt_tokens,
+            "seed": sampling.seed,
+        }
+    )
+    if out.dropped_partial:
+        stderr.print(f"rollout: dropped an incomplete last line of {output} (an interrupted write)")
+    stderr.print(f"rollout: resuming: {len(out.done):,} samples already in {output}")
+
+
+def _todo_chunks(chunks, done: set, stats):
+    """`sample_chunks` less the samples a resumed output holds: each chunk keeps its number (and
+    so its seed), as `rollout_chunks(is_done=…)` keeps it in one process; empty chunks go."""
+    from rpt_cli.resume import id_key
+
+    for index, chunk in chunks:
+        todo = [sample for sample in chunk if id_key(sample["id"]) not in done]
+        stats.skipped_done += len(chunk) - len(todo)
+        if todo:
+            yield index, todo
+
+
+def rollout_on_ray(cluster_settings, samples, output, worker, batch_size: int, stats, *, resume: bool = False) -> str:
     """The rollouts on a Ray cluster: chunks of --contexts-per-call contexts, each sampled by a
-    worker with the chunk's own seed (as one process samples it), written in input order; the
-    engine's name. `stats.generate_seconds` is the wall time of the whole run on the cluster."""
-    import time
+    worker with the chunk's own seed (as one process samples it), written in input order (appended
+    to a resumed output, skipping the samples it holds); the engine's name.
+    `stats.generate_seconds` is the wall time of the whole run on the cluster."""
 
     from rpt_cli.cluster import RayCluster
     from rpt_cli.generation import resolve_backend_name
     from rpt_cli.resume import open_chunk_output
     from rpt_cli.rollout import sample_chunks
 
-    with (
-        RayCluster(cluster_settings) as cluster,
-        open_chunk_output(output) as out,
-        spinner("rollout: starting the Ray workers") as say,
-    ):
-        started = time.perf_counter()
-
-        def arrived(result) -> None:
-            _, chunk_stats = result
-            for name in ("contexts", "completions", "truncated", "new_tokens"):
-                setattr(stats, name, getattr(stats, name) + getattr(chunk_stats, name))
-            stats.generate_seconds = time.perf_counter() - started
-            say(
-                f"rollout: {stats.contexts:,} contexts, {stats.new_tokens:,} new tokens, "
-                f"{stats.tokens_per_second:,.0f} tokens/s"
-            )
-
-        for records, _ in cluster.results(sample_chunks(samples, batch_size), worker, on_result=arrived):
-            out.write_chunk(records)
-        stats.generate_seconds = time.perf_counter() - started
+    with open_chunk_output(output, resume=resume) as out:
+        units = sample_chunks(samples, batch_size)
+        if resume:
+            _check_resumed(out, output, worker.prompt, worker.sampling, worker.n)
+            units = _todo_chunks(units, out.done, stats)
+        with RayCluster(cluster_settings) as cluster, spinner("rollout: starting the Ray workers") as say:
+            _sample_on_ray(cluster, units, worker, out, stats, say, check_engine=resume)
     return f"ray, {cluster_settings.workers} worker{'s' if cluster_settings.workers != 1 else ''}, {resolve_backend_name(worker.backend)}"
+
+
+def _sample_on_ray(cluster, units, worker, out, stats, say, *, check_engine: bool) -> None:
+    """The units through the cluster's workers, their records written in order; progress to `say`."""
+    import time
+
+    started = time.perf_counter()
+
+    def arrived(result) -> None:
+        _, chunk_stats = result
+        for name in ("contexts", "completions", "truncated", "new_tokens"):
+            setattr(stats, name, getattr(stats, name) + getattr(chunk_stats, name))
+        stats.generate_seconds = time.perf_counter() - started
+        say(
+            f"rollout: {stats.contexts:,} contexts, {stats.new_tokens:,} new tokens, "
+            f"{stats.tokens_per_second:,.0f} tokens/s"
+        )
+
+    for records, _ in cluster.results(units, worker, on_result=arrived):
+        if check_engine and records:
+            # the settings only the engine knows (model, backend, chat), as the workers recorded them
+            out.check_settings(records[0]["rollout"])
+            check_engine = False
+        out.write_chunk(records)
+    stats.generate_seconds = time.perf_counter() - started
