@@ -152,7 +152,140 @@ class ScoreStats:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-class EntropyScorer:
+def chunk_tokens_for(batch_tokens: int, window: int) -> int:
+    """Tokens a chunk of documents holds, about: 16 batches. The chunks are the unit of work of one
+    process and of a Ray worker alike (`document_chunks`), so both score the same batches."""
+    return 16 * max(batch_tokens, window)
+
+
+def document_chunks(docs: Iterable[dict], text_field: str, chunk_tokens: int) -> Iterator[list[dict]]:
+    """The documents in consecutive chunks of about `chunk_tokens` tokens (4 bytes a token) or
+    4,096 documents, whichever comes first: scored together, then written."""
+    chunk: list[dict] = []
+    chunk_bytes = 0
+    limit = 4 * chunk_tokens
+    for doc in docs:
+        chunk.append(doc)
+        chunk_bytes += len(doc[text_field])
+        if chunk_bytes >= limit or len(chunk) >= 4096:
+            yield chunk
+            chunk, chunk_bytes = [], 0
+    if chunk:
+        yield chunk
+
+
+class WindowedScorer:
+    """What every entropy engine shares: documents tokenized by the model's DocTokenizer, cut into
+    the same windows, packed into the same batches, and the entropies put back at the same token
+    positions. An engine provides `_row_entropies`: the entropies of given positions of rows of
+    token ids."""
+
+    name = "hf"
+
+    def _set_windows(self, window: int, overlap: int | None, batch_tokens: int, chunk_tokens: int | None) -> None:
+        self.window = window
+        body = self.window - len(self.prefix)
+        self.overlap = overlap if overlap is not None else body // 4
+        if body < 2 or not 0 <= self.overlap < body:
+            raise SettingError("overlap", f"{{setting}} must be between 0 and the window minus one ({body - 1})")
+        self.body = body
+        self.batch_tokens = max(batch_tokens, self.window)
+        self.chunk_tokens = chunk_tokens or chunk_tokens_for(batch_tokens, self.window)
+        self.stats = ScoreStats()
+
+    def _check_top_k(self, top_k: int, vocab: int) -> None:
+        if not 1 <= top_k <= vocab:
+            raise SettingError("entropy_top_k", f"{{setting}} must be between 1 and the vocabulary size ({vocab})")
+        self.top_k = top_k
+
+    def _row_entropies(self, rows: list[list[int]], spans: list[tuple[int, int]]) -> list[float]:
+        """For each row of token ids and its (first, last), the top-k entropies of the next-token
+        distributions at row positions first … last - 1 (position j predicts token j + 1), all rows
+        concatenated."""
+        raise NotImplementedError
+
+    def _batches(self, segments: list[Segment]) -> list[list[Segment]]:
+        return pack_batches(segments, len(self.prefix), self.batch_tokens)
+
+    def close(self) -> None:
+        """Free an engine that holds more than a model (vLLM's processes); the hf one holds none."""
+
+    def _run_batch(self, batch: list[Segment], docs: list[TokenizedDoc], results: list[list]):
+        rows = [
+            self.prefix + (docs[seg.doc].lead if seg.start == 0 else []) + docs[seg.doc].ids[seg.start : seg.end]
+            for seg in batch
+        ]
+        spans, context = [], []  # context: tokens before the window's first document token, per row
+        for seg, tokens in zip(batch, rows):
+            p = len(tokens) - len(seg)
+            context.append(p)
+            # position j of a row predicts its token j + 1
+            spans.append((max(0, p + seg.score_from - seg.start - 1), p + seg.end - seg.start - 1))
+        values = self._row_entropies(rows, spans)
+        cursor = 0
+        for seg, p in zip(batch, context):
+            first_token = seg.score_from if (p > 0 or seg.score_from > seg.start) else seg.start + 1
+            count = seg.end - first_token
+            target = results[seg.doc]
+            for j, value in enumerate(values[cursor : cursor + count]):
+                target[first_token + j] = round(value, ENTROPY_DECIMALS)
+            cursor += count
+
+    def score_texts(self, texts: list[str]) -> list[tuple[list[int], list[float | None]]]:
+        """(offsets, entropy) for each text, in order."""
+        started = time.perf_counter()
+        docs = self.doc_tokenizer(texts)
+        # one entry per span of the offsets: a text the tokenizer drops whole is one unscored span
+        results: list[list[float | None]] = [[None] * (len(d.offsets) - 1) for d in docs]
+        segments = [
+            Segment(k, s, e, f)
+            for k, d in enumerate(docs)
+            for s, e, f in windows(len(d.ids), self.body, self.overlap)
+            if e > s
+        ]
+        for batch in self._batches(segments):
+            self._run_batch(batch, docs, results)
+        self.stats.documents += len(texts)
+        self.stats.tokens += sum(len(d.ids) for d in docs)
+        self.stats.dropped_bytes += sum(d.dropped for d in docs)
+        self.stats.dropped_documents += sum(d.dropped > 0 for d in docs)
+        self.stats.seconds += time.perf_counter() - started
+        return [(d.offsets, r) for d, r in zip(docs, results)]
+
+    def score(
+        self,
+        docs: Iterable[dict],
+        text_field: str = "text",
+        *,
+        model_name: str = "",
+        on_chunk: Callable[[ScoreStats], None] | None = None,
+    ) -> Iterator[dict]:
+        """Add offsets, entropy, entropy_model, entropy_top_k and tokenizer (the identity of the
+        tokenizer the offsets come from, boundaries.py) to each document, in input order."""
+        for chunk in document_chunks(docs, text_field, self.chunk_tokens):
+            yield from self.score_chunk(chunk, text_field, model_name)
+            if on_chunk:
+                on_chunk(self.stats)
+
+    def score_chunk(self, chunk: list[dict], text_field: str, model_name: str) -> list[dict]:
+        """One chunk of `document_chunks`, scored together; the documents, with their fields added."""
+        from rpt_cli.boundaries import identity_of
+
+        cached = getattr(self, "_made_with", None)
+        if cached is None or cached[0] != model_name:  # the fingerprint hashes the vocabulary: once
+            cached = self._made_with = (model_name, identity_of(self.doc_tokenizer.tokenizer, model_name).as_field())
+        made_with = cached[1]
+        scored = self.score_texts([doc[text_field] for doc in chunk])
+        for doc, (offsets, entropy) in zip(chunk, scored):
+            doc["offsets"] = offsets
+            doc["entropy"] = entropy
+            doc["entropy_model"] = model_name
+            doc["entropy_top_k"] = self.top_k
+            doc["tokenizer"] = dict(made_with)
+        return chunk
+
+
+class EntropyScorer(WindowedScorer):
     """Scores documents with one loaded causal LM."""
 
     def __init__(
@@ -172,20 +305,11 @@ class EntropyScorer:
         self.doc_tokenizer = self.engine.doc_tokenizer
         self.prefix = self.engine.prefix
         vocab = model.get_output_embeddings().weight.shape[0]
-        if not 1 <= top_k <= vocab:
-            raise SettingError("entropy_top_k", f"{{setting}} must be between 1 and the vocabulary size ({vocab})")
-        self.top_k = top_k
-        self.window = self.engine.context_limit(window)
-        body = self.window - len(self.prefix)
-        self.overlap = overlap if overlap is not None else body // 4
-        if body < 2 or not 0 <= self.overlap < body:
-            raise SettingError("overlap", f"{{setting}} must be between 0 and the window minus one ({body - 1})")
-        self.body = body
-        self.batch_tokens = max(batch_tokens, self.window)
-        self.chunk_tokens = chunk_tokens or 16 * self.batch_tokens
+        self._check_top_k(top_k, vocab)
+        self._set_windows(self.engine.context_limit(window), overlap, batch_tokens, chunk_tokens)
         self.pad_id = self.engine.pad_id
+        self.device_name = str(self.device)  # where it runs, for the summary line
         self.transform = _logit_transform(model.config)
-        self.stats = ScoreStats()
         # rows of the output head per chunk: bounds the logits buffer to about 256 MB
         elem = model.get_output_embeddings().weight.element_size()
         self.head_rows = max(64, (1 << 28) // (vocab * max(elem, 2)))
@@ -227,97 +351,115 @@ class EntropyScorer:
         tolerance = self.HEAD_CHECK_TOLERANCE["float32" if dtype == torch.float32 else "half"]
         return bool((expected - got).abs().max() <= tolerance)
 
-    def _run_batch(self, batch: list[Segment], docs: list[TokenizedDoc], results: list[list]):
+    def _row_entropies(self, rows: list[list[int]], spans: list[tuple[int, int]]) -> list[float]:
         import torch
 
-        rows = [
-            self.prefix + (docs[seg.doc].lead if seg.start == 0 else []) + docs[seg.doc].ids[seg.start : seg.end]
-            for seg in batch
-        ]
         ids, attention, _ = self.engine.batch(rows)
         wanted = torch.zeros(ids.shape, dtype=torch.bool)
-        context = []  # tokens before the window's first document token, per row
-        for row, (seg, tokens) in enumerate(zip(batch, rows)):
-            p = len(tokens) - len(seg)
-            context.append(p)
-            # hidden state at input index j predicts input token j + 1
-            first = max(0, p + seg.score_from - seg.start - 1)
-            last = p + seg.end - seg.start - 1
+        for row, (first, last) in enumerate(spans):
             wanted[row, first:last] = True
         with torch.inference_mode():
             wanted = wanted.to(self.device)
             if not self.uses_head:  # the model's own (post-processed) logits
                 logits = self.model(input_ids=ids, attention_mask=attention).logits[wanted]
-                values = topk_entropy(logits, self.top_k, None).cpu().tolist()
-            else:
-                hidden = self.model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
-                values = self._entropy_rows(hidden[wanted]).cpu().tolist()
-        cursor = 0
-        for seg, p in zip(batch, context):
-            first_token = seg.score_from if (p > 0 or seg.score_from > seg.start) else seg.start + 1
-            count = seg.end - first_token
-            target = results[seg.doc]
-            for j, value in enumerate(values[cursor : cursor + count]):
-                target[first_token + j] = round(value, ENTROPY_DECIMALS)
-            cursor += count
+                return topk_entropy(logits, self.top_k, None).cpu().tolist()
+            hidden = self.model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
+            return self._entropy_rows(hidden[wanted]).cpu().tolist()
 
-    def score_texts(self, texts: list[str]) -> list[tuple[list[int], list[float | None]]]:
-        """(offsets, entropy) for each text, in order."""
-        started = time.perf_counter()
-        docs = self.doc_tokenizer(texts)
-        # one entry per span of the offsets: a text the tokenizer drops whole is one unscored span
-        results: list[list[float | None]] = [[None] * (len(d.offsets) - 1) for d in docs]
-        segments = [
-            Segment(k, s, e, f)
-            for k, d in enumerate(docs)
-            for s, e, f in windows(len(d.ids), self.body, self.overlap)
-            if e > s
-        ]
-        for batch in pack_batches(segments, len(self.prefix), self.batch_tokens):
-            self._run_batch(batch, docs, results)
-        self.stats.documents += len(texts)
-        self.stats.tokens += sum(len(d.ids) for d in docs)
-        self.stats.dropped_bytes += sum(d.dropped for d in docs)
-        self.stats.dropped_documents += sum(d.dropped > 0 for d in docs)
-        self.stats.seconds += time.perf_counter() - started
-        return [(d.offsets, r) for d, r in zip(docs, results)]
 
-    def score(
-        self,
-        docs: Iterable[dict],
-        text_field: str = "text",
-        *,
-        model_name: str = "",
-        on_chunk: Callable[[ScoreStats], None] | None = None,
-    ) -> Iterator[dict]:
-        """Add offsets, entropy, entropy_model, entropy_top_k and tokenizer (the identity of the
-        tokenizer the offsets come from, boundaries.py) to each document, in input order."""
-        from rpt_cli.boundaries import identity_of
+# ---------------------------------------------------------------------------------------------
+# Engines, in one process or in the workers of a Ray cluster
+# ---------------------------------------------------------------------------------------------
 
-        made_with = identity_of(self.doc_tokenizer.tokenizer, model_name).as_field()
-        chunk: list[dict] = []
-        chunk_bytes = 0
-        # about 4 bytes per token: a chunk holds roughly chunk_tokens tokens
-        limit = 4 * self.chunk_tokens
-        for doc in docs:
-            chunk.append(doc)
-            chunk_bytes += len(doc[text_field])
-            if chunk_bytes >= limit or len(chunk) >= 4096:
-                yield from self._score_chunk(chunk, text_field, model_name, made_with)
-                if on_chunk:
-                    on_chunk(self.stats)
-                chunk, chunk_bytes = [], 0
-        if chunk:
-            yield from self._score_chunk(chunk, text_field, model_name, made_with)
-            if on_chunk:
-                on_chunk(self.stats)
+ENTROPY_BACKENDS = ("hf", "vllm")
+HEAD_NOTE = (
+    "the model's logits are not its output layer on its hidden states (an unknown post-processing); "
+    "scoring from its full logits (slower)"
+)
 
-    def _score_chunk(self, chunk: list[dict], text_field: str, model_name: str, made_with: dict) -> Iterator[dict]:
-        scored = self.score_texts([doc[text_field] for doc in chunk])
-        for doc, (offsets, entropy) in zip(chunk, scored):
-            doc["offsets"] = offsets
-            doc["entropy"] = entropy
-            doc["entropy_model"] = model_name
-            doc["entropy_top_k"] = self.top_k
-            doc["tokenizer"] = dict(made_with)
-            yield doc
+
+@dataclass(frozen=True)
+class EntropyEngine:
+    """Everything that builds a scorer: a process scores with `open()`, and so does each worker of
+    a Ray cluster, from this same (picklable) description."""
+
+    model: str
+    backend: str = "hf"
+    device: str = "auto"
+    dtype: str = "auto"
+    top_k: int = DEFAULT_TOP_K
+    window: int | None = None
+    overlap: int | None = None
+    batch_tokens: int = 8192
+    trust_remote_code: bool = False
+    # vllm only
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
+
+    def open(self) -> tuple[WindowedScorer, list[str]]:
+        """(scorer, notes to show the user once)."""
+        if self.backend == "vllm":
+            from rpt_cli.entropy_vllm import VLLMEntropyScorer
+
+            return (
+                VLLMEntropyScorer(
+                    self.model,
+                    top_k=self.top_k,
+                    window=self.window,
+                    overlap=self.overlap,
+                    batch_tokens=self.batch_tokens,
+                    dtype=self.dtype,
+                    tensor_parallel_size=self.tensor_parallel_size,
+                    gpu_memory_utilization=self.gpu_memory_utilization,
+                    enforce_eager=self.enforce_eager,
+                    trust_remote_code=self.trust_remote_code,
+                ),
+                [],
+            )
+        from rpt_cli.models import load_model
+
+        lm, tokenizer, device = load_model(
+            self.model, device=self.device, dtype=self.dtype, trust_remote_code=self.trust_remote_code
+        )
+        scorer = EntropyScorer(
+            lm,
+            tokenizer,
+            device=device,
+            top_k=self.top_k,
+            window=self.window,
+            overlap=self.overlap,
+            batch_tokens=self.batch_tokens,
+        )
+        notes = [HEAD_NOTE] if not scorer.uses_head and lm.base_model is not lm else []
+        return scorer, notes
+
+    def chunk_tokens(self) -> int:
+        """The chunk size the scorer `open()` builds will use, known before any model loads (from
+        the model's configuration), so a Ray driver cuts the same chunks as one process."""
+        from rpt_cli.forward import DEFAULT_MAX_POSITIONS, config_max_positions
+        from rpt_cli.models import resolve
+
+        max_positions = config_max_positions(resolve(self.model), trust_remote_code=self.trust_remote_code)
+        window = self.window or DEFAULT_MAX_POSITIONS
+        return chunk_tokens_for(self.batch_tokens, min(window, max_positions) if max_positions else window)
+
+
+@dataclass(frozen=True)
+class EntropyChunkWorker:
+    """The unit processor of a Ray worker (cluster.UnitWorker): builds the scorer once, then scores
+    chunks of `document_chunks`; each result is (documents, the chunk's ScoreStats, notes)."""
+
+    engine: EntropyEngine
+    text_field: str = "text"
+    model_name: str = ""
+
+    def __call__(self) -> Callable[[list[dict]], tuple[list[dict], ScoreStats, list[str]]]:
+        scorer, notes = self.engine.open()
+
+        def process(chunk: list[dict]):
+            scorer.stats = ScoreStats()
+            docs = scorer.score_chunk(chunk, self.text_field, self.model_name)
+            return docs, scorer.stats, notes
+
+        return process

@@ -34,6 +34,16 @@ def model_max_positions(model) -> int | None:
     return int(value) if value else None
 
 
+def config_max_positions(source: str, *, trust_remote_code: bool = False) -> int | None:
+    """`model_max_positions` from a model folder's configuration alone, before (or without) loading
+    its weights: what a Ray driver needs to cut the same windows and contexts as its workers."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    value = getattr(config.get_text_config(), "max_position_embeddings", None)
+    return int(value) if value else None
+
+
 def pad_token_id(tokenizer) -> int:
     """The id padded positions get: never attended to, so any token will do; the tokenizer's pad
     token, else its end of sequence, else 0."""
@@ -46,14 +56,19 @@ def pad_token_id(tokenizer) -> int:
 class ForwardEngine:
     """A loaded causal LM (eval mode, on its device) as the forward-pass stages use it."""
 
-    def __init__(self, model, tokenizer, device=None):
+    def __init__(self, model, tokenizer, device=None, *, max_positions: int | None = None):
+        """`model` None: the tokenizer side only (contexts, batches on the CPU), with the model's
+        `max_positions` given; what plans work that runs elsewhere."""
         self.model = model
         self.tokenizer = tokenizer
-        self.device = device if device is not None else next(model.parameters()).device
+        if model is None:
+            self.device, self.max_positions = device or "cpu", max_positions
+        else:
+            self.device = device if device is not None else next(model.parameters()).device
+            self.max_positions = model_max_positions(model)
         self.doc_tokenizer = DocTokenizer(tokenizer)
         self.prefix: list[int] = list(self.doc_tokenizer.prefix)
         self.pad_id = pad_token_id(tokenizer)
-        self.max_positions = model_max_positions(model)
 
     def context_limit(self, wanted: int | None) -> int:
         """Tokens a context may keep: `wanted` (default: the paper's 4096), at most the model's

@@ -53,12 +53,15 @@ def rollout_chunks(
     metadata: dict | None = None,
     is_done: Callable[[dict], bool] | None = None,
     stats: RolloutStats | None = None,
+    first_chunk: int = 0,
 ) -> Iterator[list[dict]]:
     """Yield lists of rollout records, one list per chunk of `chunk_contexts` input samples.
 
     Each record is its sample plus `prompt`, `prompt_tokens`, `completions`, `finish_reasons`,
     `completion_tokens` and `rollout` (`metadata`). Samples for which `is_done` says true are
-    skipped (they still count in the chunk numbering, which fixes each chunk's seed).
+    skipped (they still count in the chunk numbering, which fixes each chunk's seed). The chunks
+    are numbered from `first_chunk`: a Ray worker handed chunk k of a run samples it as one
+    process does.
     """
     if n < 1:
         raise ValueError("n (completions per context) must be at least 1")
@@ -68,7 +71,7 @@ def rollout_chunks(
     stats = stats if stats is not None else RolloutStats()
     metadata = dict(metadata or {})
     chunk: list[dict] = []
-    index = 0
+    index = first_chunk
     for sample in samples:
         chunk.append(sample)
         if len(chunk) == chunk_contexts:
@@ -107,6 +110,64 @@ def _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, s
             }
         )
     yield records
+
+
+def sample_chunks(samples: Iterable[dict], chunk_contexts: int) -> Iterator[tuple[int, list[dict]]]:
+    """(chunk number, samples) as `rollout_chunks` cuts them: the units a Ray worker takes."""
+    chunk: list[dict] = []
+    index = 0
+    for sample in samples:
+        chunk.append(sample)
+        if len(chunk) == chunk_contexts:
+            yield index, chunk
+            chunk, index = [], index + 1
+    if chunk:
+        yield index, chunk
+
+
+@dataclass(frozen=True)
+class RolloutChunkWorker:
+    """The unit processor of a Ray worker (cluster.UnitWorker): opens the generation engine and
+    session once, then samples chunks of `sample_chunks`, each with its own chunk number and so
+    its own seed; each result is (records, the chunk's RolloutStats)."""
+
+    backend: str
+    model: str
+    engine_options: dict
+    prompt: object  # generation.session.PromptSettings
+    n: int
+    sampling: SamplingConfig
+    metadata: dict | None = None  # the records' `rollout` field; default: the session's
+
+    def __call__(self):
+        from rpt_cli.generation import get_backend
+        from rpt_cli.generation.session import GenerationSession
+
+        engine = get_backend(self.backend, self.model, **self.engine_options)
+        session = GenerationSession(engine, self.prompt)
+        metadata = self.metadata if self.metadata is not None else session.metadata(self.sampling, self.n)
+
+        def process(unit: tuple[int, list[dict]]):
+            index, chunk = unit
+            stats = RolloutStats()
+            records = [
+                record
+                for records in rollout_chunks(
+                    chunk,
+                    engine,
+                    session.builder,
+                    n=self.n,
+                    sampling=self.sampling,
+                    chunk_contexts=len(chunk),
+                    metadata=metadata,
+                    stats=stats,
+                    first_chunk=index,
+                )
+                for record in records
+            ]
+            return records, stats
+
+        return process
 
 
 def numbered_samples(

@@ -38,7 +38,7 @@ def test_help_and_light_commands_start_fast():
     """Heavy libraries load only in the commands that need them."""
     code = (
         "import sys; from rpt_cli import cli; "
-        "heavy = [m for m in ('torch', 'transformers', 'trl', 'vllm', 'datasets') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'vllm', 'datasets', 'ray') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

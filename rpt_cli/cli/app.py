@@ -115,6 +115,22 @@ EnforceEagerOpt = Annotated[
     typer.Option("--enforce-eager", help="vllm: skip graph capture and compilation (starts faster, samples slower)."),
 ]
 
+# the data stages on a Ray cluster (cluster.py, docs/entropy.md "On a Ray cluster")
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="WHERE",
+        show_default=False,
+        help="Run on a Ray cluster with Ray Data: local (start one on this machine for this run), auto (the "
+        "cluster this machine belongs to) or its address HOST:PORT; output as without it, in input order.",
+    ),
+]
+RayWorkersOpt = Annotated[int, typer.Option(help="--ray: map workers, each with its own model.")]
+RayGpusOpt = Annotated[
+    float, typer.Option(help="--ray: GPUs per worker (e.g. 1, or 0.5 for two workers per GPU; 0: CPU only).")
+]
+
 PlotOpt = Annotated[
     str | None,
     typer.Option("--output", "-o", metavar="FILE.png", help="Write the plot (a PNG) to FILE; without it, no plot."),
@@ -199,6 +215,9 @@ PANELS = {
         "vllm_tensor_parallel_size",
         "micro_batch_size",
         "gradient_checkpointing",
+        "ray",
+        "ray_workers",
+        "ray_gpus_per_worker",
     ),
     "Selection": (
         "min",

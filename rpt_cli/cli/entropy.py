@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Annotated
 
 import typer
@@ -10,11 +11,17 @@ from rpt_cli import paper
 from rpt_cli.cli.app import (
     DeviceOpt,
     DtypeOpt,
+    EnforceEagerOpt,
+    GpuMemoryOpt,
     IdFieldOpt,
     InputArg,
     ModelOpt,
     OutputOpt,
+    RayGpusOpt,
+    RayOpt,
+    RayWorkersOpt,
     SkipBadOpt,
+    TensorParallelOpt,
     TextFieldOpt,
     TrustOpt,
     app,
@@ -79,6 +86,19 @@ def entropy(
         str | None,
         typer.Option(metavar="I/N", help="Score only the I-th of N disjoint slices of the input (1-based), e.g. 3/8."),
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="hf (transformers: the decoder, then the output layer on the scored positions only) or vllm "
+            "(vLLM's prompt log-probabilities; same tokens, same windows, same offsets)."
+        ),
+    ] = "hf",
+    tensor_parallel_size: TensorParallelOpt = 1,
+    gpu_memory_utilization: GpuMemoryOpt = 0.9,
+    enforce_eager: EnforceEagerOpt = False,
+    ray: RayOpt = None,
+    ray_workers: RayWorkersOpt = 2,
+    ray_gpus_per_worker: RayGpusOpt = 0.0,
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
@@ -89,9 +109,10 @@ def entropy(
     """
     with cli_errors():
         check_numbers(locals())
-        from rpt_cli.entropy import EntropyScorer
+        from rpt_cli.cluster import ray_settings
+        from rpt_cli.entropy import ENTROPY_BACKENDS, EntropyEngine
         from rpt_cli.jsonl import read_dataset
-        from rpt_cli.models import display_name, load_model
+        from rpt_cli.models import display_name
         from rpt_cli.records import corpus_document
 
         shard_slice = parse_shard(shard)
@@ -107,6 +128,9 @@ def entropy(
             raise UsageError("--entropy-top-k must be at least 1")
         if batch_tokens < 1 or window < 2:
             raise UsageError("--batch-tokens must be positive and --window at least 2")
+        if backend not in ENTROPY_BACKENDS:
+            raise UsageError(f"--backend {backend}: choose one of {', '.join(ENTROPY_BACKENDS)}")
+        cluster = ray_settings(ray, ray_workers, ray_gpus_per_worker)
         template = None
         if text_template is not None:
             from rpt_cli.documents import TextTemplate, templated_document
@@ -144,33 +168,37 @@ def entropy(
                     doc[text_field] = template.fill(doc)  # what is scored, and what the offsets index
                 yield doc
 
-        lm, tokenizer, resolved_device = load_model(
-            model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
-        )
-        scorer = EntropyScorer(
-            lm,
-            tokenizer,
-            device=resolved_device,
+        engine = EntropyEngine(
+            model,
+            backend=backend,
+            device=device,
+            dtype=dtype,
             top_k=top_k,
             window=window,
             overlap=overlap,
             batch_tokens=batch_tokens,
+            trust_remote_code=trust_remote_code,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
         )
-        if not scorer.uses_head and lm.base_model is not lm:
-            stderr.print(
-                "entropy: note: the model's logits are not its output layer on its hidden states (an "
-                "unknown post-processing); scoring from its full logits (slower)"
-            )
-        with spinner("entropy: starting") as say, RecordWriter(output) as out:
+        if cluster is not None:
+            s = score_on_ray(engine, cluster, with_ids(), output, text_field, display_name(model))
+            where = f"ray, {cluster.workers} worker{'s' if cluster.workers != 1 else ''}, {backend}"
+        else:
+            scorer, notes = engine.open()
+            for note in notes:
+                stderr.print(f"entropy: note: {note}")
+            with closing(scorer), spinner("entropy: starting") as say, RecordWriter(output) as out:
 
-            def show(s):
-                say(f"entropy: {s.documents:,} documents, {s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s")
+                def show(s):
+                    say(f"entropy: {s.documents:,} documents, {s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s")
 
-            out.write_all(scorer.score(with_ids(), text_field, model_name=display_name(model), on_chunk=show))
-        s = scorer.stats
+                out.write_all(scorer.score(with_ids(), text_field, model_name=display_name(model), on_chunk=show))
+            s, where = scorer.stats, scorer.device_name
         stderr.print(
             f"entropy: {s.documents:,} documents, {s.tokens:,} tokens in {s.seconds:.1f} s "
-            f"({s.tokens_per_second:,.0f} tokens/s, {resolved_device})"
+            f"({s.tokens_per_second:,.0f} tokens/s, {where})"
         )
         if s.dropped_bytes:
             stderr.print(
@@ -179,3 +207,43 @@ def entropy(
                 f"token after them, but the model does not see them"
             )
         stats.report(stderr)
+
+
+def score_on_ray(engine, settings, docs, output, text_field: str, model_name: str):
+    """Score the documents on a Ray cluster, chunk by chunk as one process cuts them, and write
+    them in input order; the ScoreStats of the run, its seconds the wall time from the first chunk
+    sent to the last written (the workers' model loading included)."""
+    import time
+
+    from rpt_cli.cluster import RayCluster
+    from rpt_cli.entropy import EntropyChunkWorker, ScoreStats, document_chunks
+
+    # the chunks are the single process's: the same batches, so the same entropies, bit for bit
+    chunks = document_chunks(docs, text_field, engine.chunk_tokens())
+    totals, notes_shown = ScoreStats(), set()
+    with (
+        RayCluster(settings) as cluster,
+        spinner("entropy: starting the Ray workers") as say,
+        RecordWriter(output) as out,
+    ):
+        started = time.perf_counter()
+
+        def arrived(result) -> None:
+            _, stats, notes = result
+            for name in ("documents", "tokens", "dropped_bytes", "dropped_documents"):
+                setattr(totals, name, getattr(totals, name) + getattr(stats, name))
+            totals.seconds = time.perf_counter() - started
+            say(
+                f"entropy: {totals.documents:,} documents, {totals.tokens:,} tokens, {totals.tokens_per_second:,.0f} tokens/s"
+            )
+            for note in notes:
+                if note not in notes_shown:
+                    notes_shown.add(note)
+                    stderr.print(f"entropy: note: {note}")
+
+        for scored, _, _ in cluster.results(
+            chunks, EntropyChunkWorker(engine, text_field, model_name), on_result=arrived
+        ):
+            out.write_all(scored)
+        totals.seconds = time.perf_counter() - started
+    return totals

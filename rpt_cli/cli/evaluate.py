@@ -19,6 +19,9 @@ from rpt_cli.cli.app import (
     MaxModelLenOpt,
     NoMemoryCheckOpt,
     OutputOpt,
+    RayGpusOpt,
+    RayOpt,
+    RayWorkersOpt,
     SkipBadScoredOpt,
     TensorParallelOpt,
     TopKOpt,
@@ -33,6 +36,7 @@ from rpt_cli.cli.app import (
     renamed,
 )
 from rpt_cli.console import cli_errors, spinner, stderr
+from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
 from rpt_cli.records import evaluation_sample
@@ -194,6 +198,9 @@ def eval_(
     no_memory_check: NoMemoryCheckOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    ray: RayOpt = None,
+    ray_workers: RayWorkersOpt = 2,
+    ray_gpus_per_worker: RayGpusOpt = 0.0,
     skip_bad: SkipBadScoredOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
@@ -265,6 +272,18 @@ def eval_(
             enforce_eager=enforce_eager,
         )
         config.check()
+        from rpt_cli.cluster import ray_settings
+
+        cluster_settings = ray_settings(ray, ray_workers, ray_gpus_per_worker)
+        if cluster_settings is not None and "gain" in config.modes:
+            raise UsageError("--mode gain scores thoughts with the model in this process: run it without --ray")
+        if cluster_settings is not None and "reasoning" in config.modes:
+            from rpt_cli.reward import NEEDS_MODEL
+
+            if config.reward in NEEDS_MODEL:
+                raise UsageError(
+                    f"--reward {config.reward} scores with the model in this process: run it without --ray"
+                )
         check_input(input)
         check_outputs(input, ("-o", output), *([("--details", details)] if details else []))
         refs = [locate_model(spec) for spec in (model or [BUILTIN_NAME])]
@@ -298,8 +317,11 @@ def eval_(
                 if note:
                     stderr.print(f"eval: note: {note}", markup=False)
         reports: list[dict] = []
+        from rpt_cli.cluster import RayCluster
+
         with (
             RecordWriter(details) if details else nullcontext() as detail_out,
+            RayCluster(cluster_settings) if cluster_settings is not None and samples else nullcontext() as cluster,
             spinner("eval: reading") as say,
         ):
             show = Progress(
@@ -316,6 +338,7 @@ def eval_(
                     on_details=detail_out.write if detail_out else None,
                     progress=show,
                     skipped=read_stats if skip_bad else None,
+                    cluster=cluster,
                 )
         with RecordWriter(output) as out:
             out.write_all(reports)

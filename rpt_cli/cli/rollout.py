@@ -23,6 +23,9 @@ from rpt_cli.cli.app import (
     ModelOpt,
     NoMemoryCheckOpt,
     OutputOpt,
+    RayGpusOpt,
+    RayOpt,
+    RayWorkersOpt,
     SkipBadOpt,
     TensorParallelOpt,
     TopKOpt,
@@ -127,6 +130,9 @@ def rollout(
         ),
     ] = False,
     limit: Annotated[int | None, typer.Option(help="Use only the first N samples (smoke runs).", metavar="N")] = None,
+    ray: RayOpt = None,
+    ray_workers: RayWorkersOpt = 2,
+    ray_gpus_per_worker: RayGpusOpt = 0.0,
     skip_bad: SkipBadOpt = False,
     trust_remote_code: TrustOpt = False,
 ) -> None:
@@ -195,16 +201,14 @@ def rollout(
             raise UsageError(str(exc)) from None
         from rpt_cli.generation.base import SamplingConfig
         from rpt_cli.jsonl import source_name
-        from rpt_cli.resume import id_key, open_chunk_output
-        from rpt_cli.rollout import (
-            RolloutStats,
-            numbered_samples,
-            rollout_chunks,
-        )
+        from rpt_cli.rollout import RolloutChunkWorker, RolloutStats, numbered_samples
 
         sampling = SamplingConfig(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed
         )
+        from rpt_cli.cluster import ray_settings
+
+        cluster = ray_settings(ray, ray_workers, ray_gpus_per_worker)
         check_input(input)
         check_outputs(input, ("-o", output))
         source = source_name(input)
@@ -221,80 +225,187 @@ def rollout(
             for _ in samples():  # a bad line stops the run before the model loads
                 pass
         read_stats, stats = ReadStats(), RolloutStats()
-        with open_chunk_output(output, resume=resume) as out:
-            if resume:
-                # what can be compared before the model loads; the rest once it has
-                out.check_settings(
-                    {
-                        "answer": answer,
-                        "template": prompt_template.name,
-                        "think_prefix": think_prefix,
-                        "n": num_rollouts,
-                        "temperature": temperature,
-                        "top_p": top_p,
-                        "top_k": top_k,
-                        "max_new_tokens": max_new_tokens,
-                        "max_prompt_tokens": max_prompt_tokens,
-                        "seed": seed,
-                    }
-                )
-                if out.dropped_partial:
-                    stderr.print(f"rollout: dropped an incomplete last line of {output} (an interrupted write)")
-                stderr.print(f"rollout: resuming: {len(out.done):,} samples already in {output}")
-            from rpt_cli.generation import get_backend
-            from rpt_cli.generation.session import GenerationSession, PromptSettings
+        engine_options = dict(
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            seed=seed,
+            max_batch_sequences=max_batch_sequences,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+        )
+        from rpt_cli.generation.session import PromptSettings
 
-            engine = get_backend(
-                backend,
-                model,
-                device=device,
-                dtype=dtype,
-                trust_remote_code=trust_remote_code,
-                seed=seed,
-                max_batch_sequences=max_batch_sequences,
-                tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization,
-                max_model_len=max_model_len,
-                enforce_eager=enforce_eager,
+        prompt_settings = PromptSettings(
+            template=prompt_template,
+            chat=chat,
+            think_prefix=think_prefix,
+            max_prompt_tokens=max_prompt_tokens,
+            answer=answer,
+        )
+        if cluster is not None:
+            engine_name = rollout_on_ray(
+                cluster,
+                samples(read_stats),
+                output,
+                RolloutChunkWorker(backend, model, engine_options, prompt_settings, num_rollouts, sampling),
+                batch_size,
+                stats,
+                resume=resume,
             )
-            with GenerationSession(
-                engine,
-                PromptSettings(
-                    template=prompt_template,
-                    chat=chat,
-                    think_prefix=think_prefix,
-                    max_prompt_tokens=max_prompt_tokens,
-                    answer=answer,
-                ),
-            ) as session:
-                builder = session.builder
-                metadata = session.metadata(sampling, num_rollouts)
-                if resume:
-                    out.check_settings(metadata)
-                done = out.done if resume else None
-                with spinner("rollout: loading done, sampling the first chunk") as say:
-                    for records in rollout_chunks(
-                        samples(read_stats),
-                        engine,
-                        builder,
-                        n=num_rollouts,
-                        sampling=sampling,
-                        chunk_contexts=batch_size,
-                        metadata=metadata,
-                        stats=stats,
-                        is_done=(lambda sample: id_key(sample["id"]) in done) if resume else None,
-                    ):
-                        out.write_chunk(records)
-                        say(
-                            f"rollout: {stats.contexts:,} contexts, {stats.new_tokens:,} new tokens, "
-                            f"{stats.tokens_per_second:,.0f} tokens/s"
-                        )
+        else:
+            engine_name = _rollout_here(
+                samples(read_stats),
+                output,
+                resume=resume,
+                backend=backend,
+                model=model,
+                engine_options=engine_options,
+                prompt_settings=prompt_settings,
+                sampling=sampling,
+                num_rollouts=num_rollouts,
+                batch_size=batch_size,
+                stats=stats,
+            )
         stderr.print(
             f"rollout: {stats.contexts:,} contexts x {num_rollouts} = {stats.completions:,} completions, "
             f"{stats.new_tokens:,} new tokens in {stats.generate_seconds:.1f} s "
-            f"({stats.tokens_per_second:,.0f} tokens/s, {engine.name}); "
+            f"({stats.tokens_per_second:,.0f} tokens/s, {engine_name}); "
             f"{stats.truncated:,} cut at --max-new-tokens"
         )
         if stats.skipped_done:
             stderr.print(f"rollout: skipped {stats.skipped_done:,} samples already in {output}")
         read_stats.report(stderr)
+
+
+def _rollout_here(
+    samples,
+    output,
+    *,
+    resume,
+    backend,
+    model,
+    engine_options,
+    prompt_settings,
+    sampling,
+    num_rollouts,
+    batch_size,
+    stats,
+) -> str:
+    """The rollouts in this process, chunk by chunk, appended to a resumed output or written
+    atomically; the engine's name."""
+    from rpt_cli.generation import get_backend
+    from rpt_cli.generation.session import GenerationSession
+    from rpt_cli.resume import id_key, open_chunk_output
+    from rpt_cli.rollout import rollout_chunks
+
+    with open_chunk_output(output, resume=resume) as out:
+        if resume:
+            # what can be compared before the model loads; the rest once it has
+            _check_resumed(out, output, prompt_settings, sampling, num_rollouts)
+        engine = get_backend(backend, model, **engine_options)
+        with GenerationSession(engine, prompt_settings) as session:
+            metadata = session.metadata(sampling, num_rollouts)
+            if resume:
+                out.check_settings(metadata)
+            done = out.done if resume else None
+            with spinner("rollout: loading done, sampling the first chunk") as say:
+                for records in rollout_chunks(
+                    samples,
+                    engine,
+                    session.builder,
+                    n=num_rollouts,
+                    sampling=sampling,
+                    chunk_contexts=batch_size,
+                    metadata=metadata,
+                    stats=stats,
+                    is_done=(lambda sample: id_key(sample["id"]) in done) if resume else None,
+                ):
+                    out.write_chunk(records)
+                    say(
+                        f"rollout: {stats.contexts:,} contexts, {stats.new_tokens:,} new tokens, "
+                        f"{stats.tokens_per_second:,.0f} tokens/s"
+                    )
+    return engine.name
+
+
+def _check_resumed(out, output, prompt_settings, sampling, num_rollouts: int) -> None:
+    """What a resumed output's settings can be compared with before any model loads (the rest,
+    the engine's, once it has); say how much is done already."""
+    out.check_settings(
+        {
+            "answer": prompt_settings.answer,
+            "template": prompt_settings.template.name,
+            "think_prefix": prompt_settings.think_prefix,
+            "n": num_rollouts,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+            "max_new_tokens": sampling.max_new_tokens,
+            "max_prompt_tokens": prompt_settings.max_prompt_tokens,
+            "seed": sampling.seed,
+        }
+    )
+    if out.dropped_partial:
+        stderr.print(f"rollout: dropped an incomplete last line of {output} (an interrupted write)")
+    stderr.print(f"rollout: resuming: {len(out.done):,} samples already in {output}")
+
+
+def _todo_chunks(chunks, done: set, stats):
+    """`sample_chunks` less the samples a resumed output holds: each chunk keeps its number (and
+    so its seed), as `rollout_chunks(is_done=…)` keeps it in one process; empty chunks go."""
+    from rpt_cli.resume import id_key
+
+    for index, chunk in chunks:
+        todo = [sample for sample in chunk if id_key(sample["id"]) not in done]
+        stats.skipped_done += len(chunk) - len(todo)
+        if todo:
+            yield index, todo
+
+
+def rollout_on_ray(cluster_settings, samples, output, worker, batch_size: int, stats, *, resume: bool = False) -> str:
+    """The rollouts on a Ray cluster: chunks of --contexts-per-call contexts, each sampled by a
+    worker with the chunk's own seed (as one process samples it), written in input order (appended
+    to a resumed output, skipping the samples it holds); the engine's name.
+    `stats.generate_seconds` is the wall time of the whole run on the cluster."""
+
+    from rpt_cli.cluster import RayCluster
+    from rpt_cli.generation import resolve_backend_name
+    from rpt_cli.resume import open_chunk_output
+    from rpt_cli.rollout import sample_chunks
+
+    with open_chunk_output(output, resume=resume) as out:
+        units = sample_chunks(samples, batch_size)
+        if resume:
+            _check_resumed(out, output, worker.prompt, worker.sampling, worker.n)
+            units = _todo_chunks(units, out.done, stats)
+        with RayCluster(cluster_settings) as cluster, spinner("rollout: starting the Ray workers") as say:
+            _sample_on_ray(cluster, units, worker, out, stats, say, check_engine=resume)
+    return f"ray, {cluster_settings.workers} worker{'s' if cluster_settings.workers != 1 else ''}, {resolve_backend_name(worker.backend)}"
+
+
+def _sample_on_ray(cluster, units, worker, out, stats, say, *, check_engine: bool) -> None:
+    """The units through the cluster's workers, their records written in order; progress to `say`."""
+    import time
+
+    started = time.perf_counter()
+
+    def arrived(result) -> None:
+        _, chunk_stats = result
+        for name in ("contexts", "completions", "truncated", "new_tokens"):
+            setattr(stats, name, getattr(stats, name) + getattr(chunk_stats, name))
+        stats.generate_seconds = time.perf_counter() - started
+        say(
+            f"rollout: {stats.contexts:,} contexts, {stats.new_tokens:,} new tokens, "
+            f"{stats.tokens_per_second:,.0f} tokens/s"
+        )
+
+    for records, _ in cluster.results(units, worker, on_result=arrived):
+        if check_engine and records:
+            # the settings only the engine knows (model, backend, chat), as the workers recorded them
+            out.check_settings(records[0]["rollout"])
+            check_engine = False
+        out.write_chunk(records)
+    stats.generate_seconds = time.perf_counter() - started

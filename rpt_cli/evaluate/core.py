@@ -242,21 +242,26 @@ def evaluate_model(
     on_details: Callable[[dict], None] | None = None,
     progress: Progress | None = None,
     skipped: ReadStats | None = None,
+    cluster=None,
 ) -> list[dict]:
     """Reports (records.md §6) of one model in each of `config.modes`, on the same samples (their
     boundaries in the model's tokens: `in_policy_tokens`); the per-sample details go to
     `on_details` as they are ready. With `skipped` (--skip-bad), samples whose boundaries cannot
-    be re-derived for this model are left out and recorded there."""
+    be re-derived for this model are left out and recorded there. With `cluster` (a
+    cluster.RayCluster), the model runs on its workers only (evaluate/on_ray.py); gain mode, which
+    scores with the model in this process, is refused there."""
     from rpt_cli.generation import resolve_backend_name
     from rpt_cli.jsonl import source_name
     from rpt_cli.models import load_model, load_tokenizer
 
     progress = progress or Progress()
+    if cluster is not None and GAIN in config.modes:
+        raise UsageError("--mode gain scores thoughts with the model in this process: run it without --ray")
     reasoning = REASONING in config.modes
     samples_completions = reasoning or GAIN in config.modes
     backend_name = resolve_backend_name(config.backend) if samples_completions else None
     # ntp and gain score with the model itself; so do the dense rewards
-    needs_loaded_model = (
+    needs_loaded_model = cluster is None and (
         NTP in config.modes
         or GAIN in config.modes
         or backend_name == "hf"
@@ -282,12 +287,14 @@ def evaluate_model(
         if not samples:
             outcomes, details, settings = [], [], {}
         elif mode == NTP:
-            outcomes, details, settings = _run_ntp(ref, samples, config, model, tokenizer, device, progress)
+            outcomes, details, settings = _run_ntp(
+                ref, samples, config, model, tokenizer or policy_tokenizer, device, progress, cluster
+            )
         elif mode == GAIN:
             outcomes, details, settings = _run_gain(ref, samples, config, backend_name, model, tokenizer, progress)
         else:
             outcomes, details, settings = _run_reasoning(
-                ref, samples, config, backend_name, model, tokenizer, device, progress
+                ref, samples, config, backend_name, model, tokenizer or policy_tokenizer, device, progress, cluster
             )
         seconds = time.perf_counter() - started
         reports.append(_report(ref, mode, samples, outcomes, config, source, seconds, settings))
@@ -299,15 +306,33 @@ def evaluate_model(
     return reports
 
 
-def _run_ntp(ref, samples, config, model, tokenizer, device, progress):
-    predictor = NextTokenPredictor(
-        model,
-        tokenizer,
-        device,
-        batch_tokens=config.batch_tokens,
-        max_context_tokens=config.max_context_tokens,
-        share_passes=config.share_passes,
-    )
+def _run_ntp(ref, samples, config, model, tokenizer, device, progress, cluster=None):
+    if cluster is not None:
+        from rpt_cli.evaluate.on_ray import NtpBatchWorker, RayNextTokenPredictor
+        from rpt_cli.forward import config_max_positions
+
+        worker = NtpBatchWorker(
+            ref.source,
+            device=config.device,
+            dtype=config.dtype,
+            trust_remote_code=config.trust_remote_code,
+            batch_tokens=config.batch_tokens,
+            max_context_tokens=config.max_context_tokens,
+        )
+        from rpt_cli.models import resolve
+
+        # the model's folder (the built-in model and .gguf files: their converted folder)
+        max_positions = config_max_positions(resolve(ref.source), trust_remote_code=config.trust_remote_code)
+        predictor = RayNextTokenPredictor(cluster, worker, tokenizer, max_positions, share_passes=config.share_passes)
+    else:
+        predictor = NextTokenPredictor(
+            model,
+            tokenizer,
+            device,
+            batch_tokens=config.batch_tokens,
+            max_context_tokens=config.max_context_tokens,
+            share_passes=config.share_passes,
+        )
     if progress.on_start:
         progress.on_start(f"{ref.name} (ntp)")
 
@@ -330,9 +355,11 @@ def _run_ntp(ref, samples, config, model, tokenizer, device, progress):
     return outcomes, details, settings
 
 
-def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device, progress):
+def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device, progress, cluster=None):
+    from contextlib import nullcontext
+
     from rpt_cli.generation import SamplingConfig
-    from rpt_cli.generation.session import GenerationSession, PromptSettings
+    from rpt_cli.generation.session import GenerationSession, PromptSettings, prompt_builder
     from rpt_cli.prompts import TemplateError, load_template
     from rpt_cli.reward import NEEDS_MODEL, NEEDS_TOKENIZER, get_reward_function
 
@@ -341,7 +368,6 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
         template = load_template(prompt["template"])
     except TemplateError as exc:
         raise UsageError(str(exc)) from None
-    engine = _open_engine(ref, config, backend_name, model, tokenizer, progress)
     settings_of_prompt = PromptSettings(
         template=template,
         chat=prompt["chat"],
@@ -349,27 +375,37 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
         max_prompt_tokens=prompt["max_prompt_tokens"],
         answer=prompt["answer"],
     )
-    with GenerationSession(engine, settings_of_prompt, owns_engine=backend_name != "hf") as session:
+    sampling = SamplingConfig(
+        max_new_tokens=prompt["max_new_tokens"],
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        seed=config.seed,
+    )
+    if cluster is not None:
+        # the engines live in the workers; prompts, settings and scores need the tokenizer only
+        if config.reward in NEEDS_MODEL:
+            raise UsageError(f"--reward {config.reward} scores with the model in this process: run it without --ray")
+        session = nullcontext()
+        builder, engine_name, engine_tokenizer = prompt_builder(tokenizer, settings_of_prompt), backend_name, tokenizer
+    else:
+        engine = _open_engine(ref, config, backend_name, model, tokenizer, progress)
+        session = GenerationSession(engine, settings_of_prompt, owns_engine=backend_name != "hf")
+        builder, engine_name, engine_tokenizer = session.builder, engine.name, engine.tokenizer
+    with session:
         options: dict = {"require_think": not prompt["no_think"], "answer": prompt["answer"]}
         if config.reward in NEEDS_TOKENIZER:
-            options["tokenizer"] = engine.tokenizer
+            options["tokenizer"] = engine_tokenizer
         if config.reward in NEEDS_MODEL:
             options.update(model=model, tokenizer=tokenizer, device=device)
         reward_fn = get_reward_function(config.reward, **options)
-        sampling = SamplingConfig(
-            max_new_tokens=prompt["max_new_tokens"],
-            temperature=config.temperature,
-            top_p=config.top_p,
-            top_k=config.top_k,
-            seed=config.seed,
-        )
         settings = {
-            "backend": engine.name,
+            "backend": engine_name,
             "answer": prompt["answer"],
             "fn": config.reward,
             "k": config.num_completions,
             "template": template.name,
-            "chat": session.builder.chat,
+            "chat": builder.chat,
             "think_prefix": prompt["think_prefix"],
             "no_think": prompt["no_think"],
             "temperature": config.temperature,
@@ -386,19 +422,53 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
                 progress.on_count(f"{ref.name} (reasoning): {done:,}/{len(samples):,} contexts")
 
         metadata = {"model": ref.name, **settings, "n": config.num_completions, "seed": config.seed}
-        outcomes, details = evaluate_reasoning(
-            samples,
-            engine,
-            session.builder,
-            reward_fn,
-            k=config.num_completions,
-            sampling=sampling,
-            chunk_contexts=config.contexts_per_call,
-            metadata=metadata,
-            on_chunk=show,
-        )
+        if cluster is not None:
+            outcomes, details = _reasoning_on_ray(
+                cluster, ref, samples, config, backend_name, settings_of_prompt, sampling, metadata, reward_fn, show
+            )
+        else:
+            outcomes, details = evaluate_reasoning(
+                samples,
+                engine,
+                builder,
+                reward_fn,
+                k=config.num_completions,
+                sampling=sampling,
+                chunk_contexts=config.contexts_per_call,
+                metadata=metadata,
+                on_chunk=show,
+            )
     settings["truncated_share"] = sum(o.truncated for o in outcomes) / len(outcomes)
     return outcomes, details, settings
+
+
+def _reasoning_on_ray(cluster, ref, samples, config, backend_name, prompt, sampling, metadata, reward_fn, show):
+    from rpt_cli.evaluate.on_ray import reasoning_chunks_on_ray
+    from rpt_cli.evaluate.reasoning import score_rollouts
+    from rpt_cli.rollout import RolloutChunkWorker
+
+    engine_options = dict(
+        device=config.device,
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        seed=config.seed,
+        max_batch_sequences=config.max_batch_sequences,
+        tensor_parallel_size=config.tensor_parallel_size,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_model_len=config.max_model_len,
+        enforce_eager=config.enforce_eager,
+    )
+    worker = RolloutChunkWorker(
+        backend_name, ref.source, engine_options, prompt, config.num_completions, sampling, metadata
+    )
+    done = [0]
+
+    def counted(stats) -> None:
+        done[0] += stats.contexts
+        show(done[0])
+
+    chunks = reasoning_chunks_on_ray(cluster, samples, worker, config.contexts_per_call, on_stats=counted)
+    return score_rollouts(chunks, reward_fn)
 
 
 def _open_engine(ref, config, backend_name, model, tokenizer, progress):

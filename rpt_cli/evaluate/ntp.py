@@ -86,21 +86,20 @@ class PredictorStats:
         return self.contexts / self.seconds if self.seconds else 0.0
 
 
-class NextTokenPredictor:
-    """The argmax next token after each context, from batched forward passes.
+class NextTokenPlanner:
+    """The model-free half of next-token prediction: contexts to token ids, forward-pass rows and
+    batches, and each row's argmax tokens back to predictions in input order. NextTokenPredictor
+    runs the batches with a loaded model; a Ray driver plans with this alone and lets its workers
+    run them (evaluate/on_ray.py), so both pass the same batches.
 
     Contexts are tokenized on their own like documents (the tokenizer's special prefix such as
     BOS, then the context's tokens) and cut from the left to `max_context_tokens`, keeping the
-    prefix. Rows are right padded, so every real position sees exactly its own prefix. Only the
-    hidden states at the wanted positions go through the output layer: a whole sequence's
-    vocabulary-sized logits are the largest tensor a forward pass makes and are not needed.
+    prefix.
     """
 
     def __init__(
         self,
-        model,
-        tokenizer,
-        device=None,
+        engine: ForwardEngine,
         *,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         max_context_tokens: int | None = None,
@@ -108,8 +107,8 @@ class NextTokenPredictor:
     ):
         if batch_tokens < 1:
             raise SettingError("batch_tokens", "{setting} must be at least 1")
-        self.engine = ForwardEngine(model, tokenizer, device)
-        self.model, self.tokenizer, self.device = model, tokenizer, self.engine.device
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
         self.batch_tokens = batch_tokens
         self.share_passes = share_passes
         self.prefix = self.engine.prefix
@@ -122,9 +121,37 @@ class NextTokenPredictor:
                 f"after the tokenizer's {len(self.prefix)} special prefix token(s)",
             )
         self.pad_id = self.engine.pad_id
-        self._special_ids = frozenset(tokenizer.all_special_ids)
+        self._special_ids = frozenset(self.tokenizer.all_special_ids)
         self.stats = PredictorStats()
-        self._split = self._decoder_and_head()
+
+    def predict_with(
+        self,
+        run: Callable[[list[list[Row]]], Iterator[list[list[int]]]],
+        contexts: Sequence[str],
+        doc_ids: Sequence | None = None,
+        *,
+        on_batch: Callable[[PredictorStats], None] | None = None,
+    ) -> list[TokenPrediction]:
+        """The most likely next token after each context, in input order, with `run` turning the
+        planned batches into each row's members' argmax tokens, batch by batch, in order."""
+        started = time.perf_counter()
+        ids = self.context_ids(contexts)
+        rows = plan_rows(ids, doc_ids, share=self.share_passes)
+        batches = list(batch_rows(rows, self.batch_tokens))
+        predictions: list[TokenPrediction | None] = [None] * len(contexts)
+        for batch, best in zip(batches, run(batches)):
+            for row, tokens in zip(batch, best):
+                owner = row.members[0][0]  # the context the row was made for; the others ride along
+                for (i, _), token in zip(row.members, tokens):
+                    predictions[i] = TokenPrediction(token, *self.token_bytes_and_text(token), shared=i != owner)
+            self.stats.rows += len(batch)
+            self.stats.tokens += sum(len(row.ids) for row in batch)
+            self.stats.contexts += sum(len(row.members) for row in batch)
+            self.stats.seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            if on_batch is not None:
+                on_batch(self.stats)
+        return predictions  # type: ignore[return-value]
 
     # -- tokens --------------------------------------------------------------------------------
     def context_ids(self, contexts: Sequence[str]) -> list[list[int]]:
@@ -149,6 +176,32 @@ class NextTokenPredictor:
             return None, None
         return text.encode("utf-8"), text
 
+
+class NextTokenPredictor(NextTokenPlanner):
+    """The argmax next token after each context, from batched forward passes of a loaded model.
+
+    Rows are right padded, so every real position sees exactly its own prefix. Only the hidden
+    states at the wanted positions go through the output layer: a whole sequence's
+    vocabulary-sized logits are the largest tensor a forward pass makes and are not needed.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        device=None,
+        *,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_context_tokens: int | None = None,
+        share_passes: bool = True,
+    ):
+        engine = ForwardEngine(model, tokenizer, device)
+        super().__init__(
+            engine, batch_tokens=batch_tokens, max_context_tokens=max_context_tokens, share_passes=share_passes
+        )
+        self.model, self.device = model, engine.device
+        self._split = self._decoder_and_head()
+
     # -- forward passes ------------------------------------------------------------------------
     def _decoder_and_head(self):
         """(decoder, output layer) when the model's logits are its output layer applied to its
@@ -170,7 +223,7 @@ class NextTokenPredictor:
             return None
         return split if torch.equal(expected, got) else None
 
-    def _argmax(self, rows: Sequence[Row]) -> list[list[int]]:
+    def argmax(self, rows: Sequence[Row]) -> list[list[int]]:
         """The argmax token of every member of every row of one batch."""
         import torch
 
@@ -201,23 +254,9 @@ class NextTokenPredictor:
     ) -> list[TokenPrediction]:
         """The most likely next token after each context, in input order. `doc_ids` (one per
         context) names the documents whose contexts may share forward passes."""
-        started = time.perf_counter()
-        ids = self.context_ids(contexts)
-        rows = plan_rows(ids, doc_ids, share=self.share_passes)
-        predictions: list[TokenPrediction | None] = [None] * len(contexts)
-        for batch in batch_rows(rows, self.batch_tokens):
-            for row, tokens in zip(batch, self._argmax(batch)):
-                owner = row.members[0][0]  # the context the row was made for; the others ride along
-                for (i, _), token in zip(row.members, tokens):
-                    predictions[i] = TokenPrediction(token, *self.token_bytes_and_text(token), shared=i != owner)
-            self.stats.rows += len(batch)
-            self.stats.tokens += sum(len(row.ids) for row in batch)
-            self.stats.contexts += sum(len(row.members) for row in batch)
-            self.stats.seconds += time.perf_counter() - started
-            started = time.perf_counter()
-            if on_batch is not None:
-                on_batch(self.stats)
-        return predictions  # type: ignore[return-value]
+        return self.predict_with(
+            lambda batches: (self.argmax(batch) for batch in batches), contexts, doc_ids, on_batch=on_batch
+        )
 
 
 def evaluate_ntp(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from rpt_cli.evaluate.samples import EvalSample, Outcome
 from rpt_cli.reward import Group, sample_of
@@ -28,15 +28,41 @@ def evaluate_reasoning(
     """Outcomes and per-sample details of next-token reasoning: k completions per context from
     `rollout_chunks` (the prompts and seeds of `rpt rollout`), each scored by `reward_fn`.
     Accuracy counts the completions the reward function deems correct (for `prefix`, reward 1)."""
-    from rpt_cli.generation.base import FINISH_LENGTH
     from rpt_cli.rollout import RolloutStats, rollout_chunks
 
     stats = RolloutStats()
+    chunks = rollout_chunks(
+        rollout_inputs(samples),
+        backend,
+        builder,
+        n=k,
+        sampling=sampling,
+        chunk_contexts=chunk_contexts,
+        metadata=metadata,
+        stats=stats,
+    )
+
+    def counted(_chunk) -> None:
+        if on_chunk is not None:
+            on_chunk(stats.contexts)
+
+    return score_rollouts(chunks, reward_fn, on_chunk=counted)
+
+
+def rollout_inputs(samples: Sequence[EvalSample]) -> Iterator[dict]:
+    """The samples' records as rollout inputs: copies, since rollout adds fields."""
+    return ({**sample.record} for sample in samples)
+
+
+def score_rollouts(
+    chunks: Iterable[list[dict]], reward_fn, *, on_chunk: Callable[[list[dict]], None] | None = None
+) -> tuple[list[Outcome], list[dict]]:
+    """Outcomes and per-sample details of chunks of rollout records (made here by
+    `evaluate_reasoning`, or by Ray workers), in order."""
+    from rpt_cli.generation.base import FINISH_LENGTH
+
     outcomes, details = [], []
-    records = ({**sample.record} for sample in samples)  # rollout adds fields: leave the inputs alone
-    for chunk in rollout_chunks(
-        records, backend, builder, n=k, sampling=sampling, chunk_contexts=chunk_contexts, metadata=metadata, stats=stats
-    ):
+    for chunk in chunks:
         groups = [
             Group(
                 sample_of(record, need_context=reward_fn.needs_context),
@@ -69,5 +95,5 @@ def evaluate_reasoning(
                 }
             )
         if on_chunk is not None:
-            on_chunk(stats.contexts)
+            on_chunk(chunk)
     return outcomes, details

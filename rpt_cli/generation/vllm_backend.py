@@ -77,6 +77,7 @@ class VLLMBackend:
         enforce_eager: bool = False,
         seed: int = 0,
         trust_remote_code: bool = False,
+        max_logprobs: int | None = None,
     ):
         if not vllm_installed():
             raise UsageError(INSTALL_HINT)
@@ -119,6 +120,8 @@ class VLLMBackend:
         )
         if max_model_len is not None:
             engine_args["max_model_len"] = max_model_len
+        if max_logprobs is not None:  # vLLM refuses requests for more (prompt) log-probabilities (default 20)
+            engine_args["max_logprobs"] = max_logprobs
         from vllm.platforms import current_platform
 
         if current_platform.is_cpu():
