@@ -65,12 +65,13 @@ def test_v6_lists_candidates_then_picks_one_with_the_context_in_backticks():
 
 def test_list_templates_names_every_builtin_with_a_description():
     listed = list_templates()
-    assert [t.name for t in listed] == ["v0", "v5", "v6", "fewshot", "direct"] == list(BUILTIN_TEMPLATES)
+    assert [t.name for t in listed] == ["v0", "v5", "v6", "fewshot", "direct", "thought"] == list(BUILTIN_TEMPLATES)
     assert all(t.description and "{context}" in t.text for t in listed)
 
 
 def test_direct_is_the_context_alone_and_fewshot_opens_the_thought():
     assert load_template("direct").render("so $x =") == "so $x ="
+    assert load_template("thought").render("so $x =") == "so $x =<think>"  # --objective rlp, eval --mode gain
     fewshot = load_template("fewshot").render("so $x =")
     assert fewshot.endswith("Text: so $x =\n<think>")
     # its worked examples answer the way the reward reads: a box after </think>, spaces kept
