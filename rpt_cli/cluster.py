@@ -248,9 +248,10 @@ class RayCluster:
         import warnings
 
         with warnings.catch_warnings():
-            # Ray Data 2.60 takes an actor's restart limits only as free `ray_remote_args`, which it
-            # calls deprecated (to go in Ray 2.64) without naming a replacement: the `ray` extra is
-            # pinned to 2.60.0, and this is the call to revisit when the pin moves
+            # a library path we cannot change: Ray Data 2.60 takes an actor's restart limits only as
+            # free `ray_remote_args`, which it calls deprecated (to go in Ray 2.64); the named
+            # parameters it points to (label_selector, resources, max_calls, ...) hold no restart
+            # limit. The `ray` extra is pinned to 2.60.0: revisit this call when the pin moves
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
                 worker_class(factory),
