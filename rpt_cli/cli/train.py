@@ -80,8 +80,10 @@ def train(
             "--objective",
             help=(
                 "What to train for: rpt (the paper's RL with the next-token reward, the default), ntp (continued "
-                "next-token training on the same samples, the paper's baseline) or rlp (RL with the information-gain "
-                "reward of thoughts, arXiv 2510.01265)."
+                "next-token training on the same samples, the paper's baseline), rlp (RL with the information-gain "
+                "reward of thoughts, arXiv 2510.01265) or coldstart (supervised examples in the boxed format that the "
+                "model makes itself: a thought naming its own next-token candidates, then the answer in \\boxed{}; "
+                "run it before rpt on a model that does not answer in that format)."
             ),
         ),
     ] = None,
@@ -91,6 +93,29 @@ def train(
             "--ema-decay",
             help=(
                 f"--objective rlp: decay of the EMA teacher that scores the no-thought baseline (default: {TD.ema_decay}, RLP's)."
+            ),
+        ),
+    ] = None,
+    coldstart_answer: Annotated[
+        str | None,
+        _opt(
+            "--coldstart-answer",
+            metavar="own|truth",
+            help=(
+                "--objective coldstart: the boxed answer of each example: own (the model's own first choice, the "
+                f"default: the stage teaches the format, not the next tokens) or truth (the true next token, a STaR-style "
+                f"rationalisation) (default: {TD.coldstart_answer})."
+            ),
+        ),
+    ] = None,
+    coldstart_candidates: Annotated[
+        int | None,
+        _opt(
+            "--coldstart-candidates",
+            metavar="K",
+            help=(
+                "--objective coldstart: how many of the model's most probable next tokens each thought names, with "
+                f"their probabilities (default: {TD.coldstart_candidates})."
             ),
         ),
     ] = None,

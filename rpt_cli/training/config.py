@@ -79,6 +79,10 @@ class TrainConfig:
     objective: str = "rpt"
     # rlp: decay of the EMA teacher that scores the no-thought baseline
     ema_decay: float = objectives.RLP_EMA_DECAY
+    # coldstart: what the boxed answer of each example is (own: the model's first choice; truth:
+    # the true next token) and how many of the model's candidates the thought names
+    coldstart_answer: str = "own"
+    coldstart_candidates: int = 3
     # answer format (answers.py): boxed (the paper's) or direct; direct changes the defaults of
     # template, chat and max_new_tokens (see `resolve_config`)
     answer: str = "boxed"
@@ -329,7 +333,7 @@ class BatchPlan:
         return self.contexts // self.processes
 
     def describe(self) -> str:
-        if self.num_generations == 1:  # --objective ntp: one sequence per context
+        if self.num_generations == 1:  # --objective ntp or coldstart: one sequence per context
             return (
                 f"{self.contexts} sequences per step = micro-batch {self.micro_batch} x "
                 f"{self.gradient_accumulation_steps} accumulation steps x {self.processes} "
@@ -352,7 +356,7 @@ def world_size() -> int:
 
 def batch_plan(config: TrainConfig, processes: int) -> BatchPlan:
     contexts = config.contexts_per_step
-    if config.objective == objectives.NTP:
+    if config.objective in objectives.SUPERVISED:
         # one sequence per context; by default as many sequences per pass as a GRPO micro-batch
         # holds completions (G), or fewer where the contexts per process are fewer
         G = 1
@@ -429,6 +433,12 @@ def check_config(config: TrainConfig) -> None:
         )
     check_sampling(config.temperature, config.top_p, config.top_k)
     objectives.check_objective(config.objective)
+    if config.coldstart_answer not in ("own", "truth"):
+        raise UsageError(f"--coldstart-answer {config.coldstart_answer}: choose own or truth")
+    if not 1 <= config.coldstart_candidates <= 20:
+        raise UsageError(f"--coldstart-candidates must be between 1 and 20, got {config.coldstart_candidates}")
+    if config.objective == objectives.COLDSTART and config.answer != "boxed":
+        raise UsageError("--objective coldstart teaches the boxed answer format: use --answer boxed (the default)")
     if not 0 <= config.ema_decay < 1:
         raise UsageError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     for key in ("adam_beta1", "adam_beta2"):

@@ -43,8 +43,10 @@ def ntp_rows(samples: Samples, tokenizer, max_context_tokens: int) -> list[dict]
     ]
 
 
-def sft_args(config, plan, folder: Path):
-    """TRL's SFTConfig with the settings `rpt train` shares with GRPO (docs/train.md)."""
+def sft_args(config, plan, folder: Path, *, completion_only: bool = False):
+    """TRL's SFTConfig with the settings `rpt train` shares with GRPO (docs/train.md).
+    `completion_only`: the loss reaches the completion of prompt/completion rows only (coldstart,
+    whose trainer is handed the model it already loaded to make its examples)."""
     from trl import SFTConfig
 
     cuda = torch.cuda.is_available()
@@ -63,7 +65,7 @@ def sft_args(config, plan, folder: Path):
         max_steps=config.max_steps,
         max_length=None,  # the sequences are cut already (`sequence_ids`)
         packing=False,
-        completion_only_loss=False,
+        completion_only_loss=completion_only,
         logging_steps=1,
         save_strategy="steps",
         save_steps=config.save_steps,
@@ -72,7 +74,7 @@ def sft_args(config, plan, folder: Path):
         data_seed=config.seed,
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
-        model_init_kwargs={"dtype": dtype},
+        model_init_kwargs=None if completion_only else {"dtype": dtype},
         gradient_checkpointing=config.gradient_checkpointing,
         trust_remote_code=config.trust_remote_code,
         report_to="none" if config.report_to == "none" else [config.report_to],

@@ -4,6 +4,10 @@ folder, metrics and checkpoints:
 - `rpt` (the default, the paper's): GRPO on TRL with the Eq. 3 reward of a predicted next token.
 - `ntp`: continued next-token training on each sample's text (its context, then its target up to
   the target's last token boundary), on TRL's SFTTrainer: the paper's baseline (Table 2).
+- `coldstart`: supervised training, on TRL's SFTTrainer, on examples in the paper's answer format
+  that the model makes itself (a thought naming its own next-token candidates, `</think>`, the
+  answer in `\\boxed{}`): what a base or small model needs before GRPO in the boxed format gets
+  any reward (coldstart.py).
 - `rlp`: GRPO with RLP's information-gain reward (arXiv 2510.01265): a thought z is sampled after
   the context, and rewarded by log p_θ(x_t | x_<t, z) − log p_EMA(x_t | x_<t), the true next
   token teacher-forced after the thought under the policy and after the context alone under an
@@ -19,7 +23,10 @@ from rpt_cli.errors import UsageError
 RPT = "rpt"
 NTP = "ntp"
 RLP = "rlp"
-OBJECTIVES = (RPT, NTP, RLP)
+COLDSTART = "coldstart"
+OBJECTIVES = (RPT, NTP, RLP, COLDSTART)
+# the objectives trained with supervised losses on TRL's SFTTrainer (one sequence per context)
+SUPERVISED = (NTP, COLDSTART)
 
 # RLP's EMA teacher decay (arXiv 2510.01265: the teacher follows the policy as
 # φ ← τ·φ + (1 − τ)·θ after every optimizer step, τ = 0.999)
@@ -38,12 +45,14 @@ def check_objective(value: str) -> str:
 
 
 __all__ = [
+    "COLDSTART",
     "NTP",
     "OBJECTIVES",
     "RLP",
     "RLP_EMA_DECAY",
     "RLP_TEMPLATE",
     "RPT",
+    "SUPERVISED",
     "THOUGHT_CLOSE",
     "THOUGHT_OPEN",
     "check_objective",

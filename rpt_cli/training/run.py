@@ -348,10 +348,10 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
         )
     import datasets
 
-    if config.objective == objectives.NTP:
+    if config.objective in objectives.SUPERVISED:
         from rpt_cli.training.ntp import sft_args
 
-        args = sft_args(config, plan, folder)
+        args = sft_args(config, plan, folder, completion_only=config.objective == objectives.COLDSTART)
     else:
         args = grpo_args(config, plan, folder, generation_stops(tokenizer, source) if config.vllm else None)
     state = args.distributed_state
@@ -388,6 +388,23 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
             run_log=log,
             flops_start=flops_at(output.resume_from),
             save_total_limit=config.save_total_limit,
+        )
+    elif config.objective == objectives.COLDSTART:
+        from rpt_cli.training.coldstart import build_trainer
+
+        trainer = build_trainer(
+            config,
+            args,
+            samples,
+            tokenizer,
+            builder,
+            source,
+            folder=folder,
+            order=order,
+            log=log,
+            resuming=output.resuming,
+            end_ids=generation_stops(tokenizer, source)[:1],
+            console=console,
         )
     else:
         common = dict(
@@ -479,6 +496,8 @@ def _announce(console, config, plan, samples, output, trainer, seconds) -> None:
     what = {
         objectives.RPT: f"reward {config.reward}, {config.answer} answers; dynamic sampling {dynamic}",
         objectives.NTP: "objective ntp (continued next-token training)",
+        objectives.COLDSTART: f"objective coldstart (supervised examples in the boxed format, answers: "
+        f"{config.coldstart_answer})",
         objectives.RLP: f"objective rlp (information gain, EMA decay {config.ema_decay:g}); dynamic sampling {dynamic}",
     }[config.objective]
     console.print(
@@ -489,7 +508,7 @@ def _announce(console, config, plan, samples, output, trainer, seconds) -> None:
     positions = getattr(trainer.model.config, "max_position_embeddings", None)
     if (
         positions
-        and config.objective != objectives.NTP
+        and config.objective not in objectives.SUPERVISED
         and config.max_prompt_tokens + config.max_new_tokens > positions
     ):
         console.print(
