@@ -45,15 +45,15 @@ def coldstart_args(model, samples, out, *extra: str) -> list[str]:
 def test_the_thought_names_candidates_and_the_box_holds_the_answer():
     candidates = [Candidate(" terms", 0.62), Candidate(' "', 0.1), Candidate("\n", 0.05)]
     text = completion_text(candidates, candidates[0])
-    assert text == (
-        'Candidates: " terms" (62%), " \\"" (10%), "\\n" (5%). The most probable is " terms".</think> \\boxed{ terms}'
-    )
+    assert text == '" terms" 62%; also " \\"" 10%, "\\n" 5%</think> \\boxed{ terms}'
     # the reward reads exactly the chosen token back, leading space included
     assert extract_prediction(text, require_think=True) == " terms"
     assert extract_prediction(completion_text(candidates, candidates[2]), require_think=True) == "\n"
-    # a true token outside the candidates is named with its own probability
+    # the answer leads, whichever candidate it is; a token outside the candidates leads them all
+    assert thought(candidates, candidates[1]) == '" \\"" 10%; also " terms" 62%, "\\n" 5%'
     truth = Candidate(" like", 0.01)
-    assert thought(candidates, truth).endswith('The text continues with " like" (1%).')
+    assert thought(candidates, truth) == '" like" 1%; also " terms" 62%, " \\"" 10%, "\\n" 5%'
+    assert thought(candidates[:1], candidates[0]) == '" terms" 62%'
     assert quoted("a\\b") == '"a\\\\b"'
 
 
@@ -106,6 +106,31 @@ def test_truth_answers_box_the_true_next_token(tiny_model_dir, samples_file, tmp
         assert extract_prediction(example["completion"], require_think=True) == example["answer"]
 
 
+def test_sampled_answers_follow_the_models_distribution_reproducibly(tiny_model_dir, tmp_path):
+    """`sample` draws each answer from the model's own distribution, by the run's seed and the
+    sample's id: the same draws on a rerun, other draws under another seed."""
+    records = [sample(i % 4, prefix=f"r{i}-") for i in range(24)]
+    samples = write_samples(tmp_path / "many.jsonl", records)
+
+    def answers(name: str, seed: str) -> list[dict]:
+        out = tmp_path / name
+        args = coldstart_args(tiny_model_dir, samples, out, "--max-steps", "1", "--coldstart-answer", "sample")
+        result = runner.invoke(app, args + ["--seed", seed])
+        assert result.exit_code == 0, result.output
+        assert "answers: drawn from the model's own distribution" in result.output
+        return read_jsonl(out / "coldstart.jsonl")
+
+    first, again, other = answers("a", "0"), answers("b", "0"), answers("c", "1")
+    assert [e["answer"] for e in first] == [e["answer"] for e in again]
+    assert [e["answer"] for e in first] != [e["answer"] for e in other]
+    # the tiny random model spreads its probability thin: its draws are mostly not its first choice
+    assert sum(e["answer"] != e["candidates"][0][0] for e in first) >= 12
+    for example in first:
+        assert example["answer_source"] == "sample"
+        assert extract_prediction(example["completion"], require_think=True) == example["answer"]
+        assert example["completion"].startswith(quoted(example["answer"]))
+
+
 def test_the_loss_falls_on_the_examples(tiny_model_dir, tmp_path):
     """Two examples, seen again every step at a high learning rate: supervised training must
     bring their completion loss down (an optimizer that never steps, or labels that miss the
@@ -138,7 +163,7 @@ def test_resume_goes_on_only_with_the_runs_settings(tiny_model_dir, samples_file
     ("extra", "message"),
     [
         (["--answer", "direct"], "--objective coldstart teaches the boxed answer format"),
-        (["--coldstart-answer", "best"], "--coldstart-answer best: choose own or truth"),
+        (["--coldstart-answer", "best"], "--coldstart-answer best: choose own, sample or truth"),
         (["--coldstart-candidates", "0"], "--coldstart-candidates must be between 1 and 20, got 0"),
     ],
 )

@@ -100,11 +100,12 @@ def train(
         str | None,
         _opt(
             "--coldstart-answer",
-            metavar="own|truth",
+            metavar="own|sample|truth",
             help=(
-                "--objective coldstart: the boxed answer of each example: own (the model's own first choice, the "
-                f"default: the stage teaches the format, not the next tokens) or truth (the true next token, a STaR-style "
-                f"rationalisation) (default: {TD.coldstart_answer})."
+                "--objective coldstart: the boxed answer of each example: own (the model's own first choice), sample "
+                "(drawn from the model's own next-token distribution: keeps the policy's spread, so GRPO afterwards "
+                "finds groups whose rewards differ) or truth (the true next token, a STaR-style rationalisation) "
+                f"(default: {TD.coldstart_answer})."
             ),
         ),
     ] = None,

@@ -79,6 +79,7 @@ def score_rollouts(
                     reward=sum(scores.rewards) / count,
                     no_prediction=sum(p is None for p in group.predictions) / count,
                     truncated=sum(r == FINISH_LENGTH for r in record["finish_reasons"]) / count,
+                    varied=len(set(scores.rewards)) > 1,
                 )
             )
             details.append(

@@ -135,6 +135,7 @@ class Outcome:
     no_prediction: float = 0.0
     truncated: float = 0.0
     gain: float | None = None
+    varied: bool = False  # reasoning: the k rewards differ (a GRPO group with signal)
 
 
 def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float] | None:
@@ -164,6 +165,9 @@ def summarize(outcomes: Sequence[Outcome], *, mode: str = NTP) -> dict:
             pass_at_k_ci95=list(wilson_interval(solved, n)) if n else None,
             mean_reward=sum(o.reward for o in outcomes) / n if n else None,
             no_prediction_share=sum(o.no_prediction for o in outcomes) / n if n else None,
+            # the share of samples whose k rewards differ: where GRPO at this temperature and
+            # G = k would have a learning signal
+            varied_share=sum(o.varied for o in outcomes) / n if n else None,
         )
     elif mode == GAIN:
         gains = [o.gain for o in outcomes if o.gain is not None]

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from rpt_cli.errors import InputError
 
 OWN = "own"
+SAMPLE = "sample"
 TRUTH = "truth"
-ANSWER_SOURCES = (OWN, TRUTH)
+ANSWER_SOURCES = (OWN, SAMPLE, TRUTH)
 EXAMPLES_FILE = "coldstart.jsonl"
 THINK_CLOSE = "</think>"
 
@@ -83,11 +84,14 @@ def quoted(text: str) -> str:
 
 
 def thought(candidates: Sequence[Candidate], answer: Candidate) -> str:
-    """The thought of one example: the candidates, most probable first, then the one chosen."""
-    listed = ", ".join(f"{quoted(c.text)} ({c.probability:.0%})" for c in candidates)
-    if answer in candidates:
-        return f"Candidates: {listed}. The most probable is {quoted(answer.text)}."
-    return f"Candidates: {listed}. The text continues with {quoted(answer.text)} ({answer.probability:.0%})."
+    """The thought of one example: the answer first, in quotes, where a prompt that ends with the
+    context (`direct`, or v0 without chat) lets the model's own next-token distribution speak as
+    it does in `--answer direct` (what it writes first is its guess, and the thought then only has
+    to carry it to the box); then its probability, and the model's other candidates with theirs,
+    most probable first."""
+    others = [c for c in candidates if c != answer]
+    also = "; also " + ", ".join(f"{quoted(c.text)} {c.probability:.0%}" for c in others) if others else ""
+    return f"{quoted(answer.text)} {answer.probability:.0%}{also}"
 
 
 def completion_text(candidates: Sequence[Candidate], answer: Candidate) -> str:
@@ -151,6 +155,17 @@ class CandidateScorer:
                 out.append((picked, row))
         return out
 
+    def sampled(self, probabilities, seed: int) -> Candidate:
+        """One writable token drawn from the model's next-token distribution, reproducibly."""
+        import torch
+
+        writable = torch.zeros(probabilities.shape[0], dtype=torch.bool)
+        writable[[i for i in self.texts if i < probabilities.shape[0]]] = True
+        weights = torch.where(writable, probabilities, torch.zeros(()))
+        generator = torch.Generator().manual_seed(seed)
+        token_id = int(torch.multinomial(weights, 1, generator=generator))
+        return Candidate(self.texts[token_id], float(probabilities[token_id]))
+
     def probability_of(self, probabilities, data: bytes) -> float | None:
         """The probability of the token whose bytes are `data` (None when no token has them)."""
         token_id = self.ids.get(data)
@@ -171,6 +186,7 @@ def build_examples(
     builder,
     end_ids: Sequence[int],
     answer_source: str,
+    seed: int = 0,
 ) -> list[Example]:
     """One example per sample (see the module's docstring). `rows` are the samples as read,
     `lines` their line numbers in `path` (for errors)."""
@@ -183,7 +199,10 @@ def build_examples(
         if not candidates:
             raise InputError(path, line, "the model gives no writable next token after this context")
         answer = candidates[0]
-        if answer_source == TRUTH:
+        if answer_source == SAMPLE:
+            drawn = scorer.sampled(probabilities, _seed(seed, row["id"]))
+            answer = next((c for c in candidates if c.text == drawn.text), drawn)
+        elif answer_source == TRUTH:
             if not row.get("boundaries"):
                 raise InputError(
                     path, line, "--coldstart-answer truth needs the true next token: the sample has no token boundary"
@@ -208,6 +227,12 @@ def build_examples(
     return examples
 
 
+def _seed(seed: int, sample_id) -> int:
+    """A draw per sample that depends on the run's seed and the sample's id only (not on its
+    place in the file), so a resumed run draws the same answers."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()[:8], "little")
+
+
 def examples_digest(examples: Sequence[Example]) -> str:
     """What a resumed run checks: the same examples, token for token."""
     digest = hashlib.sha256()
@@ -221,7 +246,12 @@ def summary(examples: Sequence[Example]) -> str:
     count = len(examples)
     correct = sum(e.answer_correct for e in examples) / count if count else 0.0
     tokens = sum(len(e.completion_ids) for e in examples) / count if count else 0.0
-    source = "the model's own first choice" if examples and examples[0].answer_source == OWN else "the true next token"
+    names = {
+        OWN: "the model's own first choice",
+        SAMPLE: "drawn from the model's own distribution",
+        TRUTH: "the true next token",
+    }
+    source = names[examples[0].answer_source] if examples else "none"
     return (
         f"{count:,} examples; answers: {source} (correct on {correct:.1%} of the samples); "
         f"completions {tokens:.0f} tokens on average"
@@ -232,6 +262,7 @@ __all__ = [
     "ANSWER_SOURCES",
     "EXAMPLES_FILE",
     "OWN",
+    "SAMPLE",
     "TRUTH",
     "Candidate",
     "CandidateScorer",
@@ -276,6 +307,7 @@ def build_trainer(
         builder=builder,
         end_ids=end_ids,
         answer_source=config.coldstart_answer,
+        seed=config.seed,
     )
     text = b"".join(dumps(example.record()) for example in examples).decode("utf-8")
     path = folder / EXAMPLES_FILE

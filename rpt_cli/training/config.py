@@ -79,8 +79,9 @@ class TrainConfig:
     objective: str = "rpt"
     # rlp: decay of the EMA teacher that scores the no-thought baseline
     ema_decay: float = objectives.RLP_EMA_DECAY
-    # coldstart: what the boxed answer of each example is (own: the model's first choice; truth:
-    # the true next token) and how many of the model's candidates the thought names
+    # coldstart: what the boxed answer of each example is (own: the model's first choice; sample:
+    # drawn from the model's distribution; truth: the true next token) and how many of the
+    # model's candidates the thought names
     coldstart_answer: str = "own"
     coldstart_candidates: int = 3
     # answer format (answers.py): boxed (the paper's) or direct; direct changes the defaults of
@@ -433,8 +434,8 @@ def check_config(config: TrainConfig) -> None:
         )
     check_sampling(config.temperature, config.top_p, config.top_k)
     objectives.check_objective(config.objective)
-    if config.coldstart_answer not in ("own", "truth"):
-        raise UsageError(f"--coldstart-answer {config.coldstart_answer}: choose own or truth")
+    if config.coldstart_answer not in ("own", "sample", "truth"):
+        raise UsageError(f"--coldstart-answer {config.coldstart_answer}: choose own, sample or truth")
     if not 1 <= config.coldstart_candidates <= 20:
         raise UsageError(f"--coldstart-candidates must be between 1 and 20, got {config.coldstart_candidates}")
     if config.objective == objectives.COLDSTART and config.answer != "boxed":
