@@ -11,7 +11,7 @@ out=${1:-runs/templates}
 mkdir -p "$out"
 rpt entropy examples/data/corpus.jsonl | rpt filter --min 1.0 --per-doc 1 -o "$out/all.jsonl"
 head -n 32 "$out/all.jsonl" > "$out/samples.jsonl"
-for spec in "v0 --chat" "v0 --no-chat" "v5 --chat" "v6 --chat" "fewshot --no-chat"; do
+for spec in "v0 --chat" "v0 --no-chat" "fenced --chat" "candidates --chat" "fewshot --no-chat"; do
   set -- $spec
   name="$1${2/--/-}"
   rpt rollout "$out/samples.jsonl" --template "$1" "$2" -G 4 --max-new-tokens 64 --max-prompt-tokens 384 \
@@ -24,7 +24,7 @@ import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 print("| template | chat | completions | answer after </think> | answer anywhere | correct (after </think>) | correct (anywhere) | contexts solved, pass@4 (anywhere) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
-for name in ("v0-chat", "v0-no-chat", "v5-chat", "v6-chat", "fewshot-no-chat"):
+for name in ("v0-chat", "v0-no-chat", "fenced-chat", "candidates-chat", "fewshot-no-chat"):
     rows = {rule: [json.loads(l) for l in open(out / f"{name}.{rule}.jsonl", encoding="utf-8")]
             for rule in ("think", "anywhere")}
     n = sum(len(r["completions"]) for r in rows["think"])

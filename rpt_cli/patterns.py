@@ -1,14 +1,19 @@
 """`rpt patterns`: how often completions use each reasoning pattern (the paper's Section 4.5, Figure 6).
 
-A pattern is a list of keywords (`pattern_keywords.KEYWORDS`, or a user's file). For every
-completion the *thought* is counted: the text before the last `</think>` (where the reward's
-extraction starts looking for the answer), `<think>` tags left out; a completion without
-`</think>` (cut at the length limit, or a format without thinking) counts whole. Per pattern and
-model, two figures:
+A pattern is a list of keywords (`pattern_keywords.KEYWORDS`, the paper's Table 9, or a user's
+file). What is counted in each completion is, by default, the whole *response*, as the paper
+counts (its thought and what follows it, `<think>` tags left out); with `counted="thought"`, only
+the thought: the text before the last `</think>` (a completion without one counts whole). Per
+pattern and model, two figures:
 
-- `share`: the share of completions whose thought uses the pattern at least once;
-- `per_1k_words`: keyword matches per 1,000 words of thought (words: runs of non-whitespace, as
-  `wc -w` counts them), so long and short thoughts weigh by their length.
+- `share`: the share of completions that contain the pattern's keywords at least once, the
+  paper's measure;
+- `per_1k_words`: keyword matches per 1,000 words counted (words: runs of non-whitespace, as
+  `wc -w` counts them), so long and short completions weigh by their length (ours).
+
+Models after the first are compared with it as the paper compares RPT-14B with its base model:
+`change` is the relative difference of the shares (share / first model's share − 1, so +1.618 is
+its "161.8 % greater use of hypothesis"); `change_per_1k_words` does the same for the rates.
 
 Counting streams: a model is a few counters, whatever the number of records.
 """
@@ -28,6 +33,8 @@ from rpt_cli.reward.extract import THINK_END, completion_text
 
 THINK_START = "<think>"
 BUILTIN = "builtin"
+RESPONSE, THOUGHT = "response", "thought"
+COUNTED = (RESPONSE, THOUGHT)  # what of a completion is counted: the paper's whole response, or the thought
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +157,11 @@ def thought_of(completion) -> tuple[str, bool]:
     return text.replace(THINK_START, " ").replace(THINK_END, " "), closed
 
 
+def response_of(completion) -> str:
+    """The whole response, as the paper counts it: the thought and what follows, tags left out."""
+    return completion_text(completion).replace(THINK_START, " ").replace(THINK_END, " ")
+
+
 def count_words(text: str) -> int:
     return len(text.split())
 
@@ -227,8 +239,11 @@ def is_ntp_row(record: dict) -> bool:
 class PatternCounter:
     """Counts keyword matches per model (and per split) from records as they stream by."""
 
-    def __init__(self, keywords: KeywordSet):
+    def __init__(self, keywords: KeywordSet, counted: str = RESPONSE):
+        if counted not in COUNTED:
+            raise ValueError(f"counted={counted!r}: choose one of {', '.join(COUNTED)}")
         self.keywords = keywords
+        self.counted = counted
         self.models: dict[str, ModelTally] = {}
         self.ntp_rows = 0
 
@@ -252,15 +267,17 @@ class PatternCounter:
             tally.splits[split].records += 1
         for completion in record["completions"]:
             thought, closed = thought_of(completion)
-            counts = self.keywords.count(thought)
-            words = count_words(thought)
+            text = thought if self.counted == THOUGHT else response_of(completion)
+            counts = self.keywords.count(text)
+            words = count_words(text)
             tally.total.add(counts, words, closed)
             for split in inside:
                 tally.splits[split].add(counts, words, closed)
 
     def results(self) -> list[dict]:
         """One result per model, in the order they first appeared; each after the first also
-        gives the relative change of its per-1,000-word rates against the first (`change`)."""
+        gives the relative difference of its shares against the first (`change`, the paper's
+        comparison) and of its per-1,000-word rates (`change_per_1k_words`)."""
         names = self.keywords.names
         out = []
         base = None
@@ -273,16 +290,18 @@ class PatternCounter:
                 base = result
             else:
                 result["baseline"] = base["model"]
-                result["change"] = {name: _change(base, result, name) for name in names}
+                result["change"] = {name: _change(base, result, name, "share") for name in names}
+                result["change_per_1k_words"] = {name: _change(base, result, name, "per_1k_words") for name in names}
             result["keywords"] = self.keywords.source
-            result["counted"] = "thought"
+            result["counted"] = self.counted
             out.append(result)
         return out
 
 
-def _change(base: dict, result: dict, name: str) -> float | None:
-    before = base["patterns"][name]["per_1k_words"]
-    now = result["patterns"][name]["per_1k_words"]
+def _change(base: dict, result: dict, name: str, key: str) -> float | None:
+    """now / before − 1 of one pattern's figure; None where the first model's is 0 or missing."""
+    before = base["patterns"][name][key]
+    now = result["patterns"][name][key]
     if before in (None, 0) or now is None:
         return None
     return round(now / before - 1, 6)
@@ -300,7 +319,7 @@ def _file_label(source: str) -> str:
 
 def plot_patterns(results: list[dict], names: list[str], path: str, *, title: str | None = None) -> None:
     """Figure 6-style grouped bars, one colour per model: the share of completions using each
-    pattern (left) and its keywords per 1,000 words (right); written atomically."""
+    pattern (left, Figure 6's measure) and its keywords per 1,000 words (right); written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,7 +339,7 @@ def plot_patterns(results: list[dict], names: list[str], path: str, *, title: st
                 ax.bar([p + offset for p in positions], values, width, label=result["model"], color=f"C{index % 10}")
         for ax, label in (
             (axes[0], "Completions using the pattern (%)"),
-            (axes[1], "Keywords per 1,000 words of thought"),
+            (axes[1], "Keywords per 1,000 words"),
         ):
             ax.set_xticks(list(positions))
             ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
@@ -336,6 +355,7 @@ def plot_patterns(results: list[dict], names: list[str], path: str, *, title: st
 
 
 __all__ = [
+    "COUNTED",
     "KeywordSet",
     "PatternCounter",
     "Tally",
@@ -346,5 +366,6 @@ __all__ = [
     "load_keywords",
     "plot_patterns",
     "record_model",
+    "response_of",
     "thought_of",
 ]

@@ -1,4 +1,4 @@
-"""The prompts of next-token reasoning: the paper's templates, chat wrapping and left truncation.
+"""The prompts of next-token reasoning: the paper's templates (Table 10, as printed), chat wrapping and left truncation.
 
 `PromptBuilder` is the one place that turns a sample's context into the prompt a policy model sees
 (text and token ids); rollout, training and evaluation all use it, so the three see identical prompts.
@@ -7,9 +7,10 @@ Text is text: a context holding a special token's string (`<|im_end|>`, `<|endof
 encoded as ordinary tokens, never as that control token, so document text cannot forge chat turns
 or end a prompt; only the chat template's own markers are special (`PromptBuilder.encode`).
 
-Templates mark the context with the literal placeholder `{context}`. Substitution is a plain string
-replacement of that placeholder only: templates quote LaTeX such as `\\boxed{}`, and contexts are
-math text full of braces, so `str.format` (which interprets every brace) must never touch them.
+Templates mark the context with the literal placeholder `{context}` (or the paper's
+`{prompt_content}`). Substitution is a plain string replacement of that placeholder only:
+templates quote LaTeX such as `\\boxed{}`, and contexts are math text full of braces, so
+`str.format` (which interprets every brace) must never touch them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from rpt_cli import paper
 from rpt_cli.errors import SettingError
 
 CONTEXT_PLACEHOLDER = "{context}"
+# the paper's name for the same slot (Table 10); templates may use either, not both
+PAPER_PLACEHOLDER = "{prompt_content}"
+PLACEHOLDERS = (CONTEXT_PLACEHOLDER, PAPER_PLACEHOLDER)
 DEFAULT_TEMPLATE = "v0"
 DEFAULT_MAX_PROMPT_TOKENS = paper.PROMPT_TOKENS
 
@@ -32,8 +36,53 @@ _PAPER_INSTRUCTION = (
     "\\boxed{ para} or \\boxed{ =}; do not use \\text{})."
 )
 
-# v6 in the paper lists candidate next tokens before choosing; the paper does not print its
-# wording, so this is ours, written to that description and sharing v0's answer-format note.
+# The paper's Table 10, character for character (line breaks as the extraction reads them).
+# Two oddities are the paper's and are kept: v1 and v2 write `\\boxed{}` with a doubled backslash
+# once (and `\boxed{}` elsewhere), and v1, v2, v4, v5 and v6 close the context with "```." or
+# "```, now ...", so text follows the context the model continues. v4 prints its line breaks as
+# `\n`; they are line breaks here (its third example's answer, `\boxed{:\n}`, is a colon and a
+# line break, which only that reading makes a token).
+_NOTE = "(note: the token may begin with a space, e.g., \\boxed{ para} or \\boxed{ =}; do not use \\text{})"
+_PRINTED_V1 = (
+    "Complete the given text under ### Context by predicting the next token, and wrap it in \\\\boxed{}. "
+    "Please reason step by step to find the most probable next token as the final prediction, and enclose it "
+    f"in \\boxed{{}} {_NOTE}.\n\n### Context\n```{PAPER_PLACEHOLDER}```."
+)
+_PRINTED_V2 = (
+    "You are a helpful assistant, good at predicting the next token for a given context.\n\n"
+    "Now, please complete the given text under ### Context by predicting the next token, and wrap it in "
+    "\\\\boxed{}. Please reason step by step to find the most probable next token, and enclose it in "
+    "\\boxed{} (note: the token may begin with a space, e.g., \\boxed{ para} or \\boxed{ +=}; do not use "
+    f"\\text{{}}).\n\n### Context\n```{PAPER_PLACEHOLDER}```."
+)
+_PRINTED_V3 = (
+    "Complete the given text under ### Context by predicting the next token, list multiple potential tokens "
+    "and select the most probable one as the final answer. Wrap your final answer in \\boxed{} "
+    f"{_NOTE}. ### Context ```{PAPER_PLACEHOLDER}```"
+)
+_PRINTED_V4 = (
+    "Complete the given text under ### Context by predicting the next token, and wrap it in \\boxed{}. "
+    "Please reason step by step to find the most probable next token as the final answer, and enclose it in "
+    "\\boxed{}. Some examples: ### Context \n \n ```...(some omitted)...Matching calculations with 1990 valid "
+    "combinations indicates the minimum value of \\( b \\) that fits all pre-requisites and restrictions for "
+    "triangle formation and symmetry generates the efficient outcome: \n \n \\[ \n \\boxed{1991^2} \n \\] \n \nIn"
+    "``` The next token is \\boxed{ this} ### Context \n \n ```...Thus $2^{A}=\\left(2^{a}\\right)^{2}\\left(2^{3} "
+    "\\right)=``` The next token is \\boxed{9} ### Context \n \n ```..., numerical exploration shows``` The next "
+    f"token is \\boxed{{:\n}} Now, the context is: ### Context \n \n ```{PAPER_PLACEHOLDER}```."
+)
+_PRINTED_V5 = (
+    "Complete the given text under ### Context by predicting the next token, and wrap it in \\boxed{}. "
+    "Please reason step by step to find the most probable next token as the final answer, and enclose it in "
+    f"\\boxed{{}} {_NOTE}.\n\n### Context\n```{PAPER_PLACEHOLDER}```."
+)
+_PRINTED_V6 = (
+    "Complete the given text wrapped in ``` and ``` by predicting the next token, list multiple potential "
+    "tokens and select the most probable one as the final prediction. Wrap your final prediction in \\boxed{} "
+    f"{_NOTE}.\n\nThe context is: ```{PAPER_PLACEHOLDER}```, now please predict the next token."
+)
+
+# Ours: list candidate next tokens before choosing (written before the paper's v6 wording was at
+# hand), with v0's instruction style and the context fenced on lines of its own.
 _CANDIDATES_INSTRUCTION = (
     "Complete the given text under '### Context' by predicting the next token. First list several "
     "candidate next tokens that could plausibly follow the text, and reason step by step about how "
@@ -44,8 +93,8 @@ _CANDIDATES_INSTRUCTION = (
 
 # Worked examples for models too small to follow v0's instruction (docs/evidence.md measures
 # them): three short math texts, each with a brief thought and its next token in a box after
-# </think>, then the context, with the thought opened for the model to continue. Ours; the
-# paper has no few-shot template.
+# </think>, then the context, with the thought opened for the model to continue. Ours; unlike
+# the paper's few-shot v4, its examples are whole and answer after </think> as the reward reads.
 _FEWSHOT = (
     "Each text below stops in the middle. Predict the next token of the text: think briefly, then "
     "write </think> and the next token in \\boxed{}. A token may begin with a space.\n\n"
@@ -62,8 +111,14 @@ _FEWSHOT = (
 # the continuation the model is asked to predict.
 BUILTIN_TEMPLATES: dict[str, str] = {
     "v0": f"{_PAPER_INSTRUCTION}\n\n### Context\n{CONTEXT_PLACEHOLDER}",
-    "v5": f"{_PAPER_INSTRUCTION}\n\n### Context\n```\n{CONTEXT_PLACEHOLDER}\n```",
-    "v6": f"{_CANDIDATES_INSTRUCTION}\n\n### Context\n```\n{CONTEXT_PLACEHOLDER}\n```",
+    "v1": _PRINTED_V1,
+    "v2": _PRINTED_V2,
+    "v3": _PRINTED_V3,
+    "v4": _PRINTED_V4,
+    "v5": _PRINTED_V5,
+    "v6": _PRINTED_V6,
+    "fenced": f"{_PAPER_INSTRUCTION}\n\n### Context\n```\n{CONTEXT_PLACEHOLDER}\n```",
+    "candidates": f"{_CANDIDATES_INSTRUCTION}\n\n### Context\n```\n{CONTEXT_PLACEHOLDER}\n```",
     "fewshot": _FEWSHOT,
     # the direct answer format (answers.py): the context and nothing else, so the model's
     # continuation is its guess of the next token
@@ -73,11 +128,19 @@ BUILTIN_TEMPLATES: dict[str, str] = {
     "thought": f"{CONTEXT_PLACEHOLDER}<think>",
 }
 
+# Table 8's Random@1 / Pass@8 (%) of the untrained R1-Distill-Qwen-14B: they belong to the
+# printed wording only, never to our variants.
 TEMPLATE_DESCRIPTIONS: dict[str, str] = {
     "v0": "the paper's template, used for all its main results (Table 8: Random@1 3.0, Pass@8 8.5)",
-    "v5": "v0 with the context in triple backticks (Table 8: 4.4 / 12.5)",
-    "v6": "list candidate next tokens, then pick the most probable; context in triple backticks "
-    "(Table 8: 6.0 / 19.0, the best; wording ours)",
+    "v1": "the paper's v1 as printed: context in triple backticks (Table 8: 5.7 / 11.0)",
+    "v2": "the paper's v2 as printed: a system-style opening, context in triple backticks (Table 8: 5.7 / 16.0)",
+    "v3": "the paper's v3 as printed: list potential tokens, select one; one line (Table 8: 5.3 / 11.0)",
+    "v4": "the paper's v4 as printed: three few-shot examples, contexts elided as printed (Table 8: 4.0 / 9.0)",
+    "v5": "the paper's v5 as printed: v0's instruction, context in triple backticks (Table 8: 4.4 / 12.5)",
+    "v6": "the paper's v6 as printed: list potential tokens, select one; context in triple backticks "
+    "(Table 8: 6.0 / 19.0, the best)",
+    "fenced": "v0 with the context fenced in triple backticks on lines of its own (ours)",
+    "candidates": "list candidate next tokens, reason about each, pick the most probable; context fenced (ours)",
     "fewshot": "three worked examples (a text, a brief thought, its next token in a box after </think>), then the "
     "context with the thought opened; for models too small to follow v0 (ours; use with --no-chat)",
     "direct": "the context itself, no instruction: the direct answer format (--answer direct), where the "
@@ -88,26 +151,36 @@ TEMPLATE_DESCRIPTIONS: dict[str, str] = {
 
 
 class TemplateError(ValueError):
-    """A template that cannot be used: unknown name, unreadable file, or no `{context}` in it."""
+    """A template that cannot be used: unknown name, unreadable file, or no context placeholder in it."""
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A prompt with one `{context}` slot. `name` is what rollout records carry as `template`:
-    the built-in name, or the path of a user's template file."""
+    """A prompt with one context slot, written `{context}` or, as the paper prints its templates,
+    `{prompt_content}`. `name` is what rollout records carry as `template`: the built-in name, or
+    the path of a user's template file."""
 
     name: str
     text: str
     description: str = ""
 
     def __post_init__(self) -> None:
-        if CONTEXT_PLACEHOLDER not in self.text:
-            raise TemplateError(f"template {self.name} has no {CONTEXT_PLACEHOLDER} placeholder")
+        found = [p for p in PLACEHOLDERS if p in self.text]
+        if not found:
+            raise TemplateError(f"template {self.name} has no {CONTEXT_PLACEHOLDER} or {PAPER_PLACEHOLDER} placeholder")
+        if len(found) > 1:
+            raise TemplateError(
+                f"template {self.name} has both {CONTEXT_PLACEHOLDER} and {PAPER_PLACEHOLDER}: use one of them"
+            )
+
+    @property
+    def placeholder(self) -> str:
+        return CONTEXT_PLACEHOLDER if CONTEXT_PLACEHOLDER in self.text else PAPER_PLACEHOLDER
 
     def render(self, context: str) -> str:
         # str.replace scans the template once, so braces in the context (even a literal
         # "{context}") are inserted verbatim and never substituted again
-        return self.text.replace(CONTEXT_PLACEHOLDER, context)
+        return self.text.replace(self.placeholder, context)
 
 
 def list_templates() -> list[PromptTemplate]:
@@ -115,7 +188,7 @@ def list_templates() -> list[PromptTemplate]:
 
 
 def load_template(spec: str | PromptTemplate) -> PromptTemplate:
-    """A built-in template by name (`v0`, `v5`, `v6`) or a UTF-8 template file.
+    """A built-in template by name (`v0` … `v6`, `fewshot`, ...) or a UTF-8 template file.
 
     One trailing newline of a file is dropped: editors add it, and left in place it would put a
     line break between the context and the continuation the model must predict.

@@ -193,3 +193,57 @@ def test_key_value_pairs_and_generation_kwargs():
     # nothing given: each task keeps its own generation settings
     assert generation_kwargs(max_new_tokens=None, temperature=None, top_p=None, top_k=None, extra={}) == {}
     assert split_tasks(["mmlu_pro,gpqa", "mmlu_pro", " arc_easy "]) == ("mmlu_pro", "gpqa", "arc_easy")
+
+
+def test_the_supergpqa_task_puts_lettered_options_and_reads_the_last_letter(tiny_model_dir, tmp_path, monkeypatch):
+    """examples/downstream/supergpqa.yaml, its data set swapped for two records of SuperGPQA's own
+    shape (m-a-p/SuperGPQA: question, options, answer_letter, ...) so that it runs offline, with
+    the paper's reasoning-mode settings (Section 4.4: 12,288 tokens, temperature 0.8)."""
+    import re
+
+    import yaml
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    shipped = (QUIZ / "supergpqa.yaml").read_text(encoding="utf-8")
+    task = yaml.safe_load(shipped)
+    assert (task["dataset_path"], task["test_split"], task["doc_to_target"]) == (
+        "m-a-p/SuperGPQA",
+        "train",
+        "answer_letter",
+    )
+    assert task["generation_kwargs"]["max_gen_toks"] == 12288 and task["generation_kwargs"]["temperature"] == 0.8
+    # the answer is the response's last "answer is X" or \boxed{X}
+    pattern = re.compile(task["filter_list"][0]["filter"][0]["regex_pattern"])
+    assert pattern.findall("maybe the answer is (C); checking, \\boxed{B}")[-1] == "B"
+    assert pattern.findall("The answer is J.") == ["J"] and pattern.findall("\\boxed{K}") == []
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    data = tasks / "supergpqa.jsonl"
+    records = [
+        {"uuid": "u1", "question": "2 + 2 =", "options": ["3", " 4 ", "5"], "answer": "4", "answer_letter": "B"},
+        {
+            "uuid": "u2",
+            "question": "Which is a prime?",
+            "options": ["4", "6", "8", "9", "7"],
+            "answer": "7",
+            "answer_letter": "E",
+        },
+    ]
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    local = shipped.replace(
+        "dataset_path: m-a-p/SuperGPQA", f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    train: {data}"
+    )
+    (tasks / "supergpqa.yaml").write_text(local, encoding="utf-8")
+    details_file = tmp_path / "details.jsonl"
+    args = ["downstream", "-m", str(tiny_model_dir), "--include-path", str(tasks), "-t", "supergpqa"]
+    result = runner.invoke(app, [*args, "--max-new-tokens", "4", "--device", "cpu", "--details", str(details_file)])
+    assert result.exit_code == 0, result.output
+    [report] = read_jsonl_text(result.stdout)
+    assert report["n"] == 2 and "exact_match,custom-extract" in report["metrics"]
+    for detail, record in zip(read_jsonl(details_file), records):
+        [[prompt, gen_kwargs]] = detail["arguments"]
+        letters = "ABCDEFGHIJ"
+        options = "".join(f"{letters[i]}. {o.strip()}\n" for i, o in enumerate(record["options"]))
+        assert prompt == f"Question:\n{record['question']}\nOptions:\n{options}Answer: Let's think step by step."
+        assert detail["target"] == record["answer_letter"]
+        assert gen_kwargs["max_gen_toks"] == 4 and gen_kwargs["temperature"] == 0.8

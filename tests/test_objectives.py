@@ -318,15 +318,57 @@ def test_ntp_lowers_the_loss_on_its_training_documents_and_resumes(tiny_model_di
     assert [s["step"] for s in steps] == list(range(1, 9))
     assert all(s["trained_tokens"] > 0 and s["grad_norm"] > 0 for s in steps)
     assert steps[-1]["flops"] > steps[0]["flops"] > 0
-    # every step drew the contexts DataOrder gives it, as rpt and rlp runs draw them
+    # every step drew the sequences DataOrder gives it: here the samples' one document, cut into
+    # sequences of at most 64 tokens, named after its longest sample
     from rpt_cli.training.data import DataOrder
 
-    order = DataOrder(len(records), 2, 0)
+    longest = max(records, key=lambda r: len(r["context"]))["id"]
     drawn = [b["drawn"] for b in read_jsonl(out / "batches.jsonl")]
-    assert drawn == [[records[i]["id"] for i in order.step_indices(s)] for s in range(8)]
+    parts = sorted({i for step in drawn for i in step})
+    assert parts and all(p == longest or p.startswith(f"{longest}#") for p in parts)
+    order = DataOrder(len(parts), 2, 0)
+    names = [longest] if len(parts) == 1 else [f"{longest}#{k}" for k in range(len(parts))]
+    assert drawn == [[names[i] for i in order.step_indices(s)] for s in range(8)]
     trained, _ = load(out / "final")
     before, after = document_loss(base, tokenizer, records), document_loss(trained, tokenizer, records)
     assert after < before - 0.5, (before, after)
+
+
+def test_ntp_trains_each_documents_tokens_once_a_pass(tiny_model_dir, tmp_path):
+    """The paper's baseline trains the corpus, not the samples: six samples of one document and two
+    of another are two documents, each trained once in a pass (its opening too, not once per
+    sample), in sequences of at most --max-prompt-tokens tokens; one step of as many sequences as
+    there are is exactly one pass, and trained_tokens is the documents' tokens."""
+    _, tokenizer = load(tiny_model_dir)
+    first = samples_for(tokenizer)  # six positions of TEXT, contexts from its start
+    other = "Hence the answer is 3. Let x be a real number."
+    spans = token_spans(tokenizer, other)
+    second = []
+    for i, (start, _) in enumerate(spans[3:5]):
+        target = other[start : start + 8]
+        ends = [b - start for a, b in spans if a >= start and b - start <= len(target)]
+        second.append({"id": f"o{i}", "context": other[:start], "target": target, "boundaries": ends})
+    records = first + second
+    samples = write_samples(tmp_path / "s.jsonl", records)
+    # by hand: each document's longest text, its tokens, cut into parts of at most 64
+    expected_ids, expected_tokens = [], 0
+    for group in (first, second):
+        longest = max(group, key=lambda r: len(r["context"]))
+        text = longest["context"] + longest["target"][: longest["boundaries"][-1]]
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+        parts = [ids[k : k + 64] for k in range(0, len(ids), 64)]
+        expected_ids += [longest["id"]] if len(parts) == 1 else [f"{longest['id']}#{k}" for k in range(len(parts))]
+        expected_tokens += len(ids)
+    out = tmp_path / "ntp"
+    args = train_args(tiny_model_dir, samples, out, "ntp", "--max-steps", "1", "--save-steps", "5")
+    args[args.index("--contexts-per-step") + 1] = str(len(expected_ids))
+    result = run_cli(args)
+    assert result.exit_code == 0, result.output
+    (step,) = read_jsonl(out / "metrics.jsonl")
+    (batch,) = read_jsonl(out / "batches.jsonl")
+    assert sorted(batch["drawn"]) == sorted(expected_ids)
+    assert step["trained_tokens"] == expected_tokens
+    assert "2 documents rebuilt from the samples" in result.output
 
 
 # -- settings -------------------------------------------------------------------------------------

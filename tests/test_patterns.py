@@ -41,10 +41,68 @@ def keyword_file(tmp_path, mapping, name="k.json"):
     return path
 
 
-def test_the_builtin_patterns_are_the_papers_six():
+# Table 9 of the paper (Appendix E), typed out here: the test is the specification
+TABLE_9 = {
+    "transition": ["alternatively", "think differently"],
+    "reflection": ["wait", "initial answer", "original answer", "looking back", "thought process"],
+    "breakdown": ["break down", "break this down"],
+    "hypothesis": ["probably", "something like"],
+    "divergent thinking": [
+        "etc.",
+        "or something",
+        "either",
+        "sometimes it refers",
+        "otherwise",
+        "exploring",
+        "options",
+    ],
+    "deduction": ["summarize", "conclusion", "conclude", "finally", "logically", "consequently"],
+}
+
+
+def test_the_builtin_patterns_are_the_papers_six_with_table_9s_keywords():
     assert list(KEYWORDS) == PAPER_PATTERNS
+    assert KEYWORDS == TABLE_9
     listed = runner.invoke(app, ["patterns", "--list-keywords"])
     assert listed.exit_code == 0 and json.loads(listed.stdout) == KEYWORDS
+
+
+def test_the_papers_measure_share_of_responses_and_its_relative_difference(tmp_path):
+    """Figure 6: the share of responses containing a pattern's keywords, per model; the paper's
+    "+161.8 % hypothesis" is the relative difference of two such shares (here 89 % against 34 %,
+    and 53 % against 42 % for deduction's +26.2 %). The whole response counts, the answer after
+    </think> too; the rate per 1,000 words changes otherwise."""
+
+    def responses(model, hypothesis, deduction, filler):
+        out = []
+        for k in range(100):
+            thought = "probably so" if k < hypothesis else "a guess"
+            after = " finally x" if k < deduction else " x"
+            out.append(
+                {"id": k, "rollout": {"model": model}, "completions": [f"<think>{thought}{filler}</think>{after}"]}
+            )
+        return out
+
+    base = write_jsonl(tmp_path / "base.jsonl", responses("base", 34, 42, " " + "word " * 8))
+    rpt = write_jsonl(tmp_path / "rpt.jsonl", responses("rpt", 89, 53, ""))
+    result = runner.invoke(app, ["patterns", str(base), str(rpt)])
+    assert result.exit_code == 0, result.output
+    got = results_of(result.stdout)
+    assert (
+        got["base"]["patterns"]["hypothesis"]["share"] == 0.34 and got["rpt"]["patterns"]["hypothesis"]["share"] == 0.89
+    )
+    assert got["rpt"]["counted"] == "response"
+    change = got["rpt"]["change"]
+    assert round(100 * change["hypothesis"], 1) == 161.8 and round(100 * change["deduction"], 1) == 26.2
+    assert change["breakdown"] is None  # neither uses it: no relative difference to tell
+    # the rates per 1,000 words tell another story (the base model's responses are longer)
+    assert got["rpt"]["change_per_1k_words"]["hypothesis"] != change["hypothesis"]
+    assert "+161.8%" in result.stderr
+    # only the thought: "finally" after </think> no longer counts
+    thought_only = runner.invoke(app, ["patterns", str(base), str(rpt), "--count", "thought"])
+    assert results_of(thought_only.stdout)["rpt"]["patterns"]["deduction"]["share"] == 0.0
+    bad = runner.invoke(app, ["patterns", str(base), "--count", "answer"])
+    assert bad.exit_code == 2 and bad.stderr.strip() == "error: --count answer: choose one of response, thought"
 
 
 def test_keywords_match_whole_words_in_any_case_and_phrases_across_whitespace():
@@ -92,7 +150,7 @@ def test_share_of_completions_against_rate_per_thousand_words(tmp_path):
         ],
     )
     keywords = keyword_file(tmp_path, {"hypothesis": ["maybe", "suppose"], "deduction": ["thus"]})
-    result = runner.invoke(app, ["patterns", str(path), "--keywords", str(keywords)])
+    result = runner.invoke(app, ["patterns", str(path), "--keywords", str(keywords), "--count", "thought"])
     assert result.exit_code == 0, result.output
     m = results_of(result.stdout)["m"]
     assert (m["records"], m["completions"], m["words"], m["thoughts_closed"]) == (2, 3, 10, 1)
@@ -139,8 +197,13 @@ def test_models_are_named_by_their_records_or_by_name_and_compared_with_the_firs
     got = results_of(result.stdout)
     assert list(got) == ["r1", "run/final", "run/final (gain)"]  # the modes of one model apart
     assert (got["run/final"]["completions"], got["run/final (gain)"]["completions"]) == (2, 1)
-    # r1: 1 match in 4 words = 250; run/final: 2 in 4 = 500, +100 %; deduction 0 in both: no change to tell
-    assert got["run/final"]["baseline"] == "r1" and got["run/final"]["change"] == {"hypothesis": 1.0, "deduction": None}
+    # hypothesis in 1 of 1 responses of r1, in 1 of 2 of run/final: -50 %; rates: r1 1 match in 4
+    # words = 250, run/final 2 in 4 = 500, +100 %; deduction 0 in both: no change to tell
+    assert got["run/final"]["baseline"] == "r1" and got["run/final"]["change"] == {
+        "hypothesis": -0.5,
+        "deduction": None,
+    }
+    assert got["run/final"]["change_per_1k_words"] == {"hypothesis": 1.0, "deduction": None}
     assert "change" not in got["r1"]
     assert "left out 1 ntp row(s)" in result.stderr
     named = runner.invoke(app, ["patterns", str(base), str(details), "--name", "base", "--name", "rpt"])
@@ -229,7 +292,7 @@ def test_real_rollouts_of_the_tiny_model(tiny_model_dir, tmp_path):
     assert vocabulary, "the tiny model wrote no words at all"
     chosen = vocabulary[:5]
     keywords = keyword_file(tmp_path, {w: [w] for w in chosen})
-    args = [str(tmp_path / "r.jsonl"), "--keywords", str(keywords), "-o", str(tmp_path / "p.png")]
+    args = [str(tmp_path / "r.jsonl"), "--keywords", str(keywords), "-o", str(tmp_path / "p.png"), "--count", "thought"]
     result = runner.invoke(app, ["patterns", *args])
     assert result.exit_code == 0, result.output
     (got,) = results_of(result.stdout).values()

@@ -51,22 +51,80 @@ def test_v0_is_the_papers_template_exactly():
     assert load_template("v0").render("x = 1") == PAPER_V0.replace("{context}", "x = 1")
 
 
-def test_v5_is_v0_with_the_context_in_triple_backticks():
-    assert load_template("v5").text == PAPER_V0.replace("{context}", "```\n{context}\n```")
+# Table 10's v1-v6, typed out from the paper (shared/reference/paper-appendix.md) with its own
+# placeholder {prompt_content}; v1 and v2 write "\\boxed{}" once with a doubled backslash, as printed.
+NOTE = "(note: the token may begin with a space, e.g., \\boxed{ para} or \\boxed{ =}; do not use \\text{})"
+PAPER_PRINTED = {
+    "v1": "Complete the given text under ### Context by predicting the next token, and wrap it in \\\\boxed{}. "
+    "Please reason step by step to find the most probable next token as the final prediction, and enclose it in "
+    "\\boxed{} " + NOTE + ".\n\n### Context\n```{prompt_content}```.",
+    "v2": "You are a helpful assistant, good at predicting the next token for a given context.\n\nNow, please "
+    "complete the given text under ### Context by predicting the next token, and wrap it in \\\\boxed{}. Please "
+    "reason step by step to find the most probable next token, and enclose it in \\boxed{} (note: the token may "
+    "begin with a space, e.g., \\boxed{ para} or \\boxed{ +=}; do not use \\text{}).\n\n### Context\n"
+    "```{prompt_content}```.",
+    "v3": "Complete the given text under ### Context by predicting the next token, list multiple potential tokens "
+    "and select the most probable one as the final answer. Wrap your final answer in \\boxed{} " + NOTE + ". "
+    "### Context ```{prompt_content}```",
+    "v4": "Complete the given text under ### Context by predicting the next token, and wrap it in \\boxed{}. Please "
+    "reason step by step to find the most probable next token as the final answer, and enclose it in \\boxed{}. "
+    "Some examples: ### Context \\n \\n ```...(some omitted)...Matching calculations with 1990 valid combinations "
+    "indicates the minimum value of \\( b \\) that fits all pre-requisites and restrictions for triangle formation "
+    "and symmetry generates the efficient outcome: \\n \\n \\[ \\n \\boxed{1991^2} \\n \\] \\n \\nIn``` The next "
+    "token is \\boxed{ this} ### Context \\n \\n ```...Thus $2^{A}=\\left(2^{a}\\right)^{2}\\left(2^{3} \\right)=``` "
+    "The next token is \\boxed{9} ### Context \\n \\n ```..., numerical exploration shows``` The next token is "
+    "\\boxed{:\\n} Now, the context is: ### Context \\n \\n ```{prompt_content}```.",
+    "v5": "Complete the given text under ### Context by predicting the next token, and wrap it in \\boxed{}. Please "
+    "reason step by step to find the most probable next token as the final answer, and enclose it in \\boxed{} "
+    + NOTE
+    + ".\n\n### Context\n```{prompt_content}```.",
+    "v6": "Complete the given text wrapped in ``` and ``` by predicting the next token, list multiple potential "
+    "tokens and select the most probable one as the final prediction. Wrap your final prediction in \\boxed{} "
+    + NOTE
+    + ".\n\nThe context is: ```{prompt_content}```, now please predict the next token.",
+}
 
 
-def test_v6_lists_candidates_then_picks_one_with_the_context_in_backticks():
-    text = load_template("v6").text
+@pytest.mark.parametrize("name", sorted(PAPER_PRINTED))
+def test_v1_to_v6_are_the_papers_printed_templates(name):
+    printed = PAPER_PRINTED[name]
+    if name == "v4":  # the paper prints v4's line breaks as \n; they are line breaks
+        printed = printed.replace("\\n", "\n")
+    template = load_template(name)
+    assert template.text == printed
+    assert template.render("x = 1") == printed.replace("{prompt_content}", "x = 1")
+
+
+def test_only_v1_and_v2_double_a_backslash_as_printed():
+    doubled = {name for name in BUILTIN_TEMPLATES if "\\\\boxed" in load_template(name).text}
+    assert doubled == {"v1", "v2"}
+    assert all(load_template(name).text.count("\\\\boxed{}") == 1 for name in doubled)
+
+
+def test_table_8_figures_are_attached_to_the_printed_templates_only():
+    table_8 = {"v0": ("3.0", "8.5"), "v1": ("5.7", "11.0"), "v2": ("5.7", "16.0"), "v3": ("5.3", "11.0")}
+    table_8 |= {"v4": ("4.0", "9.0"), "v5": ("4.4", "12.5"), "v6": ("6.0", "19.0")}
+    for template in list_templates():
+        if template.name in table_8:
+            assert "Table 8" in template.description
+            assert all(figure in template.description for figure in table_8[template.name])
+        else:
+            assert "Table 8" not in template.description
+
+
+def test_our_variants_keep_their_wording_under_their_own_names():
+    assert load_template("fenced").text == PAPER_V0.replace("{context}", "```\n{context}\n```")
+    text = load_template("candidates").text
     assert text.endswith("### Context\n```\n{context}\n```")
-    assert "candidate" in text and "most probable" in text
-    assert text.index("candidate") < text.index("most probable")
+    assert "candidate" in text and text.index("candidate") < text.index("most probable")
     assert "\\boxed{ para}" in text  # the same note on leading spaces as v0
 
 
 def test_list_templates_names_every_builtin_with_a_description():
     listed = list_templates()
-    assert [t.name for t in listed] == ["v0", "v5", "v6", "fewshot", "direct", "thought"] == list(BUILTIN_TEMPLATES)
-    assert all(t.description and "{context}" in t.text for t in listed)
+    names = ["v0", "v1", "v2", "v3", "v4", "v5", "v6", "fenced", "candidates", "fewshot", "direct", "thought"]
+    assert [t.name for t in listed] == names == list(BUILTIN_TEMPLATES)
+    assert all(t.description and t.placeholder in t.text for t in listed)
 
 
 def test_direct_is_the_context_alone_and_fewshot_opens_the_thought():
@@ -96,10 +154,19 @@ def test_template_file_substitutes_only_the_context_placeholder(tmp_path):
     assert rendered == "Answer in \\boxed{}. {other} {0} {{x}}\n---\na {b} c\n---a {b} c"
 
 
+def test_template_file_may_use_the_papers_placeholder(tmp_path):
+    path = tmp_path / "paper.txt"
+    path.write_text("Predict the next token.\n### Context\n```{prompt_content}```.\n", encoding="utf-8")
+    assert (
+        load_template(str(path)).render("a {context} b") == "Predict the next token.\n### Context\n```a {context} b```."
+    )
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"no placeholder here\n", "has no {context} placeholder"),
+        (b"no placeholder here\n", "has no {context} or {prompt_content} placeholder"),
+        (b"{context} and {prompt_content}", "has both {context} and {prompt_content}: use one of them"),
         (b"\xff\xfe{context}", "not UTF-8 text"),
     ],
 )

@@ -278,7 +278,7 @@ def test_special_token_strings_in_documents_are_ordinary_tokens(builtin_model_di
     assert not special & set(NextTokenPredictor(model, tokenizer, device).context_ids([EVIL])[0])
 
 
-@pytest.mark.parametrize("template, chat", [("v0", True), ("direct", False), ("v6", True)])
+@pytest.mark.parametrize("template, chat", [("v0", True), ("direct", False), ("v6", True), ("v4", False)])
 def test_prompts_keep_only_the_chat_templates_markers_special(builtin_model_dir, template, chat):
     from transformers import AutoTokenizer
 

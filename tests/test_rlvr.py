@@ -234,3 +234,21 @@ def test_held_out_questions_score_with_the_same_verifier_in_rpt_downstream(tiny_
         scores.append(math_verify_reward(row["filtered_resps"][0], row["doc"]["answer"]))
         assert row["acc"] == scores[-1]
     assert report["n"] == 2 and report["metrics"]["acc,none"] == pytest.approx(sum(scores) / 2)
+
+
+def test_the_papers_rlvr_settings_ship_as_a_trl_config(tmp_path):
+    """examples/rlvr/paper.yaml is Section 4.3 as TRL reads it: 64 questions per optimizer step and
+    per generation (PPO mini-batch = batch = 64), 15 epochs; its header gives the paper's
+    evaluation (32,000 tokens, temperature 0.6) as an rpt downstream command."""
+    import yaml
+    from trl import GRPOConfig
+
+    text = (RECIPE / "paper.yaml").read_text(encoding="utf-8")
+    values = yaml.safe_load(text)
+    values.pop("bf16")  # a GPU setting; the batch arithmetic is the same on a CPU
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, **values)
+    G = args.num_generations
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps // G == 64  # batch, in questions
+    assert args.generation_batch_size // G == 64  # one generation per optimizer step: mini-batch = batch
+    assert args.num_train_epochs == 15
+    assert "--max-new-tokens 32000 --temperature 0.6" in text

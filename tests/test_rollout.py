@@ -314,7 +314,7 @@ def test_list_templates_prints_them_in_full():
         ([b'{"id": 1, "context": "a"}', b'{"id": 1'], [], "s.jsonl:2: invalid JSON"),
         ([b'{"id": 1, "context": "a"}'], ["-G", "0"], "--num-completions must be at least 1"),
         ([b'{"id": 1, "context": "a"}'], ["--template", "missing.txt"], "template missing.txt: neither a built-in"),
-        ([b'{"id": 1, "context": "a"}'], ["--template", "NOSLOT"], "has no {context} placeholder"),
+        ([b'{"id": 1, "context": "a"}'], ["--template", "NOSLOT"], "has no {context} or {prompt_content} placeholder"),
         ([b'{"id": 1, "context": "a"}'], ["--template", "BINARY"], "not UTF-8 text"),
         ([b'{"id": 1, "context": "a"}', b'{"id": 1, "context": "b"}'], ["--resume"], "s.jsonl:2: duplicate id 1"),
         ([b'{"id": 1, "context": "a"}'], ["--top-p", "0"], "--top-p must be in (0, 1]"),

@@ -159,7 +159,7 @@ def eval_(
     template: Annotated[
         str | None,
         typer.Option(
-            help="reasoning: prompt template v0, v5, v6, fewshot, direct or a file, as in rpt rollout (default: the run's, "
+            help="reasoning: prompt template v0 to v6, fenced, candidates, fewshot, direct or a file, as in rpt rollout (default: the run's, "
             "else v0; direct with --answer direct)."
         ),
     ] = None,

@@ -53,16 +53,24 @@ def patterns(
         bool,
         typer.Option("--list-keywords", help="Print the built-in keywords per pattern as JSON and exit."),
     ] = False,
+    count: Annotated[
+        str,
+        typer.Option(
+            "--count",
+            help="What of each completion is counted: response (all of it, the thought and what follows, as the "
+            "paper counts) or thought (the text before the last </think>).",
+        ),
+    ] = "response",
     title: Annotated[str | None, typer.Option(help="Title of the plot.")] = None,
     skip_bad: SkipBadOpt = False,
 ) -> None:
-    """How often completions use each reasoning pattern (the paper's Figure 6): per model, the share of completions whose thought uses the pattern, and its keywords per 1,000 words.
+    """How often completions use each reasoning pattern (the paper's Figure 6): per model, the share of completions that contain the pattern's keywords, and its keywords per 1,000 words.
 
-    The six patterns are the paper's: transition, reflection, breakdown, hypothesis, divergent thinking, deduction; the keyword lists are rpt's own (docs/patterns.md). The thought is the text before the last </think> (the whole completion without one). Writes one JSON line per model to standard output ([bold]model[/], [bold]completions[/], [bold]words[/], [bold]patterns[/], per split [bold]splits[/], and after the first model its relative [bold]change[/]), a table to standard error, and with -o a bar chart.
+    The six patterns and their keywords are the paper's (Table 9): transition, reflection, breakdown, hypothesis, divergent thinking, deduction (docs/patterns.md). Writes one JSON line per model to standard output ([bold]model[/], [bold]completions[/], [bold]words[/], [bold]patterns[/], per split [bold]splits[/], and after the first model the relative difference of its shares, [bold]change[/], as the paper's +161.8 % hypothesis is computed), a table to standard error, and with -o a bar chart.
     """
     with cli_errors():
         from rpt_cli.jsonl import dumps, source_name
-        from rpt_cli.patterns import PatternCounter, builtin_keywords, load_keywords
+        from rpt_cli.patterns import COUNTED, PatternCounter, builtin_keywords, load_keywords
         from rpt_cli.records import completions_record
 
         if list_keywords:
@@ -85,7 +93,9 @@ def patterns(
             check_plot_path(output)
             check_outputs(files, ("-o", output))
         words = load_keywords(keywords) if keywords is not None else builtin_keywords()
-        counter = PatternCounter(words)
+        if count not in COUNTED:
+            raise UsageError(f"--count {count}: choose one of {', '.join(COUNTED)}")
+        counter = PatternCounter(words, count)
         stats = ReadStats()
         for index, path in enumerate(files):
             source = source_name(path)
@@ -113,21 +123,21 @@ def patterns(
 def _tables(results: list[dict], names: list[str]):
     """One table per model: a row per pattern, a column per split (all, then the nested splits),
     each cell the share of completions using it (%) and its keywords per 1,000 words; models
-    after the first add the change of that rate against the first."""
+    after the first add the relative difference of the share against the first (the paper's)."""
     from rich.table import Table
 
     for result in results:
         parts = [("all", result), *result["splits"].items()]
         table = Table(
-            title=f"{result['model']}: {result['completions']:,} completions, {result['words']:,} words of thought; "
-            "% of completions using each pattern · keywords per 1,000 words",
+            title=f"{result['model']}: {result['completions']:,} completions, {result['words']:,} words "
+            f"({result['counted']}); % of completions using each pattern · keywords per 1,000 words",
             title_justify="left",
         )
         table.add_column("pattern")
         for split, part in parts:
             table.add_column(f"{split} (n={part['completions']:,})", justify="right")
         if "change" in result:
-            table.add_column(f"vs {result['baseline']}", justify="right")
+            table.add_column(f"share vs {result['baseline']}", justify="right")
         for pattern in names:
             cells = [_cell(part["patterns"][pattern]) for _, part in parts]
             if "change" in result:

@@ -83,8 +83,9 @@ def rollout(
     template: Annotated[
         str | None,
         typer.Option(
-            help="Prompt template: v0 (the paper's, the default), v5, v6, fewshot, direct (the default with --answer "
-            "direct), or a text file with a {context} placeholder.",
+            help="Prompt template: v0 (the paper's, the default) to v6 (the paper's Table 10), fenced, candidates, "
+            "fewshot, direct (the default with --answer direct), or a text file with a {context} or {prompt_content} "
+            "placeholder.",
             show_default=False,
         ),
     ] = None,

@@ -136,7 +136,7 @@ def train(
         _opt(
             "--template",
             help=(
-                f"Prompt template as in rpt rollout: v0 (the paper's), v5, v6, fewshot, direct or a file "
+                f"Prompt template as in rpt rollout: v0 to v6 (the paper's), fenced, candidates, fewshot, direct or a file "
                 f"(default: {TD.template}; direct with --answer direct)."
             ),
         ),

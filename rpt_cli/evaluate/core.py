@@ -116,7 +116,15 @@ class EvalConfig:
         that cannot be loaded here."""
         if REASONING in self.modes:
             from rpt_cli.prompts import TemplateError, load_template
+            from rpt_cli.training.objectives import RLP
 
+            if ref.run_settings.get("objective") == RLP and self.template is None:
+                # its prompts open a thought after the context; nothing asks for a boxed answer
+                raise UsageError(
+                    f"--model {ref.spec}: an --objective rlp run thinks, then continues the text, and was never "
+                    "asked for a boxed answer: evaluate it with --mode gain or --mode ntp, or pass --template "
+                    "(e.g. v0) to ask for one"
+                )
             try:
                 load_template(self.prompt_settings(ref)["template"])
             except TemplateError as exc:

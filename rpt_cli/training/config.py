@@ -269,6 +269,9 @@ def resolve_config(cli: dict[str, Any], config_file: str | None = None) -> Train
     if objective == objectives.RLP:  # thoughts need their own prompt: the context, then the thought opened
         values.setdefault("template", objectives.RLP_TEMPLATE)
         values.setdefault("chat", False)
+        # RLP's advantage is not scaled by the group's spread, and RLP samples no extra groups
+        values.setdefault("scale_rewards", objectives.RLP_SCALE_REWARDS)
+        values.setdefault("dynamic_sampling_from_step", 0)
     if answer in ANSWER_FORMATS:  # an unknown format is refused by check_config
         # the format's own prompt settings, where neither the file nor the command line set them
         defaults = prompt_defaults(answer)
@@ -463,6 +466,8 @@ def check_config(config: TrainConfig) -> None:
         if getattr(config, key) not in allowed:
             raise UsageError(f"{option_name(key)} {getattr(config, key)}: choose one of {', '.join(allowed)}")
     check_answer(config.answer)
+    if config.objective == objectives.RLP:
+        _check_rlp(config)
     if config.vllm is not None and config.vllm not in VLLM_MODES:
         raise UsageError(
             f"--vllm {config.vllm}: choose colocate (vLLM on the training GPUs) or server "
@@ -484,6 +489,20 @@ def check_config(config: TrainConfig) -> None:
         load_template(config.template)
     except TemplateError as exc:
         raise UsageError(f"--template: {exc}") from None
+
+
+def _check_rlp(config: TrainConfig) -> None:
+    """Settings that would make `--objective rlp` something other than RLP."""
+    if config.answer != "boxed":
+        raise UsageError(
+            f"--objective rlp --answer {config.answer}: rlp scores the true next token after a thought, not an "
+            "answer the model writes; drop --answer"
+        )
+    if config.scale_rewards != objectives.RLP_SCALE_REWARDS:
+        raise UsageError(
+            f"--objective rlp --scale-rewards {config.scale_rewards}: RLP's advantage is G/(G-1) x (reward - group "
+            "mean), never divided by a standard deviation; drop --scale-rewards (rlp uses none)"
+        )
 
 
 __all__ = [

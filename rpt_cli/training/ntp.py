@@ -1,17 +1,28 @@
-"""`rpt train --objective ntp`: continued next-token training on the samples, the paper's
-baseline (Table 2), on TRL's SFTTrainer.
+"""`rpt train --objective ntp`: continual next-token training on the documents RPT's samples come
+from, the paper's baseline ("continual NTP training on the same corpus", Table 2), on TRL's
+SFTTrainer.
 
-Each sample becomes one sequence: the tokenizer's special prefix (e.g. BOS), the last
-`--max-prompt-tokens` tokens of its context, then its target up to the target's last token
-boundary, tokenized together as in the document; the loss is the mean next-token loss over every
-token. Steps draw contexts in `DataOrder`'s order, as `rpt` and `rlp` runs do, so the three
-objectives see the same samples in the same steps; the run folder, checkpoints and resume are
-the same, and metrics.jsonl gets one line per step with the loss in place of the reward.
+The samples carry the documents' text: a sample's context is the document before its position
+(whole, unless `rpt filter --max-context-tokens` cut it), and its target continues it. So each
+document is rebuilt as the longest text its samples give, `context + target` up to the target's
+last token boundary: the text of every sample that is a prefix of another's is covered by it and
+dropped. What is trained is each such text once per pass: its tokens (the tokenizer's special
+prefix, e.g. BOS, then the text tokenized as a whole) in consecutive sequences of at most
+`--max-prompt-tokens` tokens, the loss the mean next-token loss over every token. A document's
+opening is trained once per pass, however many samples were drawn from the document.
+
+What this does not see: the document after its last sampled position's target (`rpt filter
+--min-context-tokens 1` without `--min` samples every position, so nearly all of it), and, where
+contexts were cut from the left, the overlap of two samples' texts, which then trains once per
+sample. Steps draw sequences in `DataOrder`'s order (a seeded permutation per pass), the run
+folder, checkpoints and resume are those of the other objectives, and metrics.jsonl gets one line
+per step with the loss in place of the reward and the tokens trained.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,26 +32,57 @@ from rpt_cli.training.data import DataOrder, Samples, StepSampler
 from rpt_cli.training.trainer import RunCheckpoints
 
 
-def sequence_ids(doc_tokenizer, context: str, target: str, boundaries: list[int], max_context_tokens: int) -> list[int]:
-    """The training sequence of one sample (see the module's docstring)."""
-    data = target.encode("utf-8")
-    piece = data[: boundaries[-1]].decode("utf-8", "ignore") if boundaries else target
-    (doc,) = doc_tokenizer([context + piece])
-    start = len(context.encode("utf-8"))
-    split = next((k for k, offset in enumerate(doc.offsets[:-1]) if offset >= start), len(doc.ids))
-    context_ids = list(doc.lead) + doc.ids[:split]
-    keep = max(max_context_tokens, 0)
-    return list(doc_tokenizer.prefix) + context_ids[len(context_ids) - keep :] + doc.ids[split:]
+def sample_text(row: dict) -> str:
+    """A sample's context and its target up to the target's last token boundary."""
+    boundaries = row["boundaries"]
+    target = row["target"]
+    piece = target.encode("utf-8")[: boundaries[-1]].decode("utf-8", "ignore") if boundaries else target
+    return row["context"] + piece
 
 
-def ntp_rows(samples: Samples, tokenizer, max_context_tokens: int) -> list[dict]:
+def document_texts(samples: Samples) -> list[tuple[str, str]]:
+    """(id of the sample that gives it, text) of each document, in the order of the samples file:
+    the texts of the samples that no other sample's text extends."""
+    first: dict[str, str] = {}
+    for row in samples.rows:
+        first.setdefault(sample_text(row), row["id"])
+    # in sorted order, every text that extends `t` follows `t` directly (they share its prefix)
+    ordered = sorted(first)
+    extended = {t for t, after in zip(ordered, ordered[1:]) if after.startswith(t)}
+    return [(sample_id, text) for text, sample_id in first.items() if text not in extended]
+
+
+@dataclass(frozen=True)
+class DocumentSequences:
+    rows: list[dict]  # {"input_ids": [...]} per sequence
+    ids: list[str]  # per sequence: the id of the sample giving its document, `#k` for its k-th part
+    documents: int
+    tokens: int  # tokens trained per pass, special prefixes included
+
+    def describe(self) -> str:
+        return (
+            f"{self.documents:,} documents rebuilt from the samples (the longest context + target of each), "
+            f"{len(self.rows):,} sequences, {self.tokens:,} tokens a pass"
+        )
+
+
+def document_sequences(samples: Samples, tokenizer, max_tokens: int) -> DocumentSequences:
+    """The training sequences of the samples' documents (see the module's docstring)."""
     from rpt_cli.tokens import DocTokenizer
 
     doc_tokenizer = DocTokenizer(tokenizer)
-    return [
-        {"input_ids": sequence_ids(doc_tokenizer, row["context"], row["target"], row["boundaries"], max_context_tokens)}
-        for row in samples.rows
-    ]
+    prefix = list(doc_tokenizer.prefix)
+    width = max(max_tokens - len(prefix), 1)
+    rows, ids, tokens = [], [], 0
+    texts = document_texts(samples)
+    for (sample_id, _), doc in zip(texts, doc_tokenizer([text for _, text in texts])):
+        ids_of_doc = list(doc.lead) + doc.ids
+        parts = [ids_of_doc[start : start + width] for start in range(0, len(ids_of_doc), width)]
+        for k, part in enumerate(parts):
+            rows.append({"input_ids": prefix + part})
+            ids.append(sample_id if len(parts) == 1 else f"{sample_id}#{k}")
+            tokens += len(prefix) + len(part)
+    return DocumentSequences(rows, ids, len(texts), tokens)
 
 
 def sft_args(config, plan, folder: Path, *, completion_only: bool = False):
@@ -63,7 +105,7 @@ def sft_args(config, plan, folder: Path, *, completion_only: bool = False):
         adam_beta2=config.adam_beta2,
         max_grad_norm=config.max_grad_norm,
         max_steps=config.max_steps,
-        max_length=None,  # the sequences are cut already (`sequence_ids`)
+        max_length=None,  # the sequences are cut already (`document_sequences`)
         packing=False,
         completion_only_loss=completion_only,
         logging_steps=1,
@@ -85,7 +127,7 @@ def sft_args(config, plan, folder: Path, *, completion_only: bool = False):
 
 
 class NTPTrainer(RunCheckpoints, SFTTrainer):
-    """SFTTrainer drawing `DataOrder`'s contexts, logging one metrics line per step."""
+    """SFTTrainer drawing `DataOrder`'s sequences, logging one metrics line per step."""
 
     def __init__(
         self,
@@ -146,4 +188,4 @@ class NTPTrainer(RunCheckpoints, SFTTrainer):
             self.rpt_log.write_step(metrics, {"step": step, "drawn": drawn, "refilled": [], "dropped": []})
 
 
-__all__ = ["NTPTrainer", "ntp_rows", "sequence_ids", "sft_args"]
+__all__ = ["DocumentSequences", "NTPTrainer", "document_sequences", "document_texts", "sample_text", "sft_args"]

@@ -31,6 +31,9 @@ SUPERVISED = (NTP, COLDSTART)
 # RLP's EMA teacher decay (arXiv 2510.01265: the teacher follows the policy as
 # φ ← τ·φ + (1 − τ)·θ after every optimizer step, τ = 0.999)
 RLP_EMA_DECAY = 0.999
+# RLP's advantage: G/(G − 1)·(r − mean of the group), never divided by the group's standard
+# deviation (TRL's `scale_rewards` must be "none"; the trainer applies the factor)
+RLP_SCALE_REWARDS = "none"
 # The thought opens right after the context and closes with THOUGHT_CLOSE; the true next token
 # is scored after the closer (the template is ours: RLP's paper shows no prompt for base models).
 RLP_TEMPLATE = "thought"
@@ -50,6 +53,7 @@ __all__ = [
     "OBJECTIVES",
     "RLP",
     "RLP_EMA_DECAY",
+    "RLP_SCALE_REWARDS",
     "RLP_TEMPLATE",
     "RPT",
     "SUPERVISED",

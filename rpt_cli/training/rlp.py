@@ -62,6 +62,15 @@ class ThoughtSplitter:
         stop = at + len(self.closer)
         return next(k + 1 for k, end in enumerate(ends) if end >= stop), True
 
+    def is_empty(self, ids: Sequence[int]) -> bool:
+        """Whether the completion closes the thought before writing anything (RLP's thoughts have
+        at least one token)."""
+        ids = list(ids)
+        while ids and ids[-1] in self.stop_ids:
+            ids.pop()
+        text = b"".join(self._bytes(i) for i in ids[: len(self.closer)])  # a token holds at least a byte
+        return not ids or text.startswith(self.closer)
+
     def thought_ids(self, ids: Sequence[int]) -> list[int]:
         """The thought as scored: its own tokens, then the closer's when it did not close itself."""
         length, closed = self.split(ids)
@@ -250,7 +259,11 @@ class InformationGainReward:
         if self.teacher.model is None:
             saved = self.resume_from / TEACHER_FILE if self.resume_from is not None else None
             self.teacher.start(policy, saved if saved is not None and saved.is_file() else None)
-        self.last = self.gain.gains(policy, self.teacher.model, prompts, completion_ids, context, target, boundaries)
+        gains = self.gain.gains(policy, self.teacher.model, prompts, completion_ids, context, target, boundaries)
+        # an empty thought is no thought: unscored (NaN), so it has advantage 0 and stays out of
+        # its group's mean
+        nan = (float("nan"),) * 3
+        self.last = [nan if self.gain.splitter.is_empty(ids) else g for ids, g in zip(completion_ids, gains)]
         return [gain for gain, _, _ in self.last]
 
 

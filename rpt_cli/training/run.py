@@ -376,15 +376,19 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
     order = DataOrder(len(samples), config.contexts_per_step, config.seed)
     probability = None
     if config.objective == objectives.NTP:
-        from rpt_cli.training.ntp import NTPTrainer, ntp_rows
+        from rpt_cli.training.ntp import NTPTrainer, document_sequences
 
+        # the documents the samples come from, each token once a pass (ntp.py)
+        sequences = document_sequences(samples, tokenizer, config.max_prompt_tokens)
+        if log is not None:
+            console.print(f"train: ntp trains {sequences.describe()}", markup=False)
         trainer = NTPTrainer(
             model=source,
             args=args,
-            train_dataset=datasets.Dataset.from_list(ntp_rows(samples, tokenizer, config.max_prompt_tokens)),
+            train_dataset=datasets.Dataset.from_list(sequences.rows),
             processing_class=tokenizer,
-            data_order=order,
-            sample_ids=[row["id"] for row in samples.rows],
+            data_order=DataOrder(len(sequences.rows), config.contexts_per_step, config.seed),
+            sample_ids=sequences.ids,
             run_log=log,
             flops_start=flops_at(output.resume_from),
             save_total_limit=config.save_total_limit,

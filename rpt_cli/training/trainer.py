@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -472,14 +473,30 @@ class EmaUpdate(TrainerCallback):
 
 
 class RLPTrainer(RPTTrainer):
-    """`--objective rlp`: GRPO with the information-gain reward (rlp.py). The completions are
-    thoughts; what a completion generates after its thought closes is masked out of the loss, so
-    the gradient reaches the policy through thought tokens only (the prompt is never in the loss,
-    and the scored next token is not part of the completion). The EMA teacher is updated after
-    every optimizer step and saved with every checkpoint."""
+    """`--objective rlp`: GRPO with the information-gain reward (rlp.py), as RLP defines it:
+
+    - a completion is a thought, and generation stops at its closer `</think>` (a stop string for
+      transformers and vLLM; whatever a backend generates past it is cut before scoring);
+    - the advantage is G/(G − 1)·(r − mean of the group), with no division by the group's standard
+      deviation (TRL computes r − mean with `scale_rewards="none"`; the factor is applied here);
+    - the loss reaches the thought's tokens only (the prompt is never in the loss, the scored next
+      token is not part of the completion, and anything after the closer is masked);
+    - the EMA teacher is updated after every optimizer step and saved with every checkpoint."""
 
     def __init__(self, *args, rlp_reward, **kwargs):
         self.rlp_reward = rlp_reward
+        self.rlp_closer = rlp_reward.gain.splitter.closer.decode("utf-8")
+        grpo = kwargs["args"]
+        if grpo.scale_rewards != "none":
+            raise ValueError(f"RLP's advantage is not scaled by the group's spread: scale_rewards={grpo.scale_rewards}")
+        # vLLM's sampling takes `stop` (the closer's tokens are kept in the output); transformers'
+        # GenerationConfig takes `stop_strings` (and `generate` the tokenizer, see below)
+        stops = (
+            {"stop": [self.rlp_closer], "include_stop_str_in_output": True}
+            if grpo.use_vllm
+            else {"stop_strings": [self.rlp_closer]}
+        )
+        grpo.generation_kwargs = {**(grpo.generation_kwargs or {}), **stops}
         super().__init__(*args, **kwargs)
         rlp_reward.bind(self)
         # the reward's forward pass over every prompt + thought + next token, without gradients
@@ -487,6 +504,44 @@ class RLPTrainer(RPTTrainer):
         self.rpt_extra_passes += 1
         rlp_reward.gain.splitter.stop_ids = frozenset({*self.eos_token_ids, self._tokenizer.pad_token_id})
         self.add_callback(EmaUpdate(rlp_reward.teacher, self))
+
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        model = None
+        if not self.use_vllm:
+            # transformers' stop strings need the tokenizer passed to `generate`, which TRL does not
+            # pass: bind it for the length of this call
+            model = self.accelerator.unwrap_model(self.model)
+            model.generate = functools.partial(model.generate, tokenizer=self._tokenizer)
+        try:
+            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        finally:
+            if model is not None:
+                del model.generate
+        # the thought ends at its closer: drop what follows (padding of rows that stopped early
+        # in a batch that ran on, or tokens a backend generated past the stop)
+        splitter = self.rlp_reward.gain.splitter
+        for row, ids in enumerate(completion_ids):
+            length, closed = splitter.split(ids)
+            if closed and length < len(ids):
+                completion_ids[row] = ids[:length]
+                if logprobs is not None:
+                    logprobs[row] = logprobs[row][:length]
+        return completion_ids, logprobs
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # a thought is cut short when it never closed (it ends at its closer otherwise)
+        splitter = self.rlp_reward.gain.splitter
+        self._rpt_round.truncated = [not splitter.split(ids)[1] for ids in completion_ids_list]
+        return rewards
+
+    def _generate_and_score_completions(self, inputs):
+        batch = super()._generate_and_score_completions(inputs)
+        G = self.num_generations
+        # TRL gave r − mean of the group (scale_rewards="none"); RLP's estimator scales it by
+        # G/(G − 1), which makes the group mean a leave-one-out baseline
+        batch["advantages"] = batch["advantages"] * (G / (G - 1))
+        return batch
 
     def _mask_untrained(self, batch: dict) -> dict:
         splitter = self.rlp_reward.gain.splitter
