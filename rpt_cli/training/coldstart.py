@@ -329,4 +329,6 @@ def build_trainer(
         data_order=order,
         sample_ids=[row["id"] for row in samples.rows],
         run_log=log,
+        flops_start=flops_start,
+        save_total_limit=config.save_total_limit,
     )

@@ -409,6 +409,7 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
             resuming=output.resuming,
             end_ids=generation_stops(tokenizer, source)[:1],
             console=console,
+            flops_start=flops_at(output.resume_from),
         )
     else:
         common = dict(
