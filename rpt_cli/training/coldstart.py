@@ -276,7 +276,20 @@ __all__ = [
 
 
 def build_trainer(
-    config, args, samples, tokenizer, builder, source: str, *, folder, order, log, resuming, end_ids, console
+    config,
+    args,
+    samples,
+    tokenizer,
+    builder,
+    source: str,
+    *,
+    folder,
+    order,
+    log,
+    resuming,
+    end_ids,
+    console,
+    flops_start=0.0,
 ):
     """The cold-start trainer: the model loads once, makes its examples, then trains on them.
 
