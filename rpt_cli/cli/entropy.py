@@ -160,10 +160,12 @@ def entropy(
                 prevalidate(input, validate, shard_slice)
             records = read_records(input, validate, skip_bad=skip_bad, stats=stats, shard=shard_slice, with_lines=True)
 
+        from rpt_cli.holdout import content_id
+
         def with_ids():
-            for lineno, doc in records:
-                if doc.get(id_field) is None:
-                    doc[id_field] = lineno
+            for _, doc in records:
+                if doc.get(id_field) is None:  # named by its content, not its line: unique across files
+                    doc[id_field] = content_id(doc, id_field)
                 if template is not None:
                     doc[text_field] = template.fill(doc)  # what is scored, and what the offsets index
                 yield doc
