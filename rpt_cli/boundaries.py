@@ -286,21 +286,28 @@ class RolloutPolicies:
     samples are then aligned with `model` by `aligned_records`, as `rpt train` and `rpt eval` align
     theirs. Without it, a sample made with another tokenizer than the rollout's policy's is an
     input error that names the `--model` to pass so its boundaries are re-derived; samples without
-    an identity are counted in `alignment`, as unchecked."""
+    an identity are counted in `alignment`, as unchecked. With `stats` (`--skip-bad`) a refused
+    rollout is skipped and recorded there instead."""
 
     source: str
     model: PolicyTokenizer | None = None
     alignment: Alignment | None = None
+    stats: ReadStats | None = None
 
     def __call__(self, numbered: Iterable[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
         for line, record in numbered:
             try:
                 made_by = rollout_identity(record)
                 made_with = recorded_identity(record)
+                if made_by is not None:
+                    self._check(line, record, made_by, made_with)
             except RecordError as exc:
                 raise InputError(self.source, line, str(exc)) from None
-            if made_by is not None:
-                self._check(line, record, made_by, made_with)
+            except InputError as exc:
+                if self.stats is None:
+                    raise
+                self.stats.skipped.append((self.source, line, exc.reason))
+                continue
             yield line, record
 
     def _check(self, line: int, record: dict, made_by: TokenizerIdentity, made_with: TokenizerIdentity | None) -> None:

@@ -155,7 +155,7 @@ def reward(
         policy = None
         if model is not None:
             policy = PolicyTokenizer(policy_tokenizer or options["tokenizer"], display_name(model), model)
-        policies = RolloutPolicies(source_name(input), policy)
+        policies = RolloutPolicies(source_name(input), policy, stats=read_stats if skip_bad else None)
         numbered = policies(numbered)
         alignment = None
         if policy is not None:
