@@ -208,18 +208,19 @@ def filter_documents(
     content (`holdout.content_id`, as `rpt entropy` names it). Two documents with one id would
     give samples with one id: an InputError naming both lines."""
     from rpt_cli.errors import InputError
-    from rpt_cli.holdout import content_id
+    from rpt_cli.holdout import ContentIds
     from rpt_cli.resume import id_key
     from rpt_cli.rollout import duplicate_id_message
 
     opts.check()
     stats = stats if stats is not None else FilterStats()
     seen: dict[bytes, int] = {}
+    content_id = ContentIds(opts.id_field)
     for lineno, doc in docs:
         stats.documents += 1
         stats.positions += len(doc["entropy"])
         doc_id = doc.get(opts.id_field)
-        doc_id = content_id(doc, opts.id_field) if doc_id is None else doc_id
+        doc_id = content_id(doc) if doc_id is None else doc_id
         key = id_key(doc_id)
         if key in seen:
             raise InputError(source, lineno, duplicate_id_message(doc_id, seen[key]).replace("samples", "documents"))

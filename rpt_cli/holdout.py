@@ -45,6 +45,23 @@ def content_id(record: dict, id_field: str = "id") -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+class ContentIds:
+    """Content ids for the id-less documents of one input (`rpt entropy`, `rpt filter`): a
+    document that repeats an earlier one's content gets the id with `-2`, `-3`, … appended, so
+    ids still tell a file's records apart; the first copy keeps the plain id, so a copy in another
+    file (a held-out one) still shows as the same document."""
+
+    def __init__(self, id_field: str = "id"):
+        self.id_field = id_field
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, record: dict) -> str:
+        plain = content_id(record, self.id_field)
+        count = self.seen.get(plain, 0) + 1
+        self.seen[plain] = count
+        return plain if count == 1 else f"{plain}-{count}"
+
+
 def document_of(record: dict, id_field: str):
     """The document a record belongs to (module docstring)."""
     for name in ("doc_id", id_field):
@@ -301,6 +318,7 @@ __all__ = [
     "Lines",
     "TrainingDocuments",
     "document_number",
+    "ContentIds",
     "content_id",
     "document_of",
     "sample_document",

@@ -86,8 +86,10 @@ def test_the_template_reads_a_datasets_file_alike(tiny_model_dir, tmp_path):
     assert [d["document"] for d in out] == [f"{d['problem']}\n\n{d['solution']}" for d in OMNI_LIKE]
     from rpt_cli.holdout import content_id
 
-    # the dataset's rows are named by their content, as the same rows in a JSON Lines file are
-    assert [d["id"] for d in out] == [content_id(d) for d in OMNI_LIKE]
+    # the dataset's rows are named by their content (as the dataset types it: difficulty 2.0),
+    # as the same rows exported to JSON Lines are
+    rows = list(datasets.Dataset.from_parquet(str(tmp_path / "omni.parquet")))
+    assert [d["id"] for d in out] == [content_id(row) for row in rows] and len(set(d["id"] for d in out)) == 2
     assert all(d["offsets"][-1] == len(d["document"].encode()) for d in out)
 
 

@@ -126,6 +126,9 @@ def test_unknown_fields_pass_through_and_default_id_is_the_content_id():
     assert sample["source"] == "web" and sample["entropy_model"] == "m"
     # named by the document, as rpt entropy names it: not by its line, which every file shares
     assert sample["doc_id"] == content_id({"text": "ab", "source": "web"}) and sample["id"] == f"{sample['doc_id']}@1"
+    # a repeated document of the same input gets its own id: the first copy keeps the plain one
+    samples = run([doc, dict(doc)], min_context_tokens=1)
+    assert [s["doc_id"] for s in samples] == [sample["doc_id"], sample["doc_id"] + "-2"]
     assert "offsets" not in sample and "text" not in sample
 
 
