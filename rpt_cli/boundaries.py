@@ -89,6 +89,18 @@ def recorded_identity(record: dict) -> TokenizerIdentity | None:
     return TokenizerIdentity(value["name"], value["fingerprint"])
 
 
+def rollout_identity(record: dict) -> TokenizerIdentity | None:
+    """The tokenizer of the policy that made a rollout (`rollout.tokenizer`, records.md §4),
+    checked; None when the rollout does not say (made by an older rpt, or by hand)."""
+    meta = record.get("rollout")
+    if not isinstance(meta, dict) or meta.get(FIELD) is None:
+        return None
+    try:
+        return recorded_identity(meta)
+    except RecordError as exc:
+        raise RecordError(f"rollout.{exc}") from None
+
+
 def check_identity_field(record: dict) -> None:
     """A validator piece: a present `tokenizer` field must be well formed."""
     recorded_identity(record)
@@ -265,6 +277,66 @@ def aligned_records(
         yield from flush()
 
 
+@dataclass
+class RolloutPolicies:
+    """`rpt reward`'s check of each rollout against the policy that made it (`rollout.tokenizer`).
+
+    With `model` (the policy's tokenizer from `--model`), a rollout made by a policy with another
+    tokenizer is an input error (the rollout would be judged by another model's tokens); the
+    samples are then aligned with `model` by `aligned_records`, as `rpt train` and `rpt eval` align
+    theirs. Without it, a sample made with another tokenizer than the rollout's policy's is an
+    input error that names the `--model` to pass so its boundaries are re-derived; samples without
+    an identity are counted in `alignment`, as unchecked. With `stats` (`--skip-bad`) a refused
+    rollout is skipped and recorded there instead."""
+
+    source: str
+    model: PolicyTokenizer | None = None
+    alignment: Alignment | None = None
+    stats: ReadStats | None = None
+
+    def __call__(self, numbered: Iterable[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
+        for line, record in numbered:
+            try:
+                made_by = rollout_identity(record)
+                made_with = recorded_identity(record)
+                if made_by is not None:
+                    self._check(line, record, made_by, made_with)
+            except RecordError as exc:
+                raise InputError(self.source, line, str(exc)) from None
+            except InputError as exc:
+                if self.stats is None:
+                    raise
+                self.stats.skipped.append((self.source, line, exc.reason))
+                continue
+            yield line, record
+
+    def _check(self, line: int, record: dict, made_by: TokenizerIdentity, made_with: TokenizerIdentity | None) -> None:
+        if self.model is not None:
+            if made_by.fingerprint != self.model.identity.fingerprint:
+                raise InputError(
+                    self.source,
+                    line,
+                    f"this rollout was made by a policy with tokenizer {made_by}, but --model {self.model.spec} has "
+                    f"tokenizer {self.model.identity}; pass the model that made the rollouts as --model",
+                )
+            return
+        if self.alignment is None:
+            self.alignment = Alignment(made_by)
+        if made_with is None:
+            self.alignment.unmarked += 1
+        elif made_with.fingerprint != made_by.fingerprint:
+            model = record["rollout"].get("model")
+            model = model if isinstance(model, str) else made_by.name
+            raise InputError(
+                self.source,
+                line,
+                f"this sample's boundaries were made with tokenizer {made_with}, not with the tokenizer {made_by} "
+                f"of the policy that made the rollout; pass --model {model} "
+                f"to re-derive them with the policy's tokenizer, or make the samples with it "
+                f"(rpt entropy --model ... | rpt filter ...)",
+            )
+
+
 def cannot_rederive(policy: PolicyTokenizer, made_with: TokenizerIdentity, reason: str) -> str:
     return (
         f"this sample's boundaries were made with tokenizer {made_with} and cannot be re-derived with the "
@@ -277,6 +349,7 @@ __all__ = [
     "Alignment",
     "FIELD",
     "PolicyTokenizer",
+    "RolloutPolicies",
     "TokenizerIdentity",
     "align",
     "aligned_records",
@@ -285,4 +358,5 @@ __all__ = [
     "fingerprint",
     "identity_of",
     "recorded_identity",
+    "rollout_identity",
 ]

@@ -78,9 +78,20 @@ def pack_batches(segments: list[Segment], prefix_len: int, batch_tokens: int) ->
 # ---------------------------------------------------------------------------------------------
 
 
+FLOAT32_ROWS = 256  # rows of full logits upcast at a time (bounds the float32 copy)
+
+
 def topk_entropy(logits, k: int, transform: Callable | None = None):
-    """Entropy (nats, float32) of the softmax over the k largest logits of each row."""
-    return entropy_of_values(topk_by_blocks(logits, k)[0].float(), transform)
+    """Entropy (nats, float32) of the softmax over the k largest logits of each row. The top k
+    are taken in float32, as the output-layer path takes its values (`head_topk_entropy`): half
+    precision logits are upcast a block of rows at a time before the selection, so both paths
+    select and compute in one precision."""
+    import torch
+
+    flat = logits.reshape(-1, logits.shape[-1])
+    parts = [entropy_of_values(topk_by_blocks(rows.float(), k)[0], transform) for rows in flat.split(FLOAT32_ROWS)]
+    out = torch.cat(parts) if parts else flat.new_zeros(0, dtype=torch.float32)
+    return out.reshape(logits.shape[:-1])
 
 
 def entropy_of_values(values, transform: Callable | None = None):

@@ -204,20 +204,23 @@ def make_samples(doc: dict, doc_id, opts: FilterOptions, stats: FilterStats) -> 
 def filter_documents(
     docs: Iterable[tuple[int, dict]], opts: FilterOptions, stats: FilterStats | None = None, *, source: str = "<input>"
 ) -> Iterator[dict]:
-    """Samples from (line number, scored document) pairs; the line number is the default id. Two
-    documents with one id would give samples with one id: an InputError naming both lines."""
+    """Samples from (line number, scored document) pairs; a document without id is named by its
+    content (`holdout.content_id`, as `rpt entropy` names it). Two documents with one id would
+    give samples with one id: an InputError naming both lines."""
     from rpt_cli.errors import InputError
+    from rpt_cli.holdout import ContentIds
     from rpt_cli.resume import id_key
     from rpt_cli.rollout import duplicate_id_message
 
     opts.check()
     stats = stats if stats is not None else FilterStats()
     seen: dict[bytes, int] = {}
+    content_id = ContentIds(opts.id_field)
     for lineno, doc in docs:
         stats.documents += 1
         stats.positions += len(doc["entropy"])
         doc_id = doc.get(opts.id_field)
-        doc_id = lineno if doc_id is None else doc_id
+        doc_id = content_id(doc) if doc_id is None else doc_id
         key = id_key(doc_id)
         if key in seen:
             raise InputError(source, lineno, duplicate_id_message(doc_id, seen[key]).replace("samples", "documents"))

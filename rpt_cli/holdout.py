@@ -8,8 +8,8 @@ choice does not depend on the order of the records, the machine, or what else is
 `--fraction`), and every record of a document (a document, or its many samples) goes to one side.
 
 The document of a record is its `doc_id` (samples and rollouts), else its id field (documents),
-else its line number (what `rpt entropy` gives a document without id). Ids are compared as text:
-1 and "1" are one document, as in `rpt filter`'s seeded choices.
+else its content id (`content_id`, what `rpt entropy` gives a document without id). Ids are
+compared as text: 1 and "1" are one document, as in `rpt filter`'s seeded choices.
 """
 
 from __future__ import annotations
@@ -30,13 +30,45 @@ from rpt_cli.jsonl import STDIO, ReadStats, parse_line, read_lines, source_name
 HELD_OUT_FIELD = "held_out"  # set to true on every record of the held-out side
 
 
-def document_of(record: dict, id_field: str, lineno: int):
+# fields rpt's stages add to a document, which do not change which document it is
+ADDED_FIELDS = (HELD_OUT_FIELD, "offsets", "entropy", "entropy_model", "entropy_top_k", "tokenizer")
+
+
+def content_id(record: dict, id_field: str = "id") -> str:
+    """The id of a document that has none: 16 hex digits of SHA-256 over the record's fields as
+    canonical JSON (sorted keys), leaving out the id field and the fields rpt's stages add
+    (`ADDED_FIELDS`). It depends on the document alone, not on its line or file, so a training
+    file and a held-out file never share an id unless they share the document itself; and
+    `rpt holdout` on the export and on `rpt entropy`'s output name the same document alike."""
+    fields = {k: v for k, v in record.items() if k != id_field and k not in ADDED_FIELDS}
+    text = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class ContentIds:
+    """Content ids for the id-less documents of one input (`rpt entropy`, `rpt filter`): a
+    document that repeats an earlier one's content gets the id with `-2`, `-3`, … appended, so
+    ids still tell a file's records apart; the first copy keeps the plain id, so a copy in another
+    file (a held-out one) still shows as the same document."""
+
+    def __init__(self, id_field: str = "id"):
+        self.id_field = id_field
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, record: dict) -> str:
+        plain = content_id(record, self.id_field)
+        count = self.seen.get(plain, 0) + 1
+        self.seen[plain] = count
+        return plain if count == 1 else f"{plain}-{count}"
+
+
+def document_of(record: dict, id_field: str):
     """The document a record belongs to (module docstring)."""
     for name in ("doc_id", id_field):
         value = record.get(name)
         if value is not None:
             return value
-    return lineno
+    return content_id(record, id_field)
 
 
 def document_number(doc_id, seed: int) -> int:
@@ -140,8 +172,8 @@ def split_records(
     seen: set[str] = set()
     chosen: list[tuple[int, str]] = []  # a max-heap (negated) of the smallest numbers so far
     members: set[str] = set()
-    for lineno, record in _records(lines, validate, skip_bad=skip_bad, stats=stats.read):
-        key = str(document_of(record, opts.id_field, lineno))
+    for _, record in _records(lines, validate, skip_bad=skip_bad, stats=stats.read):
+        key = str(document_of(record, opts.id_field))
         if key in seen:
             continue
         seen.add(key)
@@ -159,8 +191,8 @@ def split_records(
     del seen
     limit = None if opts.fraction is None else int(opts.fraction * 2**64)
     held: set[str] = set()
-    for lineno, record in _records(lines, validate, skip_bad=skip_bad, stats=None):
-        key = str(document_of(record, opts.id_field, lineno))
+    for _, record in _records(lines, validate, skip_bad=skip_bad, stats=None):
+        key = str(document_of(record, opts.id_field))
         out = key in members if limit is None else document_number(key, opts.seed) < limit
         stats.records += 1
         if out:
@@ -286,6 +318,8 @@ __all__ = [
     "Lines",
     "TrainingDocuments",
     "document_number",
+    "ContentIds",
+    "content_id",
     "document_of",
     "sample_document",
     "shared_documents_note",

@@ -146,6 +146,58 @@ def check_completions(completions: Any) -> list:
     return completions
 
 
+COMPLETION_BYTES = "completion_bytes"
+
+
+def check_rollout_tokenizer(record: dict) -> None:
+    """A rollout's `rollout.tokenizer` (the policy's tokenizer), when present, is well formed."""
+    from rpt_cli.boundaries import rollout_identity
+
+    rollout_identity(record)
+
+
+def completion_bytes_field(completions: list) -> list | None:
+    """A rollout's `completion_bytes` (records.md §4) for its completions (`generation.Completion`):
+    the exact bytes of each one that its text does not hold (a token that is part of a UTF-8
+    character, which the text shows as U+FFFD), in base64, null for the others; None (no field)
+    when every text is exact."""
+    import base64
+
+    entries = [
+        None
+        if c.data is None or c.data == c.text.encode("utf-8", "surrogatepass")
+        else base64.b64encode(c.data).decode("ascii")
+        for c in completions
+    ]
+    return entries if any(entry is not None for entry in entries) else None
+
+
+def completion_data(record: dict) -> list[bytes | None]:
+    """The exact bytes of each completion that `completion_bytes` gives (None where the text is
+    exact); RecordError naming the field when it is malformed."""
+    import base64
+    import binascii
+
+    count = len(record["completions"])
+    value = record.get(COMPLETION_BYTES)
+    if value is None:
+        return [None] * count
+    if not isinstance(value, list) or len(value) != count:
+        raise RecordError(f'field "{COMPLETION_BYTES}" must be a list with one entry per completion ({count})')
+    out: list[bytes | None] = []
+    for i, entry in enumerate(value):
+        if entry is None:
+            out.append(None)
+            continue
+        if not isinstance(entry, str):
+            raise RecordError(f'"{COMPLETION_BYTES}[{i}]" must be null or a base64 string')
+        try:
+            out.append(base64.b64decode(entry, validate=True))
+        except (binascii.Error, ValueError):
+            raise RecordError(f'"{COMPLETION_BYTES}[{i}]" is not valid base64') from None
+    return out
+
+
 def rollout(need_context: bool = False) -> Validator:
     """A rollout as a reward function needs it (`need_context` for the dense variants)."""
     from rpt_cli.reward.truth import sample_of
@@ -154,8 +206,10 @@ def rollout(need_context: bool = False) -> Validator:
         if "completions" not in record:
             raise RecordError('missing field "completions" (is this the output of rpt rollout?)')
         check_completions(record["completions"])
+        completion_data(record)
         sample_of(record, need_context=need_context)
         check_tokenizer_field(record)
+        check_rollout_tokenizer(record)
 
     return validate
 

@@ -23,6 +23,7 @@ from rpt_cli.generation.base import (
     derive_seed,
 )
 from rpt_cli.prompts import PromptBuilder
+from rpt_cli.records import COMPLETION_BYTES, completion_bytes_field
 
 DEFAULT_ROLLOUTS = 8  # G in the paper
 DEFAULT_CHUNK_CONTEXTS = 32  # contexts per backend call and per write
@@ -98,17 +99,21 @@ def _run_chunk(chunk, index, backend, builder, n, sampling, metadata, is_done, s
         stats.completions += len(completions)
         stats.truncated += sum(c.finish_reason == FINISH_LENGTH for c in completions)
         stats.new_tokens += sum(c.tokens for c in completions)
-        records.append(
-            {
-                **sample,
-                "prompt": prompt,
-                "prompt_tokens": len(prompt_ids),
-                "completions": [c.text for c in completions],
-                "finish_reasons": [c.finish_reason for c in completions],
-                "completion_tokens": [c.tokens for c in completions],
-                "rollout": metadata,
-            }
-        )
+        record = {
+            **sample,
+            "prompt": prompt,
+            "prompt_tokens": len(prompt_ids),
+            "completions": [c.text for c in completions],
+            "finish_reasons": [c.finish_reason for c in completions],
+            "completion_tokens": [c.tokens for c in completions],
+            "rollout": metadata,
+        }
+        # what the texts cannot hold, so rpt reward scores the bytes the model wrote
+        record.pop(COMPLETION_BYTES, None)  # an input's own, which would describe other completions
+        exact = completion_bytes_field(completions)
+        if exact is not None:
+            record[COMPLETION_BYTES] = exact
+        records.append(record)
     yield records
 
 

@@ -72,6 +72,15 @@ def token_byte_table(tokenizer) -> list[bytes | None] | None:
     return table
 
 
+def generated_bytes(table: list[bytes | None], ids) -> bytes:
+    """The exact bytes of generated tokens `ids`: what the model wrote, byte for byte. Special
+    tokens (an end-of-sequence token, ids past the tokenizer's vocabulary) stand for no bytes.
+    Unlike `tokenizer.decode`, a SentencePiece word-initial "▁" keeps its space and a token that
+    is part of a UTF-8 character keeps its bytes."""
+    size = len(table)
+    return b"".join(table[i] for i in ids if 0 <= i < size and table[i] is not None)
+
+
 @dataclass
 class TokenizedDoc:
     ids: list[int]  # the document's own tokens (no special tokens)

@@ -285,3 +285,43 @@ def test_train_draws_on_the_policys_boundaries(tokenizers, tiny_model_dir, tmp_p
     assert result.stderr.startswith(
         f"error: {samples}:3: this sample's boundaries were made with tokenizer smollm2-135m"
     )
+
+
+def test_rpt_reward_checks_the_tokenizer_of_the_policy_that_made_the_rollouts(tiny_model_dir, tmp_path):
+    """Samples made with a SentencePiece tokenizer, rolled out by the tiny model (another
+    tokenizer): the rollouts name the policy's tokenizer, and `rpt reward` refuses them in one
+    line without --model, re-derives the boundaries with --model's tokenizer as train and eval
+    do, and refuses a --model whose tokenizer is not the one that made the rollouts."""
+    from transformers import AutoTokenizer
+
+    from tests.conftest import build_constant_model
+
+    tiny, sentencepiece = AutoTokenizer.from_pretrained(tiny_model_dir), build_byte_fallback_tokenizer()
+    samples = made_with(sentencepiece, "byte-fallback", docs=2)
+    derived = PolicyTokenizer(tiny, "tiny").rederive([s["context"] for s in samples], [s["target"] for s in samples])
+    usable = [(s, list(b)) for s, b in zip(samples, derived) if not isinstance(b, str) and list(b) != s["boundaries"]]
+    assert len(usable) >= 3
+    path = write_jsonl(tmp_path / "samples.jsonl", [s for s, _ in usable[:3]])
+    rollouts = tmp_path / "rollouts.jsonl"
+    args = ["rollout", str(path), "-m", str(tiny_model_dir), "--backend", "hf", "--answer", "direct", "-G", "2"]
+    result = CliRunner().invoke(app, [*args, "-o", str(rollouts)])
+    assert result.exit_code == 0, result.output
+    made = read_jsonl(rollouts.read_bytes())
+    assert all(r["rollout"]["tokenizer"]["fingerprint"] == fingerprint(tiny) for r in made)
+
+    scored = tmp_path / "scored.jsonl"
+    result = CliRunner().invoke(app, ["reward", str(rollouts), "-o", str(scored)])
+    assert result.exit_code == 2 and not scored.exists()
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {rollouts}:1: this sample's boundaries")
+    assert f"pass --model {made[0]['rollout']['model']} to re-derive" in result.stderr
+
+    result = CliRunner().invoke(app, ["reward", str(rollouts), "-m", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output
+    out = read_jsonl(result.stdout)
+    assert [r["boundaries"] for r in out] == [b for _, b in usable[:3]]
+    assert all(r["rederived_from"]["tokenizer"]["name"] == "byte-fallback" for r in out)
+    assert "3 sample(s) were made with tokenizer byte-fallback" in result.stderr
+
+    other = build_constant_model(tmp_path / "other", sentencepiece, 0)
+    result = CliRunner().invoke(app, ["reward", str(rollouts), "-m", str(other)])
+    assert result.exit_code == 2 and "this rollout was made by a policy with tokenizer" in result.stderr

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from rpt_cli.cli import app
 from rpt_cli.documents import TextTemplate, unescape
 from rpt_cli.errors import UsageError
+from tests.conftest import EXAMPLES
 
 runner = CliRunner()
 
@@ -83,7 +84,13 @@ def test_the_template_reads_a_datasets_file_alike(tiny_model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     out = read_jsonl(result.stdout)
     assert [d["document"] for d in out] == [f"{d['problem']}\n\n{d['solution']}" for d in OMNI_LIKE]
-    assert [d["id"] for d in out] == [1, 2] and all(d["offsets"][-1] == len(d["document"].encode()) for d in out)
+    from rpt_cli.holdout import content_id
+
+    # the dataset's rows are named by their content (as the dataset types it: difficulty 2.0),
+    # as the same rows exported to JSON Lines are
+    rows = list(datasets.Dataset.from_parquet(str(tmp_path / "omni.parquet")))
+    assert [d["id"] for d in out] == [content_id(row) for row in rows] and len(set(d["id"] for d in out)) == 2
+    assert all(d["offsets"][-1] == len(d["document"].encode()) for d in out)
 
 
 @pytest.mark.parametrize("where", ["jsonl", "dataset"])
@@ -246,3 +253,42 @@ def test_train_records_its_documents_and_eval_notes_the_shared_ones(tiny_model_d
     alone = write_jsonl(tmp_path / "alone.jsonl", evaluated[2:])
     clean = runner.invoke(app, ["eval", str(alone), "--model", str(out), "--mode", "ntp"])
     assert clean.exit_code == 0 and "trained on" not in clean.stderr
+
+
+def test_documents_without_ids_keep_apart_through_the_data_recipe(tiny_model_dir, tmp_path):
+    """docs/data.md's recipe on id-less documents (OmniMATH has no id): hold out, score each side,
+    filter. Each document is named by its content, so the held-out samples share no document id
+    with the training samples and `rpt eval`'s note stays silent; holding out on the scored
+    documents of the whole file picks the same documents as holding out on the export."""
+    from rpt_cli.holdout import shared_documents_note, training_documents
+
+    problems = read_jsonl((EXAMPLES / "problems.jsonl").read_bytes())[:12]
+    export = write_jsonl(tmp_path / "omni.jsonl", [{k: v for k, v in p.items() if k != "id"} for p in problems])
+    template = ["--text-template", "{problem}\\n\\n{solution}", "-m", str(tiny_model_dir), "--backend", "hf"]
+
+    def ok(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result
+
+    val_docs, train_docs = tmp_path / "val_docs.jsonl", tmp_path / "train_docs.jsonl"
+    ok("holdout", export, "--documents", 3, "--seed", 0, "--holdout-output", val_docs, "-o", train_docs)
+    for side in ("train", "val"):
+        ok("entropy", tmp_path / f"{side}_docs.jsonl", *template, "-o", tmp_path / f"{side}_scored.jsonl")
+        ok("filter", tmp_path / f"{side}_scored.jsonl", "--per-doc", 2, "-o", tmp_path / f"{side}_samples.jsonl")
+    train_samples = read_jsonl((tmp_path / "train_samples.jsonl").read_bytes())
+    val_samples = read_jsonl((tmp_path / "val_samples.jsonl").read_bytes())
+    assert len({s["doc_id"] for s in train_samples}) == 9 and len({s["doc_id"] for s in val_samples}) == 3
+    assert not {s["doc_id"] for s in train_samples} & {s["doc_id"] for s in val_samples}
+    run = tmp_path / "run"
+    run.mkdir()
+    training_documents(str(tmp_path / "train_samples.jsonl")).write(run)
+    assert shared_documents_note(run, val_samples, "run") is None
+    assert shared_documents_note(run, train_samples[:2], "run") is not None  # the note still works
+
+    scored_all = tmp_path / "all_scored.jsonl"
+    ok("entropy", export, *template, "-o", scored_all)
+    held = tmp_path / "held.jsonl"
+    ok("holdout", scored_all, "--documents", 3, "--seed", 0, "--holdout-output", held, "-o", tmp_path / "kept.jsonl")
+    val_ids = {d["id"] for d in read_jsonl((tmp_path / "val_scored.jsonl").read_bytes())}
+    assert {d["id"] for d in read_jsonl(held.read_bytes())} == val_ids

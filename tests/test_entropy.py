@@ -152,12 +152,15 @@ def write_corpus(path, docs):
 
 def test_cli_scores_in_input_order_and_passes_fields_through(tiny_model_dir, tmp_path):
     docs = [{"id": f"d{i}", "text": t, "source": "unit"} for i, t in enumerate(DOCS)]
-    docs.append({"text": "no id here, the line number stands in"})
+    docs.append({"text": "no id here, its content id stands in"})
     corpus = write_corpus(tmp_path / "corpus.jsonl", docs)
     result = runner.invoke(app, ["entropy", str(corpus), "--model", str(tiny_model_dir)])
     assert result.exit_code == 0, result.output
     out = read_jsonl(result.stdout)
-    assert [d["id"] for d in out] == [f"d{i}" for i in range(len(DOCS))] + [len(docs)]
+    from rpt_cli.holdout import content_id
+
+    assert [d["id"] for d in out] == [f"d{i}" for i in range(len(DOCS))] + [content_id(docs[-1])]
+    assert len(out[-1]["id"]) == 16
     for doc in out:
         assert doc["entropy_top_k"] == 16 and doc["entropy_model"] == tiny_model_dir.name
         data = doc["text"].encode("utf-8")

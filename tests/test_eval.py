@@ -47,15 +47,23 @@ def documents() -> list[dict]:
 
 
 def corpus_samples(
-    tokenizer, *, per_doc: int | None = 6, docs: int = 8, max_context_tokens: int | None = None, target_tokens: int = 4
+    tokenizer,
+    *,
+    per_doc: int | None = 6,
+    docs: int = 8,
+    max_context_tokens: int | None = None,
+    target_tokens: int = 4,
+    corpus: list[dict] | None = None,
+    min_context_tokens: int = 4,
 ) -> list[dict]:
-    """Samples of the validation documents made by the real `rpt filter` code from the tokenizer's
-    own offsets, with entropies cycling through every split (so `none` samples exist too)."""
+    """Samples of the validation documents (or `corpus`) made by the real `rpt filter` code from
+    the tokenizer's own offsets, with entropies cycling through every split (so `none` samples
+    exist too)."""
     from rpt_cli.tokens import DocTokenizer
 
     doc_tokenizer = DocTokenizer(tokenizer)
     scored = []
-    for doc in documents()[:docs]:
+    for doc in (corpus if corpus is not None else documents())[:docs]:
         tokenized = doc_tokenizer([doc["text"]])[0]
         n = len(tokenized.ids)
         scored.append(
@@ -66,7 +74,7 @@ def corpus_samples(
             }
         )
     opts = FilterOptions(
-        min_context_tokens=4,
+        min_context_tokens=min_context_tokens,
         per_doc=per_doc,
         seed=0,
         target_tokens=target_tokens,
@@ -477,6 +485,51 @@ def test_eval_follows_the_answer_format_of_the_run(samples_file, tiny_model_dir,
     assert report["settings"]["chat"] is True and report["settings"]["max_prompt_tokens"] == 4096
     ntp = read_jsonl(runner.invoke(app, ["eval", str(samples_file), "-m", str(run), "--limit", "1"]).stdout)[0]
     assert ntp["answer"] is None  # ntp reads no answer
+
+
+MULTI_BYTE_CORPUS = [
+    {"id": "a", "text": "Let x be 日本 and ж be a real number. Let y be 日 and ж."},
+    {"id": "b", "text": "Hence ж be 4, 日本語 be 2: let x be the answer."},
+]
+
+
+def _tokenizer_named(kind: str, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from tests.conftest import build_byte_fallback_tokenizer
+
+    return build_byte_fallback_tokenizer() if kind == "sentencepiece" else AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.mark.parametrize(
+    ("kind", "piece"),
+    [
+        ("sentencepiece", "▁be"),  # a word-initial SentencePiece token: batch_decode drops its space
+        ("sentencepiece", "<0xE6>"),  # a byte-fallback token, the first byte of 日 (a special token!)
+        ("byte-level", "Ð"),  # the first byte (0xD0) of ж in the byte-level tokenizer
+    ],
+)
+def test_direct_answers_score_the_bytes_the_model_wrote(kind, piece, tiny_model_dir, tmp_path):
+    """A model that always writes `piece`: the direct format at temperature 0 scores every sample
+    of a corpus with multi-byte characters as ntp does, including the word-initial SentencePiece
+    token and tokens that are only part of a character; the rollouts carry the exact bytes."""
+    from tests.conftest import build_constant_model
+
+    tokenizer = _tokenizer_named(kind, tiny_model_dir)
+    token_id = tokenizer.convert_tokens_to_ids(piece)
+    model_dir = build_constant_model(tmp_path / "model", tokenizer, token_id)
+    records = corpus_samples(tokenizer, per_doc=None, corpus=MULTI_BYTE_CORPUS, min_context_tokens=1)
+    path = write_jsonl(tmp_path / "samples.jsonl", records)
+    ntp, direct = direct_against_ntp(path, model_dir, tmp_path)
+    assert len(ntp) == len(direct) == len(records) > 20
+    assert [b["correct"] for b in direct] == [[a["correct"]] for a in ntp]
+    assert sum(a["correct"] for a in ntp) >= 3  # the model's token is the next one at several positions
+    for a, b in zip(ntp, direct):
+        assert a["token_id"] == token_id
+        if a["prediction"] is not None:
+            assert b["predictions"] == [a["prediction"]] == b["completions"]
+        else:  # part of a character: the text shows U+FFFD, the record keeps the bytes
+            assert b["completions"] == ["\ufffd"] and "completion_bytes" in b
 
 
 @pytest.mark.slow

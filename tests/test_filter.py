@@ -117,12 +117,18 @@ def test_per_doc_and_fraction_sampling_are_seeded():
     assert all(s["filter_seed"] == 1 for s in run(docs, seed=1, per_doc=3))
 
 
-def test_unknown_fields_pass_through_and_default_id_is_the_line():
+def test_unknown_fields_pass_through_and_default_id_is_the_content_id():
+    from rpt_cli.holdout import content_id
+
     doc = scored("ab", [1], [None, 2.0], source="web", entropy_model="m")
     del doc["id"]
     (sample,) = run([doc], min_context_tokens=1)
     assert sample["source"] == "web" and sample["entropy_model"] == "m"
-    assert sample["doc_id"] == 1 and sample["id"] == "1@1"
+    # named by the document, as rpt entropy names it: not by its line, which every file shares
+    assert sample["doc_id"] == content_id({"text": "ab", "source": "web"}) and sample["id"] == f"{sample['doc_id']}@1"
+    # a repeated document of the same input gets its own id: the first copy keeps the plain one
+    samples = run([doc, dict(doc)], min_context_tokens=1)
+    assert [s["doc_id"] for s in samples] == [sample["doc_id"], sample["doc_id"] + "-2"]
     assert "offsets" not in sample and "text" not in sample
 
 

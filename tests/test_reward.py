@@ -717,3 +717,23 @@ def test_dense_on_the_builtin_model(builtin_model_dir):
     assert rewards[1] == pytest.approx(direct_probability(model, tokenizer, context, " London"), rel=1e-3)
     paris = FirstTokenProbability(model, tokenizer)([(context, " Paris"), (context, " London")])
     assert paris[0] > paris[1]  # the context is really read
+
+
+def test_training_scores_the_bytes_of_trls_completion_ids():
+    """TRL hands a reward function `batch_decode`d texts, which drop the space of a SentencePiece
+    word-initial token and turn part of a character into U+FFFD; with the policy's tokenizer the
+    reward scores the bytes of `completion_ids` instead (rpt train's reward does: build_reward)."""
+    from rpt_cli.training.config import TrainConfig
+    from rpt_cli.training.run import build_reward
+    from tests.conftest import build_byte_fallback_tokenizer
+
+    tokenizer = build_byte_fallback_tokenizer()
+    be, first_byte, eos = (tokenizer.convert_tokens_to_ids(t) for t in ("▁be", "<0xE6>", "</s>"))
+    ids = [[be, eos], [first_byte, eos], [first_byte]]
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)  # what TRL passes
+    assert texts[0] == "be"
+    columns = {"target": [" be 1", "日本", "日本"], "boundaries": [[3, 5], [1, 2, 3, 6], [3, 6]]}
+    reward_fn, _ = build_reward(TrainConfig(answer="direct"), tokenizer)
+    assert reward_fn(texts, completion_ids=ids, **columns) == [1.0, 1.0, 0.0]  # 0xE6 is no token of the last
+    plain = get_reward_function("prefix", answer="direct")  # without the tokenizer: TRL's texts
+    assert plain(texts, completion_ids=ids, **columns) == [0.0, 0.0, 0.0]

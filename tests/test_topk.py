@@ -48,3 +48,20 @@ def test_entropy_unchanged_by_the_two_stages():
     values = torch.topk(logits, 16, dim=-1).values
     logp = values - torch.logsumexp(values, dim=-1, keepdim=True)
     assert torch.allclose(topk_entropy(logits, 16), -(logp.exp() * logp).sum(-1), atol=1e-6)
+
+
+def test_half_precision_logits_are_ranked_and_scored_in_float32():
+    """The full-logit path (models whose output layer cannot be split off) takes the top k of
+    bfloat16 logits after upcasting them, a block of rows at a time, as the output-layer path
+    does: the entropies equal a float32 reference over the same logits, for more rows than one
+    block and with ties at the k-th place."""
+    from rpt_cli.entropy import FLOAT32_ROWS
+
+    logits = torch.randn(FLOAT32_ROWS + 3, 5_000, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    logits[:, :40] = 7.0  # 40 tied maxima: any 16 of them give the same entropy
+    values = torch.topk(logits.float(), 16, dim=-1).values
+    logp = values - torch.logsumexp(values, dim=-1, keepdim=True)
+    got = topk_entropy(logits, 16)
+    assert got.dtype == torch.float32 and got.shape == (FLOAT32_ROWS + 3,)
+    assert torch.allclose(got, -(logp.exp() * logp).sum(-1), atol=1e-6)
+    assert topk_entropy(logits[:0], 16).shape == (0,)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -579,6 +580,21 @@ def test_paper_defaults_and_shipped_configs():
     assert (d.max_steps, d.loss_type, d.dynamic_sampling_from_step) == (1000, "grpo", 500)
     paper = resolve_config({}, str(ROOT / "examples" / "configs" / "paper.yaml"))
     assert paper == TrainConfig()
+
+
+def test_paper_config_says_how_it_reads_the_actor_gradient_clip(tmp_path):
+    """Table 5's "actor gradient clip 0.2" is the PPO clip ratio or the gradient-norm clip:
+    paper.yaml takes the first (epsilon 0.2, norm clip 1.0) in so many words, and its commented
+    alternative line gives the second (norm clip 0.2) as a config that loads."""
+    text = (ROOT / "examples" / "configs" / "paper.yaml").read_text()
+    assert re.search(r"^epsilon: 0\.2 .*clip ratio", text, re.M)
+    assert re.search(r"^max_grad_norm: 1\.0 ", text, re.M)
+    alternative = re.search(r"^# (max_grad_norm: 0\.2) ", text, re.M)
+    assert alternative is not None
+    other = tmp_path / "other.yaml"
+    other.write_text(re.sub(r"^max_grad_norm: 1\.0 .*$", alternative.group(1), text, flags=re.M))
+    read = resolve_config({}, str(other))
+    assert (read.epsilon, read.max_grad_norm) == (0.2, 0.2)
     demo = resolve_config({}, str(ROOT / "examples" / "configs" / "cpu-demo.yaml"))
     assert demo.max_new_tokens <= 64 and not demo.gradient_checkpointing
     from accelerate.commands.config.config_args import load_config_from_file

@@ -160,10 +160,14 @@ def entropy(
                 prevalidate(input, validate, shard_slice)
             records = read_records(input, validate, skip_bad=skip_bad, stats=stats, shard=shard_slice, with_lines=True)
 
+        from rpt_cli.holdout import ContentIds
+
+        content_id = ContentIds(id_field)
+
         def with_ids():
-            for lineno, doc in records:
-                if doc.get(id_field) is None:
-                    doc[id_field] = lineno
+            for _, doc in records:
+                if doc.get(id_field) is None:  # named by its content, not its line: unique across files
+                    doc[id_field] = content_id(doc)
                 if template is not None:
                     doc[text_field] = template.fill(doc)  # what is scored, and what the offsets index
                 yield doc

@@ -44,7 +44,8 @@ def reward(
         typer.Option(
             "--model",
             "-m",
-            help=f"Needed by first-token (its tokenizer) and the dense variants (its probabilities): '{BUILTIN_NAME}', "
+            help=f"The policy that made the rollouts: needed by first-token (its tokenizer) and the dense variants "
+            f"(its probabilities); with prefix, its tokenizer re-derives boundaries made with another one. '{BUILTIN_NAME}', "
             "a Hugging Face folder, a .gguf file or a hub id.",
         ),
     ] = None,
@@ -117,22 +118,24 @@ def reward(
                 f"--reward {fn} needs --model (the policy whose tokenizer"
                 f"{' and probabilities' if fn in NEEDS_MODEL else ''} it uses), e.g. --model {BUILTIN_NAME}"
             )
-        if model is not None and not uses_model:
-            stderr.print(f"reward: note: --reward {fn} does not use --model; ignoring it")
         check_input(input)
         check_outputs(input, ("-o", output))
         validate = rollout_validator(REWARD_FUNCTIONS[fn])
         options: dict = {"require_think": not no_think}
         notes: dict = {}
-        if uses_model:
+        policy_tokenizer = None
+        if model is not None:
             from rpt_cli.models import display_name, load_model, load_tokenizer
 
             if not skip_bad:
                 prevalidate(input, validate, None)  # before minutes of model loading
-            notes["model"] = display_name(model)
-            if fn in NEEDS_TOKENIZER:
+            if not uses_model:  # prefix: the policy's tokenizer, for the boundaries only
+                policy_tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+            elif fn in NEEDS_TOKENIZER:
+                notes["model"] = display_name(model)
                 options["tokenizer"] = load_tokenizer(model, trust_remote_code=trust_remote_code)
             else:
+                notes["model"] = display_name(model)
                 lm, tokenizer, resolved_device = load_model(
                     model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
                 )
@@ -145,11 +148,17 @@ def reward(
         read_stats, stats = ReadStats(), RewardStats()
         started = time.perf_counter()
         numbered = read_records(input, validate, skip_bad=skip_bad, stats=read_stats, with_lines=True)
-        alignment = None
-        if uses_model:  # judge the model's own tokens: boundaries made with another tokenizer are re-derived
-            from rpt_cli.boundaries import Alignment, PolicyTokenizer, aligned_records
+        from rpt_cli.boundaries import Alignment, PolicyTokenizer, RolloutPolicies, aligned_records
 
-            policy = PolicyTokenizer(options["tokenizer"], notes["model"], model)
+        # judge the policy's own tokens: each rollout names its policy's tokenizer, and boundaries
+        # made with another tokenizer are re-derived with --model's (or refused without it)
+        policy = None
+        if model is not None:
+            policy = PolicyTokenizer(policy_tokenizer or options["tokenizer"], display_name(model), model)
+        policies = RolloutPolicies(source_name(input), policy, stats=read_stats if skip_bad else None)
+        numbered = policies(numbered)
+        alignment = None
+        if policy is not None:
             alignment = Alignment(policy.identity)
             numbered = aligned_records(
                 numbered, policy, source_name(input), alignment=alignment, stats=read_stats if skip_bad else None
@@ -157,6 +166,7 @@ def reward(
         records = answer_checked(numbered, reward_fn, given=answer, source=source_name(input))
         with RecordWriter(output) as out:
             out.write_all(score_rollouts(records, reward_fn, stats=stats, notes=notes))
+        alignment = alignment or policies.alignment
         for note in alignment.notes() if alignment else ():
             stderr.print(f"reward: note: {note}", markup=False)
         seconds = time.perf_counter() - started

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from rpt_cli.evaluate.samples import EvalSample, Outcome
+from rpt_cli.records import COMPLETION_BYTES
 from rpt_cli.reward import Group, sample_of
+from rpt_cli.reward.scoring import prediction_texts, record_predictions
 
 # --------------------------------------------------------------------------------------------
 # reasoning mode: the rollout layer's prompts and generation, the reward registry's scores
@@ -64,10 +66,7 @@ def score_rollouts(
     outcomes, details = [], []
     for chunk in chunks:
         groups = [
-            Group(
-                sample_of(record, need_context=reward_fn.needs_context),
-                [reward_fn.extract(c) for c in record["completions"]],
-            )
+            Group(sample_of(record, need_context=reward_fn.needs_context), record_predictions(reward_fn, record))
             for record in chunk
         ]
         for record, group, scores in zip(chunk, groups, reward_fn.score_groups(groups)):
@@ -88,7 +87,8 @@ def score_rollouts(
                     "completions": record["completions"],
                     "finish_reasons": record["finish_reasons"],
                     "completion_tokens": record["completion_tokens"],
-                    "predictions": group.predictions,
+                    **({COMPLETION_BYTES: record[COMPLETION_BYTES]} if COMPLETION_BYTES in record else {}),
+                    "predictions": prediction_texts(group.predictions),
                     "rewards": scores.rewards,
                     "correct": list(scores.correct),
                     "accuracy": outcomes[-1].accuracy,

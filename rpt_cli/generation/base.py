@@ -57,12 +57,40 @@ class SamplingConfig:
 @dataclass(frozen=True)
 class Completion:
     """One sampled answer. `tokens` counts every generated token, the stop token included;
-    `text` is their decoding without the stop token and without special tokens."""
+    `data` is the exact bytes of the tokens before the stop token (special tokens stand for no
+    bytes; None for a tokenizer whose pieces do not map to bytes), `text` those bytes as text
+    (a torn UTF-8 character becomes U+FFFD there, never in `data`)."""
 
     text: str
     finish_reason: str
     tokens: int
     token_ids: tuple[int, ...] = ()
+    data: bytes | None = None
+
+
+class CompletionDecoder:
+    """Text and exact bytes of generated token ids, read off the tokenizer's byte table
+    (`tokens.generated_bytes`): `batch_decode` would drop the space of a SentencePiece
+    word-initial token ("▁be" gives "be") and turn part of a character into U+FFFD, and a
+    prediction must be scored on what the model wrote. Tokenizers without a byte table fall
+    back to `batch_decode` (and no bytes)."""
+
+    def __init__(self, tokenizer):
+        from rpt_cli.tokens import token_byte_table
+
+        self.tokenizer = tokenizer
+        self.table = token_byte_table(tokenizer)
+
+    def __call__(self, bodies: list[list[int]]) -> list[tuple[str, bytes | None]]:
+        if self.table is None:
+            return [(text, None) for text in self.tokenizer.batch_decode(bodies, skip_special_tokens=True)]
+        from rpt_cli.tokens import generated_bytes
+
+        out = []
+        for ids in bodies:
+            data = generated_bytes(self.table, ids)
+            out.append((data.decode("utf-8", "replace"), data))
+        return out
 
 
 @runtime_checkable

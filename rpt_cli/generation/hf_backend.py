@@ -16,6 +16,7 @@ from rpt_cli.generation.base import (
     FINISH_LENGTH,
     FINISH_STOP,
     Completion,
+    CompletionDecoder,
     SamplingConfig,
     stop_token_ids,
 )
@@ -50,6 +51,7 @@ class HFBackend:
             raise ValueError("the tokenizer has no end-of-sequence token, so completions could never stop")
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.stop_ids[0]
+        self.decode = CompletionDecoder(tokenizer)
         self.max_batch_sequences = max_batch_sequences
         self._oom_cap: int | None = None
         # prefill each distinct prompt once for its n rows (see `_prefill`); models whose cache is
@@ -199,8 +201,10 @@ class HFBackend:
             else:
                 kept.append(ids[:end])
                 completions.append((FINISH_STOP, ids[: end + 1]))
-        texts = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
-        return [Completion(text, reason, len(ids), tuple(ids)) for text, (reason, ids) in zip(texts, completions)]
+        return [
+            Completion(text, reason, len(ids), tuple(ids), data)
+            for (text, data), (reason, ids) in zip(self.decode(kept), completions)
+        ]
 
     def _prefill(self, input_ids, attention_mask):
         """The KV cache of each distinct prompt but its last token, computed once: `generate` on

@@ -59,9 +59,13 @@ class GenerationSession:
 
     def metadata(self, sampling: SamplingConfig, n: int) -> dict:
         """What every rollout record of this session says it was made with (`rollout`)."""
+        from rpt_cli.boundaries import identity_of
+
         prompt = self.prompt
         return {
             "model": self.engine.model_name,
+            # whose tokens the completions are: rpt reward checks the samples' boundaries against it
+            "tokenizer": identity_of(self.engine.tokenizer, self.engine.model_name).as_field(),
             "backend": self.engine.name,
             "answer": prompt.answer,
             "template": prompt.template.name,

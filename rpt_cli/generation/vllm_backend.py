@@ -22,6 +22,7 @@ from rpt_cli.generation.base import (
     FINISH_LENGTH,
     FINISH_STOP,
     Completion,
+    CompletionDecoder,
     SamplingConfig,
     derive_seed,
     stop_token_ids,
@@ -101,6 +102,7 @@ class VLLMBackend:
         except OSError:
             generation_config = None
         self.stop_ids = stop_token_ids(self.tokenizer, generation_config)
+        self.decode = CompletionDecoder(self.tokenizer)
         try:
             import vllm
         except Exception as exc:  # noqa: BLE001 - installed but broken, e.g. a torchvision built for another torch
@@ -157,8 +159,8 @@ class VLLMBackend:
                 # vLLM's ignore_eos does not cover stop_token_ids, so those go too
                 stop_token_ids=[] if params.ignore_eos else self.stop_ids,
                 ignore_eos=params.ignore_eos,
-                # texts are decoded here, as the hf backend decodes them: vLLM's incremental
-                # detokenizer would drop a torn multi-byte character at the end instead
+                # texts are decoded here from the tokens' exact bytes, as the hf backend decodes
+                # them: vLLM's incremental detokenizer would drop a torn multi-byte character
                 detokenize=False,
             )
         except ValueError as exc:  # vLLM's own limits, e.g. temperature at most 2
@@ -196,11 +198,12 @@ class VLLMBackend:
         bodies = [
             list(s.token_ids[:-1] if s.finish_reason == FINISH_STOP and s.token_ids else s.token_ids) for s in flat
         ]
-        texts = iter(self.tokenizer.batch_decode(bodies, skip_special_tokens=True))
+        decoded = iter(self.decode(bodies))
         results = []
         for ordered in samples:
-            completions = [
-                Completion(next(texts), s.finish_reason, len(s.token_ids), tuple(s.token_ids)) for s in ordered
-            ]
+            completions = []
+            for s in ordered:
+                text, data = next(decoded)
+                completions.append(Completion(text, s.finish_reason, len(s.token_ids), tuple(s.token_ids), data))
             results.append(completions * (n // asked))
         return results

@@ -22,7 +22,7 @@ class Group:
     """One sample and the predictions extracted from its G completions."""
 
     sample: Sample
-    predictions: list[str | None]
+    predictions: list[str | bytes | None]  # bytes: a direct answer's exact bytes
 
 
 class GroupScores(NamedTuple):
@@ -54,6 +54,8 @@ class RewardFunction:
         self.require_think = require_think
         # the answer format (answers.py): where a completion's prediction is
         self.answer = answer
+        # token bytes of the policy's tokenizer (`read_generated_ids`), for TRL's completion_ids
+        self.token_table: list[bytes | None] | None = None
         # TRL names a reward function after `__name__` in its logs
         self.__name__ = self.name.replace("-", "_") + "_reward"
 
@@ -66,14 +68,25 @@ class RewardFunction:
             return {"answer": DIRECT}  # no box to look for, so require_think means nothing
         return {} if self.require_think else {"require_think": False}
 
-    def extract(self, completion: Any) -> str | None:
-        """The prediction in a completion: the last box (boxed format) or the whole text (direct
-        format, nothing stripped); None when there is none (an empty completion in the direct
-        format: the model ended at once)."""
-        text = completion_text(completion)
+    def extract(self, completion: Any, data: bytes | None = None) -> str | bytes | None:
+        """The prediction in a completion: the last box (boxed format) or the whole completion
+        (direct format, nothing stripped); None when there is none (an empty completion in the
+        direct format: the model ended at once). In the direct format, `data` (the completion's
+        exact bytes, when known) is the prediction: a token that is part of a UTF-8 character
+        scores by its bytes, as in `rpt eval --mode ntp`, not as the U+FFFD of its text."""
         if self.answer == DIRECT:
-            return text or None
-        return extract_prediction(text, require_think=self.require_think)
+            if data is not None:
+                return data or None
+            return completion_text(completion) or None
+        return extract_prediction(completion_text(completion), require_think=self.require_think)
+
+    def read_generated_ids(self, tokenizer) -> None:
+        """Score TRL's completions by the bytes of their `completion_ids` in this tokenizer (the
+        policy's): TRL's texts come from `batch_decode`, which drops the space of a
+        SentencePiece word-initial token and turns part of a character into U+FFFD."""
+        from rpt_cli.tokens import token_byte_table
+
+        self.token_table = token_byte_table(tokenizer)
 
     def score_groups(self, groups: Sequence[Group]) -> list[GroupScores]:
         raise NotImplementedError
@@ -83,20 +96,39 @@ class RewardFunction:
         targets = _column(columns, "target", count)
         boundaries = _column(columns, "boundaries", count)
         contexts = _column(columns, "context", count) if self.needs_context else None
+        predictions = self._trl_predictions(completions, columns.get("completion_ids"))
         groups: list[Group] = []
         previous_key = None
-        for i, completion in enumerate(completions):
+        for i, prediction in enumerate(predictions):
             key = (targets[i], boundaries[i], contexts[i] if contexts is not None else None)
             if groups and key == previous_key:
-                groups[-1].predictions.append(self.extract(completion))
+                groups[-1].predictions.append(prediction)
                 continue
             try:
                 sample = make_sample(*key, need_context=self.needs_context)
             except RecordError as exc:
                 raise RecordError(f"completion {i}: {exc}") from None
-            groups.append(Group(sample, [self.extract(completion)]))
+            groups.append(Group(sample, [prediction]))
             previous_key = key
         return [reward for scores in self.score_groups(groups) for reward in scores.rewards]
+
+    def _trl_predictions(self, completions: Sequence[Any], completion_ids: Any) -> list[str | bytes | None]:
+        """The predictions of TRL's completions: from the exact bytes of their token ids when
+        `read_generated_ids` gave a byte table (text completions; a conversation stays as TRL
+        parsed it), else from TRL's texts."""
+        table = self.token_table
+        if table is None or not isinstance(completion_ids, (list, tuple)) or len(completion_ids) != len(completions):
+            return [self.extract(completion) for completion in completions]
+        from rpt_cli.tokens import generated_bytes
+
+        out = []
+        for completion, ids in zip(completions, completion_ids):
+            if not isinstance(completion, str):
+                out.append(self.extract(completion))
+                continue
+            data = generated_bytes(table, [int(i) for i in ids])
+            out.append(self.extract(data.decode("utf-8", "replace"), data))
+        return out
 
     def score_record(self, record: dict) -> dict:
         """Score one rollout record in place and return it (adds predictions, rewards, reward_fn)."""

@@ -25,7 +25,10 @@ class FirstTokens:
         self._cache: dict[str, tuple[int, bytes] | None] = {}
         self._cache_size = cache_size
 
-    def __call__(self, predictions: Sequence[str | None]) -> list[tuple[int, bytes] | None]:
+    def __call__(self, predictions: Sequence[str | bytes | None]) -> list[tuple[int, bytes] | None]:
+        # a direct answer's exact bytes are tokenized as their text; bytes that are only part of
+        # a UTF-8 character have no tokenization of their own, so no first token
+        predictions = [_text_or_none(p) if isinstance(p, bytes) else p for p in predictions]
         todo = sorted({p for p in predictions if p and p not in self._cache})
         if todo:
             if len(self._cache) + len(todo) > self._cache_size:
@@ -52,6 +55,13 @@ class FirstTokens:
             data = text.encode("utf-8")
             out.append((doc.ids[0], data[doc.offsets[0] : doc.offsets[1]]))
         return out
+
+
+def _text_or_none(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 class FirstTokenProbability:
@@ -88,7 +98,7 @@ class FirstTokenProbability:
     def context_ids(self, context: str) -> list[int]:
         return self.engine.context_ids([context], self.max_context_tokens)[0]
 
-    def __call__(self, pairs: Sequence[tuple[str, str | None]]) -> list[float]:
+    def __call__(self, pairs: Sequence[tuple[str, str | bytes | None]]) -> list[float]:
         firsts = self.first_tokens([prediction for _, prediction in pairs])
         wanted: dict[str, set[int]] = {}
         for (context, _), first in zip(pairs, firsts):

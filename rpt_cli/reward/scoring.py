@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from rpt_cli.answers import ANSWER_FORMATS, DEFAULT_ANSWER, recorded_answer
 from rpt_cli.errors import RecordError
-from rpt_cli.records import check_completions
+from rpt_cli.records import check_completions, completion_data
 from rpt_cli.records import rollout as rollout_record
 from rpt_cli.reward.functions import Group, GroupScores, RewardFunction
 from rpt_cli.reward.truth import sample_of
@@ -98,7 +98,7 @@ def score_rollouts(
         options = {**reward_fn.options(), **(notes or {})}
         for record, group, scores in zip(batch, groups, reward_fn.score_groups(groups)):
             stats.add(group.predictions, scores)
-            record["predictions"] = group.predictions
+            record["predictions"] = prediction_texts(group.predictions)
             record["rewards"] = scores.rewards
             record["reward_fn"] = reward_fn.name
             if options:
@@ -110,14 +110,25 @@ def score_rollouts(
     for record in records:
         if "completions" not in record:
             raise RecordError('missing field "completions" (is this the output of rpt rollout?)')
-        completions = check_completions(record["completions"])
+        check_completions(record["completions"])
         sample = sample_of(record, need_context=need_context)
         batch.append(record)
-        groups.append(Group(sample, [reward_fn.extract(c) for c in completions]))
+        groups.append(Group(sample, record_predictions(reward_fn, record)))
         if len(batch) >= reward_fn.batch_records:
             yield from flush()
     if batch:
         yield from flush()
+
+
+def record_predictions(reward_fn: RewardFunction, record: dict) -> list[str | bytes | None]:
+    """The prediction of each completion of a rollout record: in the direct format the exact
+    bytes the model wrote (`completion_bytes` where the text cannot hold them, records.md §4)."""
+    return [reward_fn.extract(c, data) for c, data in zip(record["completions"], completion_data(record))]
+
+
+def prediction_texts(predictions: Sequence[str | bytes | None]) -> list[str | None]:
+    """Predictions as records show them: text (bytes that are part of a character as U+FFFD)."""
+    return [p.decode("utf-8", "replace") if isinstance(p, bytes) else p for p in predictions]
 
 
 def answer_checked(

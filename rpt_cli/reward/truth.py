@@ -34,12 +34,12 @@ def prefix_match(prediction: str | bytes | None, target: str, boundaries: Sequen
     return 1.0 if truth.startswith(predicted) else 0.0
 
 
-def _prefix_correct(prediction: str | None, sample: Sample) -> bool:
+def _prefix_correct(prediction: str | bytes | None, sample: Sample) -> bool:
     # the hot path of Eq. 3: the sample's bytes and boundary set are computed once per group
     if not prediction:
         return False
     try:
-        predicted = prediction.encode("utf-8")
+        predicted = prediction if isinstance(prediction, bytes) else prediction.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return len(predicted) in sample.boundary_set and sample.target_bytes.startswith(predicted)

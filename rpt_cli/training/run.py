@@ -207,9 +207,11 @@ def build_reward(config: TrainConfig, tokenizer):
         if config.reward == "conditional-dense":
             options["unsolved_reward"] = config.unsolved_reward
     try:
-        return get_reward_function(config.reward, **options), probability
+        reward_fn = get_reward_function(config.reward, **options)
     except ValueError as exc:
         raise UsageError(f"--reward {config.reward}: {exc}") from None
+    reward_fn.read_generated_ids(tokenizer)  # score the bytes the policy wrote, not TRL's decoded text
+    return reward_fn, probability
 
 
 def _quiet_libraries(uses_vllm: bool) -> None:
