@@ -4,19 +4,19 @@
 # with every checkpoint evaluated on the held-out documents (examples/data/val.jsonl) against the
 # cold-started model: boxed accuracy (8 sampled answers per context) and the greedy next token
 # (ntp), per split, with paired differences; rpt scaling over the checkpoints; rpt patterns
-# before and after. About 45 minutes on 2 idle CPU cores. Writes everything under the folder given.
+# before and after. About 30 minutes on 2 idle CPU cores. Writes everything under the folder given.
 #   PATH=.venv/bin:$PATH bash examples/boxed_evidence.sh [FOLDER]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/boxed-evidence}
-steps=${STEPS:-40}
+steps=${STEPS:-30}
 mkdir -p "$out"
 started=$(date +%s)
 rpt entropy examples/data/corpus.jsonl -o "$out/scored.jsonl"
 rpt filter "$out/scored.jsonl" --min 0.5 --per-doc 8 --seed 1 -o "$out/coldstart_samples.jsonl"
 rpt filter "$out/scored.jsonl" --min 0.5 --per-doc 16 -o "$out/samples.jsonl"
 rpt entropy examples/data/val.jsonl -o "$out/val_scored.jsonl"
-rpt filter "$out/val_scored.jsonl" --min 0.5 --per-doc 8 -o "$out/val_samples.jsonl"
+rpt filter "$out/val_scored.jsonl" --min 0.5 --per-doc 5 -o "$out/val_samples.jsonl"
 rm -rf "$out/coldstart" "$out/run"
 prompts=(--template direct --no-chat --max-prompt-tokens 48)
 # the cold start: 512 examples the model makes itself, one epoch
