@@ -156,24 +156,3 @@ def test_a_model_that_gets_more_right_has_an_interval_above_zero(tiny_model_dir,
     # the same numbers on a rerun (seeded)
     again = runner.invoke(app, args)
     assert read_jsonl(again.stdout)[1]["paired"] == paired
-
-
-@pytest.mark.slow  # starts a Ray cluster and its workers: tens of seconds on 2 cores
-@pytest.mark.ray
-def test_paired_figures_on_ray_equal_one_process(tiny_model_dir, tmp_path):
-    """Reports made with --ray are assembled in the rpt process like the others: the same pairs."""
-    pytest.importorskip("ray.data")
-    from rpt_cli.models import load_tokenizer
-
-    samples = write_jsonl(tmp_path / "samples.jsonl", corpus_samples(load_tokenizer(str(tiny_model_dir)), per_doc=3))
-    better = perturbed_model(tiny_model_dir, tmp_path / "better", seed=5)
-    args = ["eval", str(samples), "-m", str(tiny_model_dir), "-m", str(better), "--mode", "ntp", "--mode", "reasoning"]
-    args += ["--answer", "direct", "-G", "4", "--temperature", "1.0", "--backend", "hf", "--limit", "16"]
-    paired = []
-    for extra in ([], ["--ray", "local", "--ray-workers", "2"]):
-        result = runner.invoke(app, [*args, *extra])
-        assert result.exit_code == 0, result.output
-        reports = read_jsonl(result.stdout)
-        assert [r["paired"] is None for r in reports] == [True, True, False, False]
-        paired.append([(r["paired"], {name: e["paired"] for name, e in r["splits"].items()}) for r in reports[2:]])
-    assert paired[0] == paired[1]
