@@ -217,9 +217,11 @@ def eval_(
         from rpt_cli.evaluate import (
             EvalConfig,
             Progress,
+            add_paired,
             evaluate_model,
             locate_model,
             mode_label,
+            paired_table,
             report_table,
             select_samples,
         )
@@ -317,6 +319,7 @@ def eval_(
                 if note:
                     stderr.print(f"eval: note: {note}", markup=False)
         reports: list[dict] = []
+        scored: list[tuple[dict, dict]] = []  # each report with its per-sample scores, for paired comparisons
         from rpt_cli.cluster import RayCluster
 
         with (
@@ -336,13 +339,18 @@ def eval_(
                     config,
                     source=None if input == STDIO else input,
                     on_details=detail_out.write if detail_out else None,
+                    on_scores=lambda report, scores: scored.append((report, scores)),
                     progress=show,
                     skipped=read_stats if skip_bad else None,
                     cluster=cluster,
                 )
+        add_paired(scored, seed=config.seed)
         with RecordWriter(output) as out:
             out.write_all(reports)
         stderr.print(report_table(reports))
+        differences = paired_table(reports)
+        if differences is not None:
+            stderr.print(differences)
         for report in reports:
             settings = report.get("settings", {})
             if report["mode"] == "ntp" and settings:

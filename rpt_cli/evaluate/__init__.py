@@ -33,6 +33,7 @@ from rpt_cli.evaluate.ntp import (
     evaluate_ntp,
     plan_rows,
 )
+from rpt_cli.evaluate.paired import add_paired, bootstrap_interval, paired_difference, sample_scores, sign_test
 from rpt_cli.evaluate.reasoning import evaluate_reasoning
 from rpt_cli.evaluate.runs import (
     RUN_CONFIG,
@@ -60,7 +61,7 @@ from rpt_cli.evaluate.samples import (
     summarize,
     wilson_interval,
 )
-from rpt_cli.evaluate.tables import mode_label, report_table
+from rpt_cli.evaluate.tables import mode_label, paired_table, report_table
 from rpt_cli.forward import model_max_positions
 
 __all__ = [
@@ -81,7 +82,9 @@ __all__ = [
     "SPLIT_CHOICES",
     "TokenPrediction",
     "Z95",
+    "add_paired",
     "batch_rows",
+    "bootstrap_interval",
     "checkpoint_step",
     "evaluate_model",
     "evaluate_ntp",
@@ -91,6 +94,8 @@ __all__ = [
     "locate_model",
     "mode_label",
     "model_max_positions",
+    "paired_difference",
+    "paired_table",
     "plan_rows",
     "read_flops",
     "read_run_settings",
@@ -98,7 +103,9 @@ __all__ = [
     "report_table",
     "run_models",
     "sample_label",
+    "sample_scores",
     "select_samples",
+    "sign_test",
     "split_report",
     "summarize",
     "wilson_interval",

@@ -15,6 +15,7 @@ from rpt_cli.evaluate.ntp import (
     PredictorStats,
     evaluate_ntp,
 )
+from rpt_cli.evaluate.paired import sample_scores
 from rpt_cli.evaluate.reasoning import evaluate_reasoning
 from rpt_cli.evaluate.runs import ModelRef
 from rpt_cli.evaluate.samples import (
@@ -211,6 +212,7 @@ def _report(
     report.update(split_report(samples, outcomes, config.split, mode=mode))
     report.update(
         {
+            "paired": None,  # filled in against the first model by paired.add_paired
             "interval": INTERVAL,
             "split": config.split,
             "limit": config.limit,
@@ -248,13 +250,15 @@ def evaluate_model(
     *,
     source: str | None = None,
     on_details: Callable[[dict], None] | None = None,
+    on_scores: Callable[[dict, dict], None] | None = None,
     progress: Progress | None = None,
     skipped: ReadStats | None = None,
     cluster=None,
 ) -> list[dict]:
     """Reports (records.md §6) of one model in each of `config.modes`, on the same samples (their
     boundaries in the model's tokens: `in_policy_tokens`); the per-sample details go to
-    `on_details` as they are ready. With `skipped` (--skip-bad), samples whose boundaries cannot
+    `on_details` as they are ready, and each report with its per-sample scores (paired.Scores) to
+    `on_scores`, for paired comparisons between models. With `skipped` (--skip-bad), samples whose boundaries cannot
     be re-derived for this model are left out and recorded there. With `cluster` (a
     cluster.RayCluster), the model runs on its workers only (evaluate/on_ray.py); gain mode, which
     scores with the model in this process, is refused there."""
@@ -308,6 +312,8 @@ def evaluate_model(
         reports.append(_report(ref, mode, samples, outcomes, config, source, seconds, settings))
         if alignment is not None:
             reports[-1]["tokenizer"] = alignment.as_fields()
+        if on_scores is not None:
+            on_scores(reports[-1], sample_scores(samples, outcomes, mode))
         if on_details is not None:
             for row in _detail_rows(ref, mode, samples, details):
                 on_details(row)

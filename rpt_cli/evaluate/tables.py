@@ -69,3 +69,47 @@ def report_table(reports: Sequence[dict]):
             cells.append(_percent_cell(report, k=k_shown))
         table.add_row(escape(str(report["model"])), mode, *cells)
     return table
+
+
+def _paired_cell(entry: dict | None, *, gain: bool) -> str:
+    from rich.markup import escape
+
+    if not entry or entry.get("difference") is None:
+        return "-"
+    # accuracy differences in percentage points, gain differences in nats
+    scale, digits = (1, 3) if gain else (100, 1)
+    cell = f"{scale * entry['difference']:+.{digits}f}"
+    if entry.get("ci95"):
+        low, high = entry["ci95"]
+        cell += "\n[dim]" + escape(f"[{scale * low:+.{digits}f},{scale * high:+.{digits}f}]") + "[/]"
+    return cell + f"\nn={entry['n']:,}\np={entry['p_value']:.2g}"
+
+
+def paired_table(reports: Sequence[dict]):
+    """The paired differences of the reports that have one (`paired`), a row per report, a
+    column per split as in `report_table`; None when no report has one."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    compared = [report for report in reports if report.get("paired")]
+    if not compared:
+        return None
+    splits: list[str] = []
+    for report in compared:
+        splits += [name for name in report["splits"] if name not in splits]
+    title = (
+        "Paired difference from the first model on the same samples (accuracy: percentage points; "
+        "gain: nats), 95 % paired bootstrap interval, sign-test p"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("model\n[dim]vs baseline[/]")
+    table.add_column("mode")
+    for name in (*splits, "all"):
+        table.add_column(name, justify="right")
+    for report in compared:
+        gain = report["mode"] == "gain"
+        cells = [_paired_cell(report["splits"].get(name, {}).get("paired"), gain=gain) for name in splits]
+        cells.append(_paired_cell(report["paired"], gain=gain))
+        model = f"{escape(str(report['model']))}\n[dim]vs {escape(str(report['paired']['baseline']))}[/]"
+        table.add_row(model, mode_label(report), *cells)
+    return table
