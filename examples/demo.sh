@@ -12,10 +12,10 @@ mkdir -p "$out"
 rm -rf "$out/coldstart" "$out/run"
 echo "== rpt entropy: top-16 entropy of every position (built-in SmolLM2-135M) ==" >&2
 rpt entropy examples/data/corpus.jsonl -o "$out/scored.jsonl"
-echo "== rpt filter: 4 positions with entropy > 0.5 per document for the cold start; 16 with entropy > 1.0 for RPT ==" >&2
+echo "== rpt filter: 4 positions with entropy > 0.5 per document for the cold start; 8 with entropy > 1.0 (one a document) for RPT ==" >&2
 rpt filter "$out/scored.jsonl" --min 0.5 --per-doc 4 -o "$out/coldstart_samples.jsonl"
 rpt filter "$out/scored.jsonl" --min 1.0 --per-doc 1 -o "$out/samples.jsonl"
-head -n 16 "$out/samples.jsonl" > "$out/train.jsonl"
+head -n 8 "$out/samples.jsonl" > "$out/train.jsonl"
 echo "== rpt train --objective coldstart: the model's own candidates, then </think> and its first choice in \\boxed{} ==" >&2
 rpt train "$out/coldstart_samples.jsonl" --config examples/configs/cpu-coldstart.yaml -o "$out/coldstart" > /dev/null
 echo "== rpt train: GRPO in the boxed format from the cold-started model (examples/configs/cpu-demo-boxed.yaml) ==" >&2
@@ -43,7 +43,7 @@ answered = 1 - sum(s["no_prediction_share"] for s in steps) / len(steps)
 varied = 1 - sum(s["zero_variance_share_before"] for s in steps) / len(steps)
 print(f"boxed RPT: {answered:.0%} of the training completions held a boxed answer after </think>; "
       f"{varied:.0%} of the groups had rewards that differ (GRPO's signal).")
-print(f"mean reward on the 16 training contexts: {curve['reward_start']:.2f} over the first {curve['window']} "
+print(f"mean reward on the 8 training contexts: {curve['reward_start']:.2f} over the first {curve['window']} "
       f"steps -> {curve['reward_end']:.2f} over the last {curve['window']} (plot: demo-out/reward.png).")
 for report in reports:
     if report["mode"] != "reasoning":

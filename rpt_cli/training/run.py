@@ -226,6 +226,11 @@ def _quiet_libraries(uses_vllm: bool) -> None:
     quiet_transformers()
     for name in ("trl", "accelerate", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    import datasets
+
+    # SFTTrainer maps its dataset with a progress bar per pass ("Building labels ..."): the
+    # per-step line is rpt's report of progress
+    datasets.disable_progress_bars()
 
 
 def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, OutputPlan]:
