@@ -54,6 +54,11 @@ def test_a_held_folder_is_refused_naming_the_holder_and_a_failed_start_leaves_no
     fresh = tmp_path / "fresh"
     assert "no-model not found" in one_line_error(invoke(["train", str(samples), "-o", str(fresh), *args[4:]]))
     assert not fresh.exists()
+    foreign = tmp_path / "foreign"  # someone else's folder: refused, and left without a lock file
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert "holds no rpt train run" in one_line_error(invoke(["train", str(samples), "-o", str(foreign), *args[4:]]))
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
 
 @pytest.mark.slow  # real subprocesses: many seconds on 2 cores

@@ -60,8 +60,8 @@ def _lock(path: Path, option: str) -> int:
 @contextlib.contextmanager
 def run_folder_lock(folder: Path, option: str, *, take: bool = True) -> Iterator[None]:
     """Hold the lock of `folder` (created when missing) for the block; a second writer is refused
-    with a UsageError naming the holder's pid. A block that fails before anything but the lock
-    was written leaves the folder as it found it (a folder it created is removed again).
+    with a UsageError naming the holder's pid. A block that fails leaves no lock file it created,
+    and no folder it created if nothing else was written there.
     `take` False (the other processes of a multi-process run): nothing happens."""
     if not take:
         yield
@@ -79,12 +79,12 @@ def run_folder_lock(folder: Path, option: str, *, take: bool = True) -> Iterator
         failed = False
     finally:
         os.ftruncate(fd, 0)  # the pid means "running" only while the lock is held
-        if failed and [entry.name for entry in folder.iterdir()] == [LOCK_FILE]:
+        if failed:  # a refused or failed run leaves no lock file, nor a folder, it made itself
             if not had_lock_file:
-                path.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)  # safe: a waiting locker checks it holds the file at `path`
             if created:
                 with contextlib.suppress(OSError):
-                    folder.rmdir()
+                    folder.rmdir()  # only when empty: what a run wrote stays
         os.close(fd)  # releases the lock
 
 
