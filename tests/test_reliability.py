@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -212,36 +211,6 @@ def test_a_read_only_folder_is_refused_before_any_work(scored, tmp_path):
     )
     assert done.stdout.strip() == "rc=2"
     assert done.stderr.strip() == f"error: -o {tmp_path}/ro/out.jsonl: folder {tmp_path}/ro is not writable"
-
-
-# rpt, started with SIGINT at its default disposition, which a terminal gives: a shell's background
-# jobs inherit it ignored, and Python then raises nothing on it. A fresh one-thread launcher execs
-# rpt (preexec_fn would fork a process full of threads, which can deadlock)
-DEFAULT_SIGINT_LAUNCHER = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.executable, [sys.executable, '-m', 'rpt_cli', *sys.argv[1:]])"
-)
-
-
-def test_sigterm_and_sigint_leave_no_temporary_file(tmp_path):
-    for sig, status, word in ((signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")):
-        out = tmp_path / f"out-{sig.name}.jsonl"
-        proc = subprocess.Popen(
-            [sys.executable, "-c", DEFAULT_SIGINT_LAUNCHER, "filter", "-", "-o", str(out)],
-            stdin=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        proc.stdin.write(orjson.dumps(scored_doc()) + b"\n")
-        proc.stdin.flush()
-        deadline = time.monotonic() + 60
-        while not leftovers(tmp_path) and time.monotonic() < deadline:  # the run is writing its temporary file
-            time.sleep(0.05)
-        assert leftovers(tmp_path), "the run never started writing"
-        proc.send_signal(sig)
-        assert proc.wait(timeout=60) == status
-        assert proc.stderr.read().decode().strip() == word
-        proc.stdin.close()
-        assert leftovers(tmp_path) == [] and not out.exists()
 
 
 # --------------------------------------------------------------------------------------------

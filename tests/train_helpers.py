@@ -83,9 +83,8 @@ OPEN_GROUP_AT_EXIT = "train_helpers: the process group is still open at exit"
 def _report_open_process_group() -> None:
     """Say so when `rpt train` left its process group for interpreter exit to tear down (where
     it may abort a process after a run that succeeded; see `end_processes`)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    dist = sys.modules.get("torch.distributed")  # not imported: no group (importing torch at exit fails)
+    if dist is not None and dist.is_available() and dist.is_initialized():
         print(OPEN_GROUP_AT_EXIT, file=sys.stderr, flush=True)
 
 

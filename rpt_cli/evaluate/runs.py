@@ -52,6 +52,20 @@ def checkpoint_step(folder: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def check_complete(spec: str, folder: Path) -> None:
+    """Refuse a checkpoint (or final model) of a run that lacks its completion marker: its save
+    was interrupted, or is still going on, so its files may be partial."""
+    from rpt_cli.training.checkpoints import MARKER, completed_step
+
+    step = completed_step(folder)
+    match = _CHECKPOINT_NAME.match(folder.name)
+    if step is None or (match is not None and int(match.group(1)) != step):
+        raise UsageError(
+            f"--model {spec}: not a complete checkpoint (no {MARKER} for its step: its save was interrupted or "
+            "is still under way); evaluate a complete checkpoint, the final model, or the run folder"
+        )
+
+
 def is_run_folder(folder: Path) -> bool:
     return folder.is_dir() and (folder / RUN_CONFIG).is_file() and not (folder / "config.json").is_file()
 
@@ -113,6 +127,7 @@ def locate_model(spec: str) -> ModelRef:
         path = path / FINAL if completed_step(path / FINAL) is not None else models[-1][1]
     elif is_run_folder(path.parent):
         run = path.parent
+        check_complete(spec, path)
     if run is None:
         return ModelRef(spec, str(path), display_name(str(path)))
     step = checkpoint_step(path)

@@ -296,6 +296,15 @@ def load_saved_config(path: Path) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _same_setting(key: str, before: Any, now: Any) -> bool:
+    if before == now:
+        return True
+    if key == "model" and before and now:  # one folder however it is spelled (relative, absolute, a link)
+        a, b = Path(before).expanduser(), Path(now).expanduser()
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    return False
+
+
 def resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
     """Settings that differ from the run being resumed and would change what it computes."""
     out = []
@@ -303,7 +312,7 @@ def resume_conflicts(saved: TrainConfig, current: TrainConfig) -> list[str]:
         if f.name in RESUMABLE:
             continue
         before, now = getattr(saved, f.name), getattr(current, f.name)
-        if before != now:
+        if not _same_setting(f.name, before, now):
             out.append(f"{option_name(f.name)} {now!r} (the run used {before!r})")
     return out
 

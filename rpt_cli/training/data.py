@@ -95,10 +95,42 @@ def align_samples(samples: Samples, policy: PolicyTokenizer, *, skip_bad: bool =
     ), alignment
 
 
-def build_rows(samples: Samples, builder) -> list[dict]:
+EMPTY_PROMPT = (
+    "the prompt is empty (an empty context in a template that adds nothing, and a tokenizer that adds no "
+    "begin-of-sequence token): the policy has nothing to continue; give the sample a context"
+)
+
+
+def prompt_rows(samples: Samples, builder, *, skip_bad: bool = False) -> tuple[Samples, list[dict]]:
     """TRL dataset rows: the prompt exactly as `rpt rollout` builds it (same template, chat wrapping
-    and left truncation), plus the columns the reward reads."""
-    return [{"prompt": builder.build(row["context"]), **row} for row in samples.rows]
+    and left truncation), plus the columns the reward reads. A prompt of no tokens (an empty
+    context with `--answer direct`) cannot be generated from: it stops the run here, before the
+    run folder is written (with `skip_bad`, it is left out and counted)."""
+    kept, rows = [], []
+    for index, row in enumerate(samples.rows):
+        prompt, length = builder.build_with_length(row["context"])
+        if length == 0:
+            if not skip_bad:
+                raise InputError(samples.path, samples.lines[index], EMPTY_PROMPT)
+            samples.stats.skipped.append((samples.path, samples.lines[index], EMPTY_PROMPT))
+            continue
+        kept.append(index)
+        rows.append({"prompt": prompt, **row})
+    if not rows:
+        raise InputError(samples.path, None, f"no samples left: {EMPTY_PROMPT}")
+    if len(kept) < len(samples.rows):
+        samples = replace(
+            samples,
+            rows=[samples.rows[i] for i in kept],
+            lines=[samples.lines[i] for i in kept],
+            made_with=[samples.made_with[i] for i in kept],
+        )
+    return samples, rows
+
+
+def build_rows(samples: Samples, builder) -> list[dict]:
+    """`prompt_rows` without skipping: the rows of every sample."""
+    return prompt_rows(samples, builder)[1]
 
 
 class DataOrder:
@@ -177,4 +209,4 @@ class StepSampler:
         return self.steps * self.repeat_count * self.order.contexts_per_step * self.num_generations
 
 
-__all__ = ["DataOrder", "Samples", "StepSampler", "align_samples", "build_rows", "read_samples"]
+__all__ = ["DataOrder", "Samples", "StepSampler", "align_samples", "build_rows", "prompt_rows", "read_samples"]

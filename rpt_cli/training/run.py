@@ -2,8 +2,10 @@
 the TRL trainer, train, and leave the output folder in a state `--resume` can always continue.
 
 Output folder:
-    config.yaml         the resolved settings (reads back with --config)
-    run.json            what the run was started with: samples fingerprint, batch plan, versions
+    .lock               held by the one process writing the run (lock.py): a second writer is refused
+    config.yaml         the resolved settings (reads back with --config), paths absolute
+    run.json            what the run was started with: samples fingerprint, config.yaml's digest,
+                        batch plan, versions
     documents.json      the documents of its samples, as digests of their ids (holdout.py)
     metrics.jsonl       one line per step (see `log.RunLog`)
     batches.jsonl       one line per step: the sample ids drawn, refilled and dropped
@@ -17,15 +19,15 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpt_cli.errors import InputError, UsageError
+from rpt_cli.errors import UsageError
 from rpt_cli.training import objectives
 from rpt_cli.training.checkpoints import (
     FINAL,
     completed_step,
-    latest_checkpoint,
     mark_complete,
     remove_incomplete,
     replace_folder,
@@ -37,75 +39,26 @@ from rpt_cli.training.config import (
     batch_plan,
     check_config,
     dump_config,
-    load_saved_config,
-    resume_conflicts,
     world_size,
 )
 from rpt_cli.training.data import (
     DataOrder,
     Samples,
     align_samples,
-    build_rows,
+    prompt_rows,
     read_samples,
 )
+from rpt_cli.training.folder import (
+    CONFIG_FILE,
+    RUN_FILE,
+    OutputPlan,
+    file_digest,
+    output_folder,
+    plan_output,
+    with_absolute_paths,
+)
+from rpt_cli.training.lock import run_folder_lock
 from rpt_cli.training.log import METRICS_FILE, RunLog, _format_duration
-
-CONFIG_FILE = "config.yaml"
-RUN_FILE = "run.json"
-
-
-@dataclass
-class OutputPlan:
-    folder: Path
-    resume_from: Path | None = None  # the newest complete checkpoint
-    resume_step: int = 0
-    resuming: bool = False  # an existing run goes on (from a checkpoint or from step 0)
-    finished: bool = False  # the run already holds a final model at max_steps
-
-
-def plan_output(config: TrainConfig, samples: Samples, *, resume: bool) -> OutputPlan:
-    """Decide what the output folder means for this run, refusing what would mix two runs."""
-    folder = Path(config.output).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"-o {config.output}: exists and is not a folder")
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return OutputPlan(folder)
-    holds_run = (folder / CONFIG_FILE).is_file() and (folder / RUN_FILE).is_file()
-    if not holds_run:
-        raise UsageError(
-            f"-o {config.output}: the folder is not empty and holds no rpt train run; choose a new or empty folder"
-        )
-    done = latest_checkpoint(folder)
-    if not resume:
-        where = f"up to step {done[0]}" if done else "without a complete checkpoint yet"
-        raise UsageError(
-            f"-o {config.output}: holds another run ({where}); pass --resume to continue it, or choose another folder"
-        )
-    try:
-        saved = load_saved_config(folder / CONFIG_FILE)
-    except (InputError, ValueError, TypeError) as exc:
-        raise UsageError(f"--resume: cannot read {folder / CONFIG_FILE} ({exc})") from None
-    conflicts = resume_conflicts(saved, config)
-    if conflicts:
-        raise UsageError(
-            f"--resume: settings differ from the run in {config.output}: {'; '.join(conflicts)}. "
-            "Use the run's settings (e.g. --config " + str(folder / CONFIG_FILE) + ") or another folder"
-        )
-    try:
-        started = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        started = {}
-    if started.get("samples_sha256") not in (None, samples.sha256):
-        raise UsageError(
-            f"--resume: {samples.path} is not the samples file the run in {config.output} started with "
-            "(its contents differ), so the data order would change; resume with the same file"
-        )
-    final_step = completed_step(folder / FINAL)
-    if final_step is not None and final_step >= config.max_steps:
-        return OutputPlan(folder, resuming=True, finished=True, resume_step=final_step)
-    if done is None:
-        return OutputPlan(folder, resuming=True)
-    return OutputPlan(folder, resume_from=done[1], resume_step=done[0], resuming=True)
 
 
 def flops_at(checkpoint: Path | None) -> float:
@@ -233,8 +186,14 @@ def _quiet_libraries(uses_vllm: bool) -> None:
     datasets.disable_progress_bars()
 
 
-def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, OutputPlan]:
-    """Every check that needs no model: settings, batch plan, samples file, output folder."""
+def first_process() -> bool:
+    """Rank 0 of a multi-process run (`accelerate launch`, `torchrun`), or a run of one process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def prepare(config: TrainConfig, *, resume: bool, hold: Callable) -> tuple[BatchPlan, Samples, OutputPlan]:
+    """Every check that needs no model: settings, batch plan, samples file, output folder. The
+    folder's lock is taken (`hold`: an ExitStack's enter_context) before the folder is read."""
     check_config(config)
     processes = world_size()
     if processes > 1 and config.objective == objectives.RLP:
@@ -251,6 +210,7 @@ def prepare(config: TrainConfig, *, resume: bool) -> tuple[BatchPlan, Samples, O
     if config.vllm == "server":
         check_server_mode()
     samples = read_samples(config.samples, skip_bad=config.skip_bad)
+    hold(run_folder_lock(output_folder(config), f"-o {config.output}", take=first_process()))
     return plan, samples, plan_output(config, samples, resume=resume)
 
 
@@ -268,6 +228,20 @@ def generation_stops(tokenizer, source: str) -> list[int]:
     except OSError:  # a model folder without generation_config.json
         generation_config = None
     return stop_token_ids(tokenizer, generation_config)
+
+
+def check_new_tokens(config: TrainConfig, source: str) -> None:
+    """Refuse completions longer than the model has positions for, whatever the prompt (from the
+    model's configuration, before its weights load). A prompt and completion that only together
+    exceed them get a note (`_announce`): prompts are often far shorter than the limit."""
+    from rpt_cli.forward import config_max_positions
+
+    positions = config_max_positions(source, trust_remote_code=config.trust_remote_code)
+    if positions and config.max_new_tokens >= positions:
+        raise UsageError(
+            f"--max-new-tokens {config.max_new_tokens}: the model has {positions} positions, which a prompt "
+            f"of at least one token and the completion share; use at most {positions - 1}"
+        )
 
 
 def check_server_mode() -> None:
@@ -309,16 +283,21 @@ class Job:
 
 
 def train(config: TrainConfig, *, resume: bool = False, console) -> Path:
-    """Run `rpt train`; returns the folder of the final model."""
-    job = build(config, resume=resume, console=console)
-    if job is None:
-        return Path(config.output).expanduser() / FINAL
-    return job.run(console)
+    """Run `rpt train`; returns the folder of the final model. The run folder's lock is held
+    from before the folder is read until the run ends."""
+    from contextlib import ExitStack
+
+    with ExitStack() as held:
+        job = build(config, resume=resume, console=console, hold=held.enter_context)
+        if job is None:
+            return Path(config.output).expanduser() / FINAL
+        return job.run(console)
 
 
-def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
-    """Check, load and set up everything up to the first step; None when the run is already done."""
-    plan, samples, output = prepare(config, resume=resume)
+def build(config: TrainConfig, *, resume: bool = False, console, hold: Callable) -> Job | None:
+    """Check, load and set up everything up to the first step; None when the run is already done.
+    `hold` keeps the run folder's lock until the caller's block ends."""
+    plan, samples, output = prepare(config, resume=resume, hold=hold)
     folder = output.folder
     if output.finished:
         console.print(
@@ -353,6 +332,8 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
                 answer=config.answer,
             ),
         )
+        check_new_tokens(config, source)
+        samples, rows = prompt_rows(samples, builder, skip_bad=config.skip_bad)  # refused here, before any write
     import datasets
 
     if config.objective in objectives.SUPERVISED:
@@ -422,7 +403,7 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
         common = dict(
             model=source,
             args=args,
-            train_dataset=datasets.Dataset.from_list(build_rows(samples, builder)),
+            train_dataset=datasets.Dataset.from_list(rows),
             processing_class=tokenizer,
             data_order=order,
             dynamic_sampling_from_step=config.dynamic_sampling_from_step,
@@ -460,6 +441,10 @@ def _prepare_folder(config, plan, samples, output, source, log: RunLog, console,
     """Main process: clear what an interrupted run left half done, record a new run's settings."""
     folder = output.folder
     folder.mkdir(parents=True, exist_ok=True)
+    if output.restarted:
+        console.print(
+            f"train: note: {folder} held a run that ended before its first step; starting it afresh", markup=False
+        )
     for path in remove_incomplete(folder):
         console.print(f"train: removed {path.name}: an incomplete checkpoint (interrupted while saving)", markup=False)
     if (folder / FINAL).exists() and completed_step(folder / FINAL) is None:
@@ -472,13 +457,17 @@ def _prepare_folder(config, plan, samples, output, source, log: RunLog, console,
 
     from rpt_cli.models import display_name
 
-    dump_config(config, folder / CONFIG_FILE, header="# rpt train settings (reads back with --config)")
+    # absolute paths: `--config RUN/config.yaml --resume` works from any directory
+    dump_config(
+        with_absolute_paths(config), folder / CONFIG_FILE, header="# rpt train settings (reads back with --config)"
+    )
     write_atomic(
         folder / RUN_FILE,
         json.dumps(
             {
                 "samples": os.path.abspath(samples.path),
                 "samples_sha256": samples.sha256,
+                "config_sha256": file_digest(folder / CONFIG_FILE),  # an edited config.yaml is refused
                 "samples_count": len(samples),
                 "objective": config.objective,
                 "tokenizer": alignment.as_fields(),
@@ -567,6 +556,7 @@ __all__ = [
     "CONFIG_FILE",
     "Job",
     "build",
+    "check_new_tokens",
     "check_server_mode",
     "end_processes",
     "flops_at",
