@@ -126,6 +126,8 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path, stop_ids: list
     import torch
     from trl import GRPOConfig
 
+    from rpt_cli.models import checkpointing_argument
+
     cuda = torch.cuda.is_available()
     dtype = "float32" if config.dtype == "auto" else config.dtype
     vllm = {}
@@ -175,7 +177,7 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path, stop_ids: list
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         model_init_kwargs={"dtype": dtype},
-        gradient_checkpointing=config.gradient_checkpointing,
+        **checkpointing_argument(config.gradient_checkpointing),
         trust_remote_code=config.trust_remote_code,
         report_to="none" if config.report_to == "none" else [config.report_to],
         disable_tqdm=True,
