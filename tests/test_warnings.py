@@ -107,6 +107,7 @@ def warnings_from_rpt_calls():
         yield deprecations, shown
 
 
+@pytest.mark.slow  # the demo's seven commands, two of them training runs: a minute or more on 2 cores
 def test_the_demo_paths_raise_no_deprecation_from_rpt_code(tiny_model_dir, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
