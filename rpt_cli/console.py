@@ -11,6 +11,16 @@ import traceback
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from rpt_cli.errors import InputError, RuntimeFailure, SettingError, UsageError
 
@@ -53,21 +63,150 @@ def end_quietly_on_closed_pipe() -> None:
     raise SystemExit(0) from None
 
 
+PROGRESS_VARIABLE = "RPT_PROGRESS"
+PROGRESS_SECONDS = 30.0
+
+
+def progress_interval() -> float:
+    """Seconds between progress lines in a log, from RPT_PROGRESS (default 30; 0 turns progress
+    off, on a terminal too)."""
+    text = os.environ.get(PROGRESS_VARIABLE, "").strip()
+    if not text:
+        return PROGRESS_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise UsageError(f"{PROGRESS_VARIABLE}={text}: expected seconds between progress lines (0 turns them off)")
+    return seconds
+
+
+def duration(seconds: float) -> str:
+    """A span of time as people read it in a log: 45s, 12m05s, 3h07m."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class ProgressLines:
+    """Plain progress lines for a log (standard error a file or a pipe): the latest state, one
+    line every `interval` seconds, from a background thread, so the pace stays steady however
+    long a batch or a model load takes. Where the total is known, the share done and an ETA from
+    the rate since the first count (model loading left out)."""
+
+    def __init__(self, text: str, interval: float, write=None, clock=None):
+        import threading
+        import time
+
+        self._clock = clock or time.monotonic
+        self.started = self._clock()
+        self.text, self.done, self.total = text, None, None
+        self._first: tuple[float, float] | None = None  # (time, done) of the first count
+        self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rpt-progress", daemon=True)
+        self._thread.start()
+
+    def show(self, text: str, done: float | None = None, total: float | None = None) -> None:
+        self.text = text
+        if done is not None and total:
+            if self._first is None or done < self._first[1]:
+                self._first = (self._clock(), done)
+            self.done, self.total = done, total
+        else:
+            self.done = self.total = None
+
+    def line(self) -> str:
+        now = self._clock()
+        parts = [self.text]
+        if self.done is not None:
+            share = min(self.done / self.total, 1.0)
+            parts.append(f"{share:.0%}")
+            first_time, first_done = self._first
+            if self.done > first_done and now > first_time:
+                rate = (self.done - first_done) / (now - first_time)
+                parts.append(f"ETA {duration(max(self.total - self.done, 0) / rate)}")
+        parts.append(f"elapsed {duration(now - self.started)}")
+        return parts[0] + (" [" + ", ".join(parts[1:]) + "]")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._write(self.line())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @contextmanager
 def spinner(start: str):
-    """One line of progress on standard error, redrawn in place on a terminal (nothing when standard
-    error is a file or a pipe); yields `show(text)` to change it."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn
+    """Progress on standard error; yields `show(text, done=None, total=None)` to change it (`done`
+    of `total` where the total is known: input bytes read, contexts evaluated).
 
+    On a terminal, one line redrawn in place (rich), with a bar and an ETA where the total is
+    known. In a log (standard error a file or a pipe), a plain line every RPT_PROGRESS seconds
+    (30 by default, `ProgressLines`); a run shorter than that prints none. RPT_PROGRESS=0: none."""
+    interval = progress_interval()
+    if not stderr.is_terminal:
+        if interval == 0:
+            yield lambda text, done=None, total=None: None
+            return
+        lines = ProgressLines(start, interval)
+        try:
+            yield lines.show
+        finally:
+            lines.close()
+        return
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        _WhereTotalKnown(BarColumn()),
+        _WhereTotalKnown(TaskProgressColumn()),
+        _WhereTotalKnown(TimeRemainingColumn()),
         console=stderr,
         transient=True,
-        disable=not stderr.is_terminal,
+        disable=interval == 0,
     ) as progress:
-        task = progress.add_task(start)
-        yield lambda text: progress.update(task, description=text)
+        task_id = progress.add_task(start, total=None)
+        (task,) = progress.tasks
+
+        def show(text: str, done: float | None = None, total: float | None = None) -> None:
+            if done is not None and total:
+                progress.update(task_id, description=text, completed=done, total=total)
+            else:  # a new stage (eval's next mode): no bar until it counts
+                task.total = None
+                progress.update(task_id, description=text)
+
+        yield show
+
+
+class _WhereTotalKnown(ProgressColumn):
+    """A column drawn only once the task has a total (else a bar would pulse, an ETA guess)."""
+
+    def __init__(self, column: ProgressColumn):
+        super().__init__()
+        self.column = column
+
+    def render(self, task):
+        return self.column.render(task) if task.total is not None else Text("")
+
+
+def input_size(path) -> int | None:
+    """Bytes of a regular input file (the total of progress over it); None for stdin, a pipe."""
+    import stat
+
+    if path in (None, "-"):
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size > 0 else None
 
 
 @contextmanager

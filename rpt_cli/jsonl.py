@@ -25,9 +25,11 @@ Validator = Callable[[dict], None]
 
 @dataclass
 class ReadStats:
-    """What a reader saw; `skipped` holds (line, reason) of records dropped by `--skip-bad`."""
+    """What a reader saw; `skipped` holds (line, reason) of records dropped by `--skip-bad`;
+    `bytes` counts the input read so far (the progress over a file of known size)."""
 
     records: int = 0
+    bytes: int = 0
     skipped: list[tuple[str, int, str]] = field(default_factory=list)
 
     def report(self, console) -> None:
@@ -110,6 +112,7 @@ def read_records(
     stats = stats if stats is not None else ReadStats()
     index = -1
     for lineno, raw in read_lines(path):
+        stats.bytes += len(raw)
         index += 1
         if shard is not None and index % shard[1] != shard[0] - 1:
             continue

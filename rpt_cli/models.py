@@ -244,3 +244,24 @@ def load_model(spec: str, *, device: str = "auto", dtype: str = "auto", trust_re
         raise _load_error(spec, source, exc) from None
     model.to(device).eval()
     return model, tokenizer, device
+
+
+def cache_argument(model) -> str:
+    """The name under which the model's `forward` (and so `generate`) takes a KV cache: `cache`
+    from transformers 5.2x on (`past_key_values` is deprecated there, to go in 5.40), else
+    `past_key_values`. Read from the signature, so each release gets the name it documents."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def checkpointing_argument(enabled: bool) -> dict:
+    """Activation checkpointing as a TrainingArguments (so TRL config) keyword: `activation_checkpointing`
+    where the installed transformers has the field (`gradient_checkpointing` is its deprecated alias
+    there), else `gradient_checkpointing`."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {field.name for field in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}

@@ -33,7 +33,7 @@ from rpt_cli.cli.app import (
     prevalidate,
     renamed,
 )
-from rpt_cli.console import cli_errors, spinner, stderr
+from rpt_cli.console import cli_errors, input_size, spinner, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
@@ -186,8 +186,17 @@ def entropy(
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=enforce_eager,
         )
+        size = input_size(input) if dataset is None else None  # progress: bytes of it read
         if cluster is not None:
-            s = score_on_ray(engine, cluster, with_ids(), output, text_field, display_name(model))
+            s = score_on_ray(
+                engine,
+                cluster,
+                with_ids(),
+                output,
+                text_field,
+                display_name(model),
+                progress=lambda: (stats.bytes, size),
+            )
             where = f"ray, {cluster.workers} worker{'s' if cluster.workers != 1 else ''}, {backend}"
         else:
             scorer, notes = engine.open()
@@ -196,7 +205,11 @@ def entropy(
             with closing(scorer), spinner("entropy: starting") as say, RecordWriter(output) as out:
 
                 def show(s):
-                    say(f"entropy: {s.documents:,} documents, {s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s")
+                    say(
+                        f"entropy: {s.documents:,} documents, {s.tokens:,} tokens, {s.tokens_per_second:,.0f} tokens/s",
+                        stats.bytes,
+                        size,
+                    )
 
                 out.write_all(scorer.score(with_ids(), text_field, model_name=display_name(model), on_chunk=show))
             s, where = scorer.stats, scorer.device_name
@@ -213,10 +226,11 @@ def entropy(
         stats.report(stderr)
 
 
-def score_on_ray(engine, settings, docs, output, text_field: str, model_name: str):
+def score_on_ray(engine, settings, docs, output, text_field: str, model_name: str, progress=lambda: (None, None)):
     """Score the documents on a Ray cluster, chunk by chunk as one process cuts them, and write
     them in input order; the ScoreStats of the run, its seconds the wall time from the first chunk
-    sent to the last written (the workers' model loading included)."""
+    sent to the last written (the workers' model loading included). `progress()`: (done, total)
+    of the input, for the progress display."""
     import time
 
     from rpt_cli.cluster import RayCluster
@@ -238,7 +252,8 @@ def score_on_ray(engine, settings, docs, output, text_field: str, model_name: st
                 setattr(totals, name, getattr(totals, name) + getattr(stats, name))
             totals.seconds = time.perf_counter() - started
             say(
-                f"entropy: {totals.documents:,} documents, {totals.tokens:,} tokens, {totals.tokens_per_second:,.0f} tokens/s"
+                f"entropy: {totals.documents:,} documents, {totals.tokens:,} tokens, {totals.tokens_per_second:,.0f} tokens/s",
+                *progress(),
             )
             for note in notes:
                 if note not in notes_shown:

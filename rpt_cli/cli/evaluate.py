@@ -329,7 +329,7 @@ def eval_(
         ):
             show = Progress(
                 on_start=lambda text: say(f"eval: {text}"),
-                on_count=lambda text: say(f"eval: {text}"),
+                on_count=lambda text, done, total: say(f"eval: {text}", done, total),
                 on_note=lambda text: stderr.print(f"eval: note: {text}", markup=False),
             )
             for ref in refs:

@@ -18,7 +18,7 @@ from rpt_cli.cli.app import (
     check_numbers,
     check_outputs,
 )
-from rpt_cli.console import cli_errors, stderr
+from rpt_cli.console import cli_errors, input_size, spinner, stderr
 from rpt_cli.errors import SettingError, UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.records import scored_document
@@ -107,8 +107,22 @@ def filter_(
         docs = read_records(
             input, scored_document(text_field, id_field), skip_bad=skip_bad, stats=read_stats, with_lines=True
         )
-        with RecordWriter(output) as out:
-            out.write_all(filter_documents(docs, opts, stats, source=source_name(input)))
+        size = input_size(input)
+
+        def watched(docs, say):
+            for count, doc in enumerate(docs, start=1):
+                if count % 256 == 0:
+                    rate = stats.documents / ((time.perf_counter() - started) or 1e-9)
+                    say(
+                        f"filter: {stats.documents:,} documents, {sum(stats.samples.values()):,} samples, "
+                        f"{rate:,.0f} documents/s",
+                        read_stats.bytes,
+                        size,
+                    )
+                yield doc
+
+        with spinner("filter: reading") as say, RecordWriter(output) as out:
+            out.write_all(filter_documents(watched(docs, say), opts, stats, source=source_name(input)))
         seconds = time.perf_counter() - started
         per_split = ", ".join(
             f"{name} {stats.samples[name]:,}"

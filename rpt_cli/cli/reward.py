@@ -24,7 +24,7 @@ from rpt_cli.cli.app import (
     prevalidate,
     renamed,
 )
-from rpt_cli.console import cli_errors, stderr
+from rpt_cli.console import cli_errors, input_size, spinner, stderr
 from rpt_cli.errors import UsageError
 from rpt_cli.jsonl import STDIO, ReadStats, RecordWriter, read_records
 from rpt_cli.models import BUILTIN_NAME
@@ -164,8 +164,21 @@ def reward(
                 numbered, policy, source_name(input), alignment=alignment, stats=read_stats if skip_bad else None
             )
         records = answer_checked(numbered, reward_fn, given=answer, source=source_name(input))
-        with RecordWriter(output) as out:
-            out.write_all(score_rollouts(records, reward_fn, stats=stats, notes=notes))
+        size = input_size(input)
+
+        def watched(records, say):
+            for count, record in enumerate(records, start=1):
+                if count % 64 == 0:
+                    rate = stats.groups / ((time.perf_counter() - started) or 1e-9)
+                    say(
+                        f"reward: {stats.groups:,} records, {stats.completions:,} completions, {rate:,.1f} records/s",
+                        read_stats.bytes,
+                        size,
+                    )
+                yield record
+
+        with spinner("reward: reading") as say, RecordWriter(output) as out:
+            out.write_all(score_rollouts(watched(records, say), reward_fn, stats=stats, notes=notes))
         alignment = alignment or policies.alignment
         for note in alignment.notes() if alignment else ():
             stderr.print(f"reward: note: {note}", markup=False)

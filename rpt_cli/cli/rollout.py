@@ -222,9 +222,9 @@ def rollout(
                 limit=limit,
             )
 
+        total = limit  # the contexts to sample, where known: the progress display's total
         if not skip_bad and input != STDIO and os.path.isfile(input):
-            for _ in samples():  # a bad line stops the run before the model loads
-                pass
+            total = sum(1 for _ in samples())  # a bad line stops the run before the model loads
         read_stats, stats = ReadStats(), RolloutStats()
         engine_options = dict(
             device=device,
@@ -255,6 +255,7 @@ def rollout(
                 batch_size,
                 stats,
                 resume=resume,
+                total=total,
             )
         else:
             engine_name = _rollout_here(
@@ -269,6 +270,7 @@ def rollout(
                 num_rollouts=num_rollouts,
                 batch_size=batch_size,
                 stats=stats,
+                total=total,
             )
         stderr.print(
             f"rollout: {stats.contexts:,} contexts x {num_rollouts} = {stats.completions:,} completions, "
@@ -294,9 +296,10 @@ def _rollout_here(
     num_rollouts,
     batch_size,
     stats,
+    total=None,
 ) -> str:
     """The rollouts in this process, chunk by chunk, appended to a resumed output or written
-    atomically; the engine's name."""
+    atomically; the engine's name. `total`: the samples to go through, where known (progress)."""
     from rpt_cli.generation import get_backend
     from rpt_cli.generation.session import GenerationSession
     from rpt_cli.resume import id_key, open_chunk_output
@@ -327,7 +330,9 @@ def _rollout_here(
                     out.write_chunk(records)
                     say(
                         f"rollout: {stats.contexts:,} contexts, {stats.new_tokens:,} new tokens, "
-                        f"{stats.tokens_per_second:,.0f} tokens/s"
+                        f"{stats.tokens_per_second:,.0f} tokens/s",
+                        stats.contexts + stats.skipped_done,
+                        total,
                     )
     return engine.name
 
@@ -366,7 +371,9 @@ def _todo_chunks(chunks, done: set, stats):
             yield index, todo
 
 
-def rollout_on_ray(cluster_settings, samples, output, worker, batch_size: int, stats, *, resume: bool = False) -> str:
+def rollout_on_ray(
+    cluster_settings, samples, output, worker, batch_size: int, stats, *, resume: bool = False, total=None
+) -> str:
     """The rollouts on a Ray cluster: chunks of --contexts-per-call contexts, each sampled by a
     worker with the chunk's own seed (as one process samples it), written in input order (appended
     to a resumed output, skipping the samples it holds); the engine's name.
@@ -383,11 +390,11 @@ def rollout_on_ray(cluster_settings, samples, output, worker, batch_size: int, s
             _check_resumed(out, output, worker.prompt, worker.sampling, worker.n)
             units = _todo_chunks(units, out.done, stats)
         with RayCluster(cluster_settings) as cluster, spinner("rollout: starting the Ray workers") as say:
-            _sample_on_ray(cluster, units, worker, out, stats, say, check_engine=resume)
+            _sample_on_ray(cluster, units, worker, out, stats, say, check_engine=resume, total=total)
     return f"ray, {cluster_settings.workers} worker{'s' if cluster_settings.workers != 1 else ''}, {resolve_backend_name(worker.backend)}"
 
 
-def _sample_on_ray(cluster, units, worker, out, stats, say, *, check_engine: bool) -> None:
+def _sample_on_ray(cluster, units, worker, out, stats, say, *, check_engine: bool, total=None) -> None:
     """The units through the cluster's workers, their records written in order; progress to `say`."""
     import time
 
@@ -400,7 +407,9 @@ def _sample_on_ray(cluster, units, worker, out, stats, say, *, check_engine: boo
         stats.generate_seconds = time.perf_counter() - started
         say(
             f"rollout: {stats.contexts:,} contexts, {stats.new_tokens:,} new tokens, "
-            f"{stats.tokens_per_second:,.0f} tokens/s"
+            f"{stats.tokens_per_second:,.0f} tokens/s",
+            stats.contexts + stats.skipped_done,
+            total,
         )
 
     for records, _ in cluster.results(units, worker, on_result=arrived):

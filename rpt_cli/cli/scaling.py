@@ -269,7 +269,7 @@ def _evaluate_run(
     with spinner("scaling: starting") as say:
         show = Progress(
             on_start=lambda text: say(f"scaling: {text}"),
-            on_count=lambda text: say(f"scaling: {text}"),
+            on_count=lambda text, done, total: say(f"scaling: {text}", done, total),
             on_note=lambda text: _note_once(f"scaling: note: {text}", noted),
         )
         reports = evaluate_run(run, chosen, config, source=samples, progress=show)

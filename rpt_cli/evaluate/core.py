@@ -189,10 +189,11 @@ class EvalConfig:
 
 @dataclass
 class Progress:
-    """Callbacks to show progress; all optional."""
+    """Callbacks to show progress; all optional. `on_count(text, done, total)`: contexts done of
+    the total of this model and mode."""
 
     on_start: Callable[[str], None] | None = None
-    on_count: Callable[[str], None] | None = None
+    on_count: Callable[[str, int, int], None] | None = None
     on_note: Callable[[str], None] | None = None
 
 
@@ -354,7 +355,9 @@ def _run_ntp(ref, samples, config, model, tokenizer, device, progress, cluster=N
         if progress.on_count:
             progress.on_count(
                 f"{ref.name} (ntp): {stats.contexts:,}/{len(samples):,} contexts, "
-                f"{stats.positions_per_second:,.0f} positions/s"
+                f"{stats.positions_per_second:,.0f} positions/s",
+                stats.contexts,
+                len(samples),
             )
 
     outcomes, details = evaluate_ntp(samples, predictor, on_batch=show)
@@ -433,7 +436,7 @@ def _run_reasoning(ref, samples, config, backend_name, model, tokenizer, device,
 
         def show(done: int) -> None:
             if progress.on_count:
-                progress.on_count(f"{ref.name} (reasoning): {done:,}/{len(samples):,} contexts")
+                progress.on_count(f"{ref.name} (reasoning): {done:,}/{len(samples):,} contexts", done, len(samples))
 
         metadata = {"model": ref.name, **settings, "n": config.num_completions, "seed": config.seed}
         if cluster is not None:
@@ -548,7 +551,7 @@ def _run_gain(ref, samples, config, backend_name, model, tokenizer, progress):
 
         def show(done: int) -> None:
             if progress.on_count:
-                progress.on_count(f"{ref.name} (gain): {done:,}/{len(samples):,} contexts")
+                progress.on_count(f"{ref.name} (gain): {done:,}/{len(samples):,} contexts", done, len(samples))
 
         metadata = {"model": ref.name, **settings, "n": config.num_completions, "seed": config.seed}
         outcomes, details = evaluate_gain(

@@ -20,6 +20,7 @@ from rpt_cli.generation.base import (
     SamplingConfig,
     stop_token_ids,
 )
+from rpt_cli.models import cache_argument
 from rpt_cli.prompts import encode_prompt
 
 # Share of the machine's memory the KV cache of one `generate` call may fill. Total (not free)
@@ -60,6 +61,7 @@ class HFBackend:
         self.share_prefill = getattr(getattr(model, "generation_config", None), "cache_implementation", None) is None
         accepts = inspect.signature(model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}
+        self._cache_name = cache_argument(model)
 
     @classmethod
     def from_spec(
@@ -187,7 +189,7 @@ class HFBackend:
             cache = self._prefill(input_ids[:, :-1], attention_mask[:, :-1])
             if cache is not None:
                 cache.reorder_cache(expand)
-                kwargs["past_key_values"] = cache
+                kwargs[self._cache_name] = cache
         output = self.model.generate(input_ids=input_ids[expand], attention_mask=attention_mask[expand], **kwargs)
         new_tokens = output[:, width:].tolist()
         stops = set(self.stop_ids)
@@ -221,8 +223,8 @@ class HFBackend:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
                 use_cache=True,
+                **{self._cache_name: cache},
                 **self._last_logits_only,
             )
             return cache

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from trl import SFTTrainer
 
+from rpt_cli.models import checkpointing_argument
 from rpt_cli.training.data import DataOrder, Samples, StepSampler
 from rpt_cli.training.trainer import RunCheckpoints
 
@@ -117,7 +118,7 @@ def sft_args(config, plan, folder: Path, *, completion_only: bool = False):
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         model_init_kwargs=None if completion_only else {"dtype": dtype},
-        gradient_checkpointing=config.gradient_checkpointing,
+        **checkpointing_argument(config.gradient_checkpointing),
         trust_remote_code=config.trust_remote_code,
         report_to="none" if config.report_to == "none" else [config.report_to],
         disable_tqdm=True,

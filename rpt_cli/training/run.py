@@ -79,6 +79,8 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path, stop_ids: list
     import torch
     from trl import GRPOConfig
 
+    from rpt_cli.models import checkpointing_argument
+
     cuda = torch.cuda.is_available()
     dtype = "float32" if config.dtype == "auto" else config.dtype
     vllm = {}
@@ -128,7 +130,7 @@ def grpo_args(config: TrainConfig, plan: BatchPlan, folder: Path, stop_ids: list
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         model_init_kwargs={"dtype": dtype},
-        gradient_checkpointing=config.gradient_checkpointing,
+        **checkpointing_argument(config.gradient_checkpointing),
         trust_remote_code=config.trust_remote_code,
         report_to="none" if config.report_to == "none" else [config.report_to],
         disable_tqdm=True,
@@ -236,6 +238,8 @@ def check_new_tokens(config: TrainConfig, source: str) -> None:
     exceed them get a note (`_announce`): prompts are often far shorter than the limit."""
     from rpt_cli.forward import config_max_positions
 
+    if config.objective in objectives.SUPERVISED:  # nothing is generated
+        return
     positions = config_max_positions(source, trust_remote_code=config.trust_remote_code)
     if positions and config.max_new_tokens >= positions:
         raise UsageError(
