@@ -124,10 +124,15 @@ def test_the_demo_paths_raise_no_deprecation_from_rpt_code(tiny_model_dir, tmp_p
         # direct, with activation checkpointing on; boxed, with it off (the demo's configs)
         tiny_args(tiny_model_dir, samples, tmp_path / "run", "--answer", "direct", "--max-steps", "2"),
         tiny_args(tiny_model_dir, samples, tmp_path / "boxed", "--max-steps", "1"),
+        # the cold start before the boxed run (make demo's first training run)
+        tiny_args(tiny_model_dir, samples, tmp_path / "cold", "--objective", "coldstart", "--max-steps", "1")
+        + ["--template", "direct", "--no-chat"],
         ["curves", str(tmp_path / "run"), "-o", str(tmp_path / "reward.png")],
         ["rollout", str(samples), "--model", model, "--backend", "hf", "-G", "2", "--max-new-tokens", "4"],
         ["eval", str(samples), "--model", model, "--model", str(tmp_path / "run"), "--mode", "ntp"]
-        + ["--mode", "reasoning", "--answer", "direct", "-G", "2", "--backend", "hf", "--max-new-tokens", "4"],
+        + ["--mode", "reasoning", "--answer", "direct", "-G", "2", "--backend", "hf", "--max-new-tokens", "4"]
+        + ["--details", str(tmp_path / "details.jsonl")],
+        ["patterns", str(tmp_path / "details.jsonl"), "-o", str(tmp_path / "patterns.png")],
     ]
     direct = commands[2]
     direct[direct.index("--no-gradient-checkpointing")] = "--gradient-checkpointing"
