@@ -238,3 +238,49 @@ def test_a_training_step_has_the_same_gradient_with_shared_prompts(tiny_model_di
     for name, grad in grads[False].items():
         scale = grad.abs().max().clamp(min=1e-6)
         assert (grads[True][name] - grad).abs().max() / scale < 1e-4, name
+
+
+# --------------------------------------------------------------------------------------------
+# Generation in training: each prompt prefilled once
+# --------------------------------------------------------------------------------------------
+
+
+def test_training_generation_prefills_each_prompt_once_and_samples_as_trl(tiny_model_dir, tmp_path, monkeypatch):
+    from rpt_cli.console import stderr
+    from rpt_cli.generation import hf_backend
+    from rpt_cli.training.config import resolve_config
+    from rpt_cli.training.run import build
+
+    samples = write_samples(tmp_path / "samples.jsonl", [sample(i) for i in range(4)])
+    config = resolve_config(
+        dict(
+            samples=str(samples),
+            output=str(tmp_path / "run"),
+            model=str(tiny_model_dir),
+            num_completions=4,
+            contexts_per_step=2,
+            max_new_tokens=5,
+            max_steps=1,
+            dynamic_sampling_from_step=0,
+            temperature=1.5,
+        )
+    )
+    trainer = build(config, console=stderr).trainer
+    prefilled = []
+    prefill = hf_backend.prefill_cache
+
+    def counting(model, input_ids, attention_mask, **kwargs):
+        prefilled.append(input_ids.size(0))
+        return prefill(model, input_ids, attention_mask, **kwargs)
+
+    monkeypatch.setattr(hf_backend, "prefill_cache", counting)
+    prompts = [[1, 5, 9, 13, 17], [2, 6, 10]]
+    rows = [ids for ids in prompts for _ in range(4)]
+    outputs = {}
+    for shared in (True, False):
+        trainer.rpt_shared_generation = shared
+        torch.manual_seed(3)
+        outputs[shared], _ = trainer._generate_single_turn(rows, None, {}, 4)
+    assert prefilled == [2]  # the two distinct prompts, once each, and only when shared
+    assert outputs[True] == outputs[False]
+    assert len(outputs[True]) == 8 and all(1 <= len(ids) <= 5 for ids in outputs[True])

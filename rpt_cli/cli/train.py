@@ -374,9 +374,9 @@ def train(
         _opt(
             "--shared-prompt/--no-shared-prompt",
             help=(
-                "Run each context's prompt once for its G completions in the training passes and order "
-                "micro-batches by context: same log-probabilities and gradient, less work (default: on where "
-                "exact, see docs/train.md)."
+                "Run each context's prompt once for its G completions, in generation and in the training "
+                "passes, with micro-batches ordered by context: same log-probabilities and gradient, less work "
+                "(default: on where exact, see docs/train.md)."
             ),
         ),
     ] = None,

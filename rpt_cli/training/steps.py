@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from transformers import TrainerCallback
 
 # Where a step's time goes (seconds, this process): generation (sampling the completions and
 # preparing the batch: tokens, advantages), reward (the reward functions, RLP's scoring passes
@@ -43,6 +44,22 @@ class StepTimes:
 
     def as_metrics(self) -> dict:
         return {f"{name}_s": value for name, value in self.seconds.items()}
+
+
+class OptimizerClock(TrainerCallback):
+    """Charges gradient clipping and the optimizer's update to the step's optimizer time."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self.trainer._rpt_optimizer_started is None:  # no clipping (--max-grad-norm 0)
+            self.trainer._rpt_optimizer_started = time.perf_counter()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        started, self.trainer._rpt_optimizer_started = self.trainer._rpt_optimizer_started, None
+        if started is not None:
+            self.trainer.rpt_times.seconds["optimizer"] += time.perf_counter() - started
 
 
 @dataclass
@@ -175,4 +192,4 @@ def summarize(record: StepRecord, accelerator, extra_passes: int) -> dict:
     }
 
 
-__all__ = ["TIME_PARTS", "Round", "StepRecord", "StepTimes", "step_flops", "summarize"]
+__all__ = ["TIME_PARTS", "OptimizerClock", "Round", "StepRecord", "StepTimes", "step_flops", "summarize"]

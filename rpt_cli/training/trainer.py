@@ -8,8 +8,9 @@
 - `_generate_and_score_completions`: dynamic sampling (paper, Appendix B): from a given step on,
   groups whose G rewards are all equal are replaced by groups of fresh contexts, generated and
   scored by TRL's own method, until every group carries signal or the round cap is reached;
-- `_get_per_token_logps_and_entropies` and `_prepare_inputs`: each prompt runs once for its
-  completions in every pass (shared_prompt.py), and micro-batches are cut along groups;
+- `_generate_single_turn`, `_get_per_token_logps_and_entropies` and `_prepare_inputs`: each
+  prompt is prefilled once for its completions (generation.py) and runs once in every training
+  pass (shared_prompt.py), and micro-batches are cut along groups;
 - `training_step`, `_clip_grad_norm` and a callback: where the step's time goes (steps.py);
 - `log`: the step's RPT metrics join TRL's logs (so TensorBoard and W&B get them) and are written
   to metrics.jsonl and batches.jsonl;
@@ -37,13 +38,14 @@ from rpt_cli.training.batches import (
 )
 from rpt_cli.training.checkpoints import RunCheckpoints
 from rpt_cli.training.data import DataOrder, StepSampler
+from rpt_cli.training.generation import generate_with_shared_prefill
 from rpt_cli.training.shared_prompt import (
     grouped_permutation,
     packable,
     shared_logps_and_entropies,
     unsupported_reason,
 )
-from rpt_cli.training.steps import Round, StepRecord, StepTimes, step_flops, summarize
+from rpt_cli.training.steps import OptimizerClock, Round, StepRecord, StepTimes, step_flops, summarize
 
 
 class PolicyProbability:
@@ -106,6 +108,9 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
         # micro-batches along groups, so their rows share prompts; a reorder within the step that
         # leaves the step's gradient as it is, except where a loss normalizes per micro-batch (bnpo)
         self.rpt_grouped_order = self.rpt_shared_off is None and self.loss_type != "bnpo"
+        # generation prefills each distinct prompt once (generation.py) where the cache is dynamic
+        config = getattr(self, "generation_config", None)
+        self.rpt_shared_generation = shared_prompt and getattr(config, "cache_implementation", None) is None
         self.add_callback(OptimizerClock(self))
         # Stop where `rpt rollout` stops: at the chat template's end-of-turn token too, which an
         # instruct model ends its answer with and which is not always its end-of-sequence token.
@@ -172,6 +177,12 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, **extra
             )
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, *rest, **kwargs):
+        plain = not (self.use_vllm or self.use_transformers_continuous_batching or images or multimodal_fields)
+        if not (plain and self.rpt_shared_generation):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, *rest, **kwargs)
+        return generate_with_shared_prefill(self, prompt_ids), None
 
     def _prepare_inputs(self, generation_batch):
         if not self.model.training or not self.rpt_grouped_order:
@@ -374,22 +385,6 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
                 f"with {metrics['zero_variance_share_after']:.0%} of the groups still without "
                 "signal; they stay in the batch with zero advantage"
             )
-
-
-class OptimizerClock(TrainerCallback):
-    """Charges gradient clipping and the optimizer's update to the step's optimizer time."""
-
-    def __init__(self, trainer):
-        self.trainer = trainer
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        if self.trainer._rpt_optimizer_started is None:  # no clipping (--max-grad-norm 0)
-            self.trainer._rpt_optimizer_started = time.perf_counter()
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        started, self.trainer._rpt_optimizer_started = self.trainer._rpt_optimizer_started, None
-        if started is not None:
-            self.trainer.rpt_times.seconds["optimizer"] += time.perf_counter() - started
 
 
 class EmaUpdate(TrainerCallback):
