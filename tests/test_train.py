@@ -50,6 +50,7 @@ METRIC_FIELDS = {
     "truncated_share",
     "learning_rate",
     "step_time_s",
+    *(f"{part}_s" for part in ("generation", "reward", "scoring", "train", "optimizer")),
     "tokens_per_s",
     "flops",
     "generated_tokens",
@@ -166,6 +167,12 @@ def test_two_steps_end_to_end(tiny_model_dir, tmp_path, test_rewards):
         assert 1 <= m["completion_length_mean"] <= 8 and 0 <= m["truncated_share"] <= 1
         assert m["flops"] > flops and m["step_time_s"] > 0 and m["sampling_rounds"] == 1
         flops = m["flops"]
+        # where the step's time went: parts that ran took time, none ran that should not, and
+        # together they are within the step's time
+        parts = [m[f"{part}_s"] for part in ("generation", "reward", "scoring", "train", "optimizer")]
+        assert all(seconds > 0 for seconds in parts[:2] + parts[3:]) and parts[2] == 0
+        assert sum(parts) <= m["step_time_s"]
+        assert m["tokens_per_s"] == pytest.approx((m["prompt_tokens"] + m["generated_tokens"]) / m["step_time_s"])
     batches = read_jsonl(out / "batches.jsonl")
     assert [b["drawn"] for b in batches] == [call["id"][::2] for call in test_rewards]
 
@@ -228,6 +235,7 @@ def test_the_compute_estimate_matches_a_hand_count(tiny_model_dir, tmp_path, tes
     )
     assert step["trained_tokens"] == prompts + generated
     assert step["flops"] == pytest.approx(2 * N * (prompts + generated) * (1 + extra) + 6 * N * (prompts + generated))
+    assert (step["scoring_s"] > 0) == bool(extra)  # the reference model's pass, timed as a pass without gradients
 
 
 def test_dynamic_sampling_leaves_no_group_without_signal(tiny_model_dir, tmp_path, test_rewards, monkeypatch):
@@ -869,3 +877,31 @@ def test_zero_variance_groups_and_merging_rounds():
     assert merged["completion_ids"].tolist() == [[7, 0], [11, 12]]
     assert merged["completion_mask"].tolist() == [[1, 0], [1, 1]]
     assert merged["advantages"].tolist() == [0.5, -0.5]
+
+
+def test_the_progress_line_says_where_the_time_went(tmp_path):
+    from rpt_cli.console import stderr
+    from rpt_cli.training.log import RunLog
+
+    line = RunLog(tmp_path, 10, stderr).progress_line(
+        {
+            "step": 2,
+            "reward_mean": 0.5,
+            "reward_std": 0.5,
+            "zero_variance_share_before": 0.0,
+            "zero_variance_share_after": 0.0,
+            "sampling_rounds": 1,
+            "no_prediction_share": 0.0,
+            "completion_length_mean": 1.0,
+            "truncated_share": 0.0,
+            "learning_rate": 1e-6,
+            "step_time_s": 10.0,
+            "generation_s": 4.04,
+            "reward_s": 0.01,
+            "scoring_s": 0.0,
+            "train_s": 5.0,
+            "optimizer_s": 0.9,
+            "tokens_per_s": 123.0,
+        }
+    )
+    assert "| 10.0 s (gen 4.0 + fwd/bwd 5.0 + opt 0.9), 123 tok/s |" in line

@@ -215,6 +215,7 @@ PANELS = {
         "vllm_tensor_parallel_size",
         "micro_batch_size",
         "gradient_checkpointing",
+        "shared_prompt",
         "ray",
         "ray_workers",
         "ray_gpus_per_worker",

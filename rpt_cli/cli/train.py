@@ -395,6 +395,17 @@ def train(
             ),
         ),
     ] = None,
+    shared_prompt: Annotated[
+        bool | None,
+        _opt(
+            "--shared-prompt/--no-shared-prompt",
+            help=(
+                "Run each context's prompt once for its G completions, in generation and in the training "
+                "passes, with micro-batches ordered by context: same log-probabilities and gradient, less work "
+                "(default: on where exact, see docs/train.md)."
+            ),
+        ),
+    ] = None,
     report_to: Annotated[
         str | None, _opt("--report-to", help=("Also log to tensorboard or wandb (when installed) (default: none)."))
     ] = None,

@@ -209,25 +209,34 @@ class HFBackend:
         ]
 
     def _prefill(self, input_ids, attention_mask):
-        """The KV cache of each distinct prompt but its last token, computed once: `generate` on
-        n copies of a prompt would compute the same prompt n times. `generate` then continues
-        from this cache (copied to the n rows) and runs only the last prompt token itself.
-        Returns None for a model this does not work with; such a model prefills the usual way."""
-        from transformers import DynamicCache
-
-        try:
-            cache = DynamicCache(config=self.model.config)
-            # the positions `generate` gives left-padded rows, so the continuation lines up
-            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=True,
-                **{self._cache_name: cache},
-                **self._last_logits_only,
-            )
-            return cache
-        except (TypeError, ValueError, AttributeError, NotImplementedError):
+        """`prefill_cache` for this backend's model; None (and sharing off from then on) for a
+        model it does not work with: such a model prefills the usual way."""
+        cache = prefill_cache(self.model, input_ids, attention_mask, **self._last_logits_only)
+        if cache is None:
             self.share_prefill = False
-            return None
+        return cache
+
+
+def prefill_cache(model, input_ids, attention_mask, **forward_kwargs):
+    """The KV cache of each distinct prompt but its last token, computed once: `generate` on n
+    copies of a prompt would compute the same prompt n times. `generate` then continues from this
+    cache (copied to the n rows, `reorder_cache`) and runs only the last prompt token itself.
+    `rpt train` generates through it too (training/generation.py). None for a model this does not
+    work with."""
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=model.config)
+        # the positions `generate` gives left-padded rows, so the continuation lines up
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **{cache_argument(model): cache},
+            **forward_kwargs,
+        )
+        return cache
+    except (TypeError, ValueError, AttributeError, NotImplementedError):
+        return None

@@ -4,7 +4,8 @@ A checkpoint folder counts only once it holds `rpt-complete.json`, written (atom
 every process has finished writing into it. A kill at any moment therefore leaves either a
 complete checkpoint or a folder without the marker, which `--resume` ignores and removes.
 Rotation (`--save-total-limit`) runs only after the new checkpoint is marked, so a kill while
-saving can never leave a run without its newest complete checkpoint.
+saving can never leave a run without its newest complete checkpoint. `RunCheckpoints` is the
+trainers' side of it (every objective's trainer saves through it).
 """
 
 from __future__ import annotations
@@ -96,10 +97,45 @@ def replace_folder(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class RunCheckpoints:
+    """What every objective's trainer does when it saves: a generation-ready config for the model,
+    the objective's own state (`_save_extras`), then a completion marker once every process has
+    written its part, then rotation (`rpt_save_total_limit`)."""
+
+    rpt_save_total_limit: int | None = None
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        # Trainer turns the KV cache off for training (use_cache=False in the config); the saved
+        # model is for generation, where a cache-less config would make every token cost a full pass
+        config = self.accelerator.unwrap_model(self.model).config
+        before = getattr(config, "use_cache", None)
+        config.use_cache = True
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            config.use_cache = before
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        # every process has written its shards (DeepSpeed, FSDP) before the checkpoint counts
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            run_dir = Path(self._get_output_dir(trial=trial))
+            folder = run_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            self._save_extras(folder)
+            mark_complete(folder, self.state.global_step)
+            rotate_checkpoints(run_dir, self.rpt_save_total_limit, keep=folder)
+        self.accelerator.wait_for_everyone()
+
+    def _save_extras(self, folder: Path) -> None:
+        """State of the objective a checkpoint needs besides TRL's (main process; none here)."""
+
+
 __all__ = [
     "CHECKPOINT_PREFIX",
     "FINAL",
     "MARKER",
+    "RunCheckpoints",
     "checkpoint_folders",
     "complete_checkpoints",
     "completed_step",

@@ -55,6 +55,7 @@ RESUMABLE = frozenset(
         "report_to",
         "micro_batch_size",
         "gradient_checkpointing",
+        "shared_prompt",
         "vllm",
         "vllm_server_host",
         "vllm_server_port",
@@ -136,6 +137,8 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "auto"
     gradient_checkpointing: bool = True
+    # each context's prompt runs once for its G completions in the training passes (shared_prompt.py)
+    shared_prompt: bool = True
     report_to: str = "none"
     trust_remote_code: bool = False
     # skip malformed samples, and samples whose boundaries cannot be re-derived in the policy's tokens

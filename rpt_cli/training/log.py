@@ -19,6 +19,22 @@ def _format_duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+TIME_LABELS = {
+    "generation_s": "gen",
+    "reward_s": "reward",
+    "scoring_s": "no-grad",
+    "train_s": "fwd/bwd",
+    "optimizer_s": "opt",
+}
+
+
+def _time_parts(m: dict) -> str:
+    """Where the step's time went, e.g. `gen 10.2 + reward 0.1 + fwd/bwd 12.0 + opt 1.4`; parts
+    that took no time (no passes without gradients in most runs) are left out."""
+    parts = [f"{label} {m[key]:.1f}" for key, label in TIME_LABELS.items() if m.get(key, 0.0) >= 0.05]
+    return " + ".join(parts) or "-"
+
+
 class RunLog:
     """metrics.jsonl and batches.jsonl (one line per step, appended and flushed as steps end)
     and the one-line progress report per step on standard error.
@@ -26,9 +42,11 @@ class RunLog:
     metrics.jsonl fields: step, reward_mean, reward_std (over the completions trained on),
     zero_variance_share_before / _after (groups whose G rewards are all equal, as drawn and as
     trained on), no_prediction_share, completion_length_mean, truncated_share, learning_rate,
-    loss, grad_norm, step_time_s, tokens_per_s (generated tokens per second of step time),
-    generated_tokens, prompt_tokens, trained_tokens, extra_forward_passes, groups_generated,
-    sampling_rounds, flops (cumulative estimate, `trainer.step_flops`), epoch (passes over the samples).
+    loss, grad_norm, step_time_s, generation_s, reward_s, scoring_s, train_s, optimizer_s (where the
+    step's time went, `steps.StepTimes`), tokens_per_s (prompt and completion tokens of the step's
+    sequences per second of step time), generated_tokens, prompt_tokens, trained_tokens,
+    extra_forward_passes, groups_generated, sampling_rounds, flops (cumulative estimate,
+    `steps.step_flops`), epoch (passes over the samples).
     With --objective ntp: step, loss, learning_rate, grad_norm, trained_tokens, step_time_s,
     tokens_per_s (trained tokens per second), flops (6N per trained token), epoch.
     """
@@ -84,7 +102,7 @@ class RunLog:
         return (
             f"train: step {m['step']}/{self.max_steps} | reward {m['reward_mean']:.3f} +- {m['reward_std']:.3f} | "
             f"no-var {zero} | no-pred {m['no_prediction_share']:.0%} | {length} | "
-            f"lr {lr} | {m['step_time_s']:.1f} s, {m['tokens_per_s']:.0f} tok/s | "
+            f"lr {lr} | {m['step_time_s']:.1f} s ({_time_parts(m)}), {m['tokens_per_s']:.0f} tok/s | "
             f"eta {_format_duration(remaining)}"
         )
 

@@ -416,6 +416,7 @@ def build(config: TrainConfig, *, resume: bool = False, console, hold: Callable)
             flops_start=flops_at(output.resume_from),
             save_total_limit=config.save_total_limit,
             prompt_encoder=builder.encode,
+            shared_prompt=config.shared_prompt,
         )
         if config.objective == objectives.RLP:
             from rpt_cli.training.rlp import EmaTeacher, InformationGain, InformationGainReward
@@ -481,6 +482,7 @@ def _prepare_folder(config, plan, samples, output, source, log: RunLog, console,
                 "micro_batch": plan.micro_batch,
                 "gradient_accumulation_steps": plan.gradient_accumulation_steps,
                 "completions_per_step": plan.completions,
+                "shared_prompt": config.shared_prompt,
                 "versions": {"transformers": transformers.__version__, "trl": trl.__version__},
             },
             indent=2,
@@ -510,6 +512,12 @@ def _announce(console, config, plan, samples, output, trainer, seconds) -> None:
         f"{trainer.rpt_parameters / 1e6:,.1f}M parameters; {what}; {where}; ready in {seconds:.0f} s",
         markup=False,
     )
+    shared_off = getattr(trainer, "rpt_shared_off", None)
+    if config.shared_prompt and shared_off is not None:
+        console.print(
+            f"train: note: shared prompts off for this model ({shared_off}): every completion runs its prompt",
+            markup=False,
+        )
     positions = getattr(trainer.model.config, "max_position_embeddings", None)
     if (
         positions

@@ -8,6 +8,10 @@
 - `_generate_and_score_completions`: dynamic sampling (paper, Appendix B): from a given step on,
   groups whose G rewards are all equal are replaced by groups of fresh contexts, generated and
   scored by TRL's own method, until every group carries signal or the round cap is reached;
+- `_generate_single_turn`, `_get_per_token_logps_and_entropies` and `_prepare_inputs`: each
+  prompt is prefilled once for its completions (generation.py) and runs once in every training
+  pass (shared_prompt.py), and micro-batches are cut along groups;
+- `training_step`, `_clip_grad_norm` and a callback: where the step's time goes (steps.py);
 - `log`: the step's RPT metrics join TRL's logs (so TensorBoard and W&B get them) and are written
   to metrics.jsonl and batches.jsonl;
 - `_save_checkpoint`: a completion marker once every process has written its part, then rotation,
@@ -19,7 +23,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,74 +37,16 @@ from rpt_cli.training.batches import (
     select_rows,
     zero_variance_groups,
 )
-from rpt_cli.training.checkpoints import (
-    CHECKPOINT_PREFIX,
-    mark_complete,
-    rotate_checkpoints,
-)
+from rpt_cli.training.checkpoints import RunCheckpoints
 from rpt_cli.training.data import DataOrder, StepSampler
-
-
-@dataclass
-class Round:
-    """One call of TRL's generate-and-score on this process: G completions for each of its groups."""
-
-    ids: list[str]  # one per group
-    rewards: torch.Tensor  # one per completion (weighted sum over reward functions; NaN: unscored)
-    no_prediction: list[bool]  # one per completion
-    lengths: list[int]  # completion tokens, one per completion
-    truncated: list[bool]  # cut at max_completion_length, one per completion
-    zero_variance: list[bool] = field(default_factory=list)  # one per group
-
-
-@dataclass
-class StepRecord:
-    """What one optimizer step drew, generated, dropped and trained on (this process's share)."""
-
-    step: int
-    started: float
-    drawn: list[str] = field(default_factory=list)
-    refilled: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    rewards: list[float] = field(default_factory=list)  # of the completions trained on
-    no_prediction: int = 0
-    lengths: int = 0
-    truncated: int = 0
-    completions: int = 0
-    generated_tokens: int = 0
-    prompt_tokens: int = 0  # prompt tokens of every sequence generated (prefilled), all rounds
-    trained_tokens: int = 0
-    groups: int = 0
-    zero_before: int = 0
-    zero_after: int = 0
-    rounds: int = 0
-
-    def train_on(self, round_: Round, groups: list[int], G: int) -> None:
-        for g in groups:
-            rows = range(g * G, (g + 1) * G)
-            self.rewards += [float(round_.rewards[i]) for i in rows]
-            self.no_prediction += sum(round_.no_prediction[i] for i in rows)
-            self.lengths += sum(round_.lengths[i] for i in rows)
-            self.truncated += sum(round_.truncated[i] for i in rows)
-            self.completions += G
-            self.zero_after += round_.zero_variance[g]
-
-
-def step_flops(parameters: int, step: dict) -> float:
-    """Training compute of one step (the estimate `rpt scaling` fits against), with N parameters:
-
-        2N x (prompt + generated tokens)              generation: prefill and decoding
-      + 2N x (prompt + generated tokens) x extra      forward passes without gradients (old and
-                                                      reference log-probabilities), when TRL runs them
-      + 6N x trained tokens                           forward and backward of the update
-
-    Every sequence generated counts, those of refill rounds that dynamic sampling drops included;
-    trained tokens are the prompt and completion tokens of the batch the update used."""
-    sequence_tokens = step["prompt_tokens"] + step["generated_tokens"]
-    return (
-        2.0 * parameters * sequence_tokens * (1 + step["extra_forward_passes"])
-        + 6.0 * parameters * step["trained_tokens"]
-    )
+from rpt_cli.training.generation import generate_with_shared_prefill
+from rpt_cli.training.shared_prompt import (
+    grouped_permutation,
+    packable,
+    shared_logps_and_entropies,
+    unsupported_reason,
+)
+from rpt_cli.training.steps import OptimizerClock, Round, StepRecord, StepTimes, step_flops, summarize
 
 
 class PolicyProbability:
@@ -129,40 +74,6 @@ class PolicyProbability:
         return self._scorer(pairs)
 
 
-class RunCheckpoints:
-    """What every objective's trainer does when it saves: a generation-ready config for the model,
-    the objective's own state (`_save_extras`), then a completion marker once every process has
-    written its part, then rotation (`rpt_save_total_limit`)."""
-
-    rpt_save_total_limit: int | None = None
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        # Trainer turns the KV cache off for training (use_cache=False in the config); the saved
-        # model is for generation, where a cache-less config would make every token cost a full pass
-        config = self.accelerator.unwrap_model(self.model).config
-        before = getattr(config, "use_cache", None)
-        config.use_cache = True
-        try:
-            super().save_model(output_dir, _internal_call)
-        finally:
-            config.use_cache = before
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        # every process has written its shards (DeepSpeed, FSDP) before the checkpoint counts
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            run_dir = Path(self._get_output_dir(trial=trial))
-            folder = run_dir / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-            self._save_extras(folder)
-            mark_complete(folder, self.state.global_step)
-            rotate_checkpoints(run_dir, self.rpt_save_total_limit, keep=folder)
-        self.accelerator.wait_for_everyone()
-
-    def _save_extras(self, folder: Path) -> None:
-        """State of the objective a checkpoint needs besides TRL's (main process; none here)."""
-
-
 class RPTTrainer(RunCheckpoints, GRPOTrainer):
     def __init__(
         self,
@@ -175,6 +86,7 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
         flops_start: float = 0.0,
         save_total_limit: int | None = None,
         prompt_encoder=None,
+        shared_prompt: bool = True,
         **kwargs,
     ):
         self.rpt_order = data_order
@@ -187,7 +99,20 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
         self.rpt_save_total_limit = save_total_limit
         self._rpt_round: Round | None = None
         self._rpt_pending: dict | None = None
+        self.rpt_times = StepTimes()
+        self._rpt_optimizer_started: float | None = None
         super().__init__(*args, **kwargs)
+        # one forward pass per prompt for its completions (shared_prompt.py), where it is exact
+        self.rpt_shared_off = (
+            unsupported_reason(self.accelerator.unwrap_model(self.model)) if shared_prompt else "--no-shared-prompt"
+        )
+        # micro-batches along groups, so their rows share prompts; a reorder within the step that
+        # leaves the step's gradient as it is, except where a loss normalizes per micro-batch (bnpo)
+        self.rpt_grouped_order = self.rpt_shared_off is None and self.loss_type != "bnpo"
+        # generation prefills each distinct prompt once (generation.py) where the cache is dynamic
+        config = getattr(self, "generation_config", None)
+        self.rpt_shared_generation = shared_prompt and getattr(config, "cache_implementation", None) is None
+        self.add_callback(OptimizerClock(self))
         # Stop where `rpt rollout` stops: at the chat template's end-of-turn token too, which an
         # instruct model ends its answer with and which is not always its end-of-sequence token.
         stops = stop_token_ids(self._tokenizer, self.model.generation_config)
@@ -227,10 +152,72 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
         ids = {prompt: encode(prompt) for prompt in dict.fromkeys(prompts)}
         return [ids[prompt] for prompt in prompts], None, {}
 
+    # -- the passes: shared prompts and where the time goes -------------------------------------
+
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **extra
+    ):
+        with self.rpt_times.part("train" if torch.is_grad_enabled() else "scoring"):
+            multimodal = any(value is not None for key, value in extra.items() if key != "compute_aux_loss")
+            if (
+                self.rpt_shared_off is None
+                and not multimodal
+                and not extra.get("compute_aux_loss")
+                and packable(attention_mask, logits_to_keep)
+            ):
+                with self.accelerator.autocast():
+                    logps, entropies = shared_logps_and_entropies(
+                        model,
+                        input_ids,
+                        attention_mask,
+                        logits_to_keep,
+                        batch_size=batch_size,
+                        compute_entropy=compute_entropy,
+                    )
+                return logps, entropies, None
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, **extra
+            )
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, *rest, **kwargs):
+        plain = not (self.use_vllm or self.use_transformers_continuous_batching or images or multimodal_fields)
+        if not (plain and self.rpt_shared_generation):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, *rest, **kwargs)
+        return generate_with_shared_prefill(self, prompt_ids), None
+
+    def _prepare_inputs(self, generation_batch):
+        if not self.model.training or not self.rpt_grouped_order:
+            return super()._prepare_inputs(generation_batch)
+        # TRL's training path, with the rows shuffled group by group instead of one by one
+        from trl.trainer.utils import split_tensor_dict
+
+        if self._step % (self.args.steps_per_generation * self.num_iterations) == 0 or self._buffered_inputs is None:
+            batch = self._generate_and_score_completions(generation_batch)
+            order = grouped_permutation(batch["prompt_ids"], batch["prompt_mask"])
+            batch = {
+                key: value[order.to(value.device)]
+                if isinstance(value, torch.Tensor) and value.ndim >= 1
+                else [value[i] for i in order.tolist()]
+                if isinstance(value, list)
+                else value
+                for key, value in batch.items()
+            }
+            self._buffered_inputs = split_tensor_dict(batch, self.args.steps_per_generation)
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        with self.rpt_times.part("train"):  # generation and scoring inside are charged to themselves
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    def _clip_grad_norm(self, model):
+        self._rpt_optimizer_started = time.perf_counter()
+        return super()._clip_grad_norm(model)
+
     # -- scoring and dynamic sampling --------------------------------------------------------
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        with self.rpt_times.part("reward"):
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         # TRL gathers rewards over processes; the weighted sum below is the one its advantages use
         weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
         unscored = torch.isnan(rewards_per_func).all(dim=1)
@@ -264,6 +251,11 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
+        self.rpt_times.reset()
+        with self.rpt_times.part("generation"):  # rewards and scoring passes inside count as themselves
+            return self._generate_and_score_step(inputs)
+
+    def _generate_and_score_step(self, inputs):
         G = self.num_generations
         record = StepRecord(step=self.state.global_step + 1, started=time.perf_counter())
         batch = super()._generate_and_score_completions(inputs)
@@ -285,7 +277,7 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
         )
         record.trained_tokens = int(batch["prompt_mask"].sum()) + int(batch["completion_mask"].sum())
         batch["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        self._rpt_pending = self._summarize(record)
+        self._rpt_pending = summarize(record, self.accelerator, self.rpt_extra_passes)
         return batch
 
     def _mask_untrained(self, batch: dict) -> dict:
@@ -348,76 +340,6 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
             del self._metrics["train"][key][length:]
         return concat_rows(parts, self._tokenizer.pad_token_id)
 
-    def _summarize(self, record: StepRecord) -> dict:
-        """Sum the step's record over processes (every process calls this)."""
-        rewards = torch.tensor(record.rewards, dtype=torch.float64)
-        scored = rewards[~torch.isnan(rewards)]
-        sums = torch.tensor(
-            [
-                [
-                    record.completions,
-                    scored.numel(),
-                    float(scored.sum()),
-                    float((scored**2).sum()),
-                    record.no_prediction,
-                    record.lengths,
-                    record.truncated,
-                    record.generated_tokens,
-                    record.prompt_tokens,
-                    record.trained_tokens,
-                    record.groups,
-                    record.zero_before,
-                    record.zero_after,
-                    len(record.drawn),
-                ]
-            ],
-            dtype=torch.float64,
-            device=self.accelerator.device,
-        )
-        (
-            completions,
-            n_scored,
-            total,
-            squares,
-            no_pred,
-            lengths,
-            truncated,
-            generated,
-            prompts,
-            trained,
-            groups,
-            zero_before,
-            zero_after,
-            drawn_groups,
-        ) = self.accelerator.gather(sums).sum(dim=0).tolist()
-        from accelerate.utils import gather_object
-
-        ids = gather_object([(record.drawn, record.refilled, record.dropped)])
-        mean = total / n_scored if n_scored else float("nan")
-        variance = max(squares / n_scored - mean * mean, 0.0) if n_scored else float("nan")
-        return {
-            "step": record.step,
-            "reward_mean": mean,
-            "reward_std": math.sqrt(variance) if n_scored else float("nan"),
-            "zero_variance_share_before": zero_before / drawn_groups,
-            "zero_variance_share_after": zero_after / drawn_groups,
-            "no_prediction_share": no_pred / completions,
-            "completion_length_mean": lengths / completions,
-            "truncated_share": truncated / completions,
-            "generated_tokens": int(generated),
-            "prompt_tokens": int(prompts),
-            "trained_tokens": int(trained),
-            "extra_forward_passes": self.rpt_extra_passes,
-            "groups_generated": int(groups),
-            "sampling_rounds": record.rounds,
-            "_started": record.started,
-            "_ids": {
-                "drawn": [i for part in ids for i in part[0]],
-                "refilled": [i for part in ids for i in part[1]],
-                "dropped": [i for part in ids for i in part[2]],
-            },
-        }
-
     # -- logging and checkpoints -------------------------------------------------------------
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
@@ -434,7 +356,11 @@ class RPTTrainer(RunCheckpoints, GRPOTrainer):
             "loss": logs.get("loss"),
             "grad_norm": logs.get("grad_norm"),
             "step_time_s": step_time,
-            "tokens_per_s": pending["generated_tokens"] / step_time if step_time > 0 else 0.0,
+            **self.rpt_times.as_metrics(),
+            # every sequence's prompt and completion tokens, shared or not: the work of the step
+            "tokens_per_s": (pending["prompt_tokens"] + pending["generated_tokens"]) / step_time
+            if step_time > 0
+            else 0.0,
             "flops": self.rpt_flops,
             "epoch": self.rpt_order.epochs(pending["step"]),
         }
