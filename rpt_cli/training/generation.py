@@ -21,6 +21,7 @@ def generate_with_shared_prefill(trainer, prompt_ids: list[list[int]]) -> list[l
     from trl.trainer.utils import pad
 
     from rpt_cli.generation.hf_backend import prefill_cache
+    from rpt_cli.models import cache_argument
 
     device = trainer.accelerator.device
     unique = list(dict.fromkeys(tuple(ids) for ids in prompt_ids))
