@@ -430,7 +430,7 @@ def build(config: TrainConfig, *, resume: bool = False, console) -> Job | None:
 def _prepare_folder(config, plan, samples, output, source, log: RunLog, console, alignment) -> None:
     """Main process: clear what an interrupted run left half done, record a new run's settings."""
     folder = output.folder
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.resolve().mkdir(parents=True, exist_ok=True)  # -o at a symlink: the link stays, its target is made
     for path in remove_incomplete(folder):
         console.print(f"train: removed {path.name}: an incomplete checkpoint (interrupted while saving)", markup=False)
     if (folder / FINAL).exists() and completed_step(folder / FINAL) is None:
