@@ -251,12 +251,20 @@ def training_documents(path: str, lines: list[int] | None = None) -> TrainingDoc
 
 def shared_documents_note(run: Path, samples: list[dict], name: str) -> str | None:
     """A one-line note when evaluation samples come from documents the run trained on (its
-    documents.json); None when none do, or the run recorded no documents (runs of older rpt)."""
-    try:
-        recorded = json.loads((run / RUN_DOCUMENTS).read_text(encoding="utf-8"))
-        digests = set(recorded["document_digests"])
-    except (OSError, ValueError, KeyError, TypeError):
+    documents.json); None when none do, or the run recorded no documents (runs of older rpt). A
+    documents.json that cannot be read gives a note saying that the check could not be made."""
+    path = run / RUN_DOCUMENTS
+    if not path.exists() and not path.is_symlink():
         return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        digests = set(recorded["document_digests"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        return (
+            f"cannot check whether the samples share documents with what {name} was trained on: {path} "
+            f"is unreadable ({why})"
+        )
     shared_docs: dict[str, object] = {}
     shared = 0
     for record in samples:

@@ -61,3 +61,17 @@ def test_holdout_refuses_a_null_doc_id(tmp_path):
     assert result.exit_code == 2, result.output
     assert result.stderr == f'error: {path}:2: field "doc_id" is null; give the document\'s id or leave the field out\n'
     assert not train.exists() and not held.exists()
+
+
+def test_an_unreadable_documents_json_says_the_check_could_not_be_made(tmp_path):
+    samples = samples_without_doc_id(1, 1)
+    assert shared_documents_note(tmp_path, samples, "run") is None  # no documents.json: a run of older rpt
+    (tmp_path / "documents.json").write_text('{"document_digests": [')  # torn
+    note = shared_documents_note(tmp_path, samples, "run")
+    assert note == (
+        "cannot check whether the samples share documents with what run was trained on: "
+        f"{tmp_path / 'documents.json'} is unreadable (JSONDecodeError)"
+    )  # before: None, the check skipped in silence
+    (tmp_path / "documents.json").unlink()
+    (tmp_path / "documents.json").mkdir()
+    assert "is unreadable (Is a directory)" in shared_documents_note(tmp_path, samples, "run")
