@@ -7,9 +7,11 @@ are held out; with `--fraction F` every document whose number is below F · 2^64
 choice does not depend on the order of the records, the machine, or what else is in the file (for
 `--fraction`), and every record of a document (a document, or its many samples) goes to one side.
 
-The document of a record is its `doc_id` (samples and rollouts), else its id field (documents),
-else its content id (`content_id`, what `rpt entropy` gives a document without id). Ids are
-compared as text: 1 and "1" are one document, as in `rpt filter`'s seeded choices.
+The document of a record is its `doc_id` (samples and rollouts), else for a sample without one the
+part of its `DOC@POSITION` id before the last `@` (as `rpt train` and `rpt eval` read it), else its
+id field (documents), else its content id (`content_id`, what `rpt entropy` gives a document
+without id). Ids are compared as text: 1 and "1" are one document, as in `rpt filter`'s seeded
+choices.
 """
 
 from __future__ import annotations
@@ -62,13 +64,17 @@ class ContentIds:
         return plain if count == 1 else f"{plain}-{count}"
 
 
-def document_of(record: dict, id_field: str):
-    """The document a record belongs to (module docstring)."""
-    for name in ("doc_id", id_field):
-        value = record.get(name)
-        if value is not None:
-            return value
-    return content_id(record, id_field)
+def document_of(record: dict, id_field: str = "id"):
+    """The document a record belongs to, by the one rule `rpt holdout`, `rpt train` and `rpt eval`
+    share: its `doc_id`; else, for a sample or rollout (a record with a `context`), the part of
+    its `DOC@POSITION` id before the last `@`; else its id field (a document); else its content id."""
+    doc_id = record.get("doc_id")
+    if doc_id is not None:
+        return doc_id
+    value = record.get(id_field)
+    if isinstance(value, str) and "@" in value and "context" in record:
+        return value.rsplit("@", 1)[0]
+    return value if value is not None else content_id(record, id_field)
 
 
 def document_number(doc_id, seed: int) -> int:
@@ -78,6 +84,8 @@ def document_number(doc_id, seed: int) -> int:
 
 def check_ids(id_field: str) -> Callable[[dict], None]:
     def validate(record: dict) -> None:
+        if "doc_id" in record and record["doc_id"] is None:  # not a document: say so, do not fall back
+            raise RecordError('field "doc_id" is null; give the document\'s id or leave the field out')
         for name in dict.fromkeys(("doc_id", id_field)):
             value = record.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
@@ -210,18 +218,6 @@ def split_records(
 RUN_DOCUMENTS = "documents.json"  # in an rpt train run folder
 
 
-def sample_document(record: dict):
-    """The document of a sample: `doc_id`, else the part of an `rpt filter` id (`DOC@POSITION`)
-    before the last `@`; None when neither tells."""
-    doc_id = record.get("doc_id")
-    if doc_id is not None:
-        return doc_id
-    sample_id = record.get("id")
-    if isinstance(sample_id, str) and "@" in sample_id:
-        return sample_id.rsplit("@", 1)[0]
-    return None
-
-
 def document_digest(doc_id) -> str:
     """16 hex digits naming a document in a run's record (compact, and ids stay private)."""
     return hashlib.sha256(str(doc_id).encode()).hexdigest()[:16]
@@ -273,7 +269,7 @@ def training_documents(path: str, lines: list[int] | None = None) -> TrainingDoc
             continue
         record = parse_line(raw, source_name(path), lineno)
         found.samples += 1
-        doc_id = sample_document(record)
+        doc_id = document_of(record)
         if doc_id is None:
             found.without_document += 1
             continue
@@ -287,16 +283,24 @@ def training_documents(path: str, lines: list[int] | None = None) -> TrainingDoc
 
 def shared_documents_note(run: Path, samples: list[dict], name: str) -> str | None:
     """A one-line note when evaluation samples come from documents the run trained on (its
-    documents.json); None when none do, or the run recorded no documents (runs of older rpt)."""
-    try:
-        recorded = json.loads((run / RUN_DOCUMENTS).read_text(encoding="utf-8"))
-        digests = set(recorded["document_digests"])
-    except (OSError, ValueError, KeyError, TypeError):
+    documents.json); None when none do, or the run recorded no documents (runs of older rpt). A
+    documents.json that cannot be read gives a note saying that the check could not be made."""
+    path = run / RUN_DOCUMENTS
+    if not path.exists() and not path.is_symlink():
         return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        digests = set(recorded["document_digests"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        return (
+            f"cannot check whether the samples share documents with what {name} was trained on: {path} "
+            f"is unreadable ({why})"
+        )
     shared_docs: dict[str, object] = {}
     shared = 0
     for record in samples:
-        doc_id = sample_document(record)
+        doc_id = document_of(record)
         if doc_id is not None and document_digest(doc_id) in digests:
             shared += 1
             shared_docs.setdefault(str(doc_id), doc_id)
@@ -321,7 +325,6 @@ __all__ = [
     "ContentIds",
     "content_id",
     "document_of",
-    "sample_document",
     "shared_documents_note",
     "split_records",
     "training_documents",

@@ -163,7 +163,39 @@ def response_of(completion) -> str:
 
 
 def count_words(text: str) -> int:
-    return len(text.split())
+    """Runs of non-whitespace, counted a megabyte at a time: `text.split()` of a whole long
+    thought would hold a string per word (about 1 GB for a 96 MB thought)."""
+    words, start, step = 0, 0, 1 << 20
+    while start < len(text):
+        cut = _WHITESPACE.search(text, min(len(text), start + step))  # a chunk ends between words
+        end = cut.end() if cut else len(text)
+        words += len(text[start:end].split())
+        start = end
+    return words
+
+
+_WHITESPACE = re.compile(r"\s")
+
+# The longest completion counted, in characters: far beyond any generation (a 32,768-token limit
+# makes about 150,000), and bounding the time and memory one record takes (about a second); a
+# longer one is refused as bad input (`--skip-bad` skips it) rather than counted for minutes.
+MAX_COMPLETION_CHARS = 1_000_000
+
+
+def bounded_completions(record: dict) -> None:
+    """The record check of `rpt patterns`: a rollout or `--details` row (records.py), whose
+    completions are each at most MAX_COMPLETION_CHARS long."""
+    from rpt_cli.errors import RecordError
+    from rpt_cli.records import completions_record
+
+    completions_record(record)
+    for index, completion in enumerate(record.get("completions") or ()):
+        length = len(completion_text(completion))
+        if length > MAX_COMPLETION_CHARS:
+            raise RecordError(
+                f'"completions[{index}]" holds {length:,} characters, more than rpt patterns counts '
+                f"({MAX_COMPLETION_CHARS:,}, far beyond any generation length)"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,6 +391,7 @@ __all__ = [
     "KeywordSet",
     "PatternCounter",
     "Tally",
+    "bounded_completions",
     "builtin_keywords",
     "count_words",
     "keyword_regex",

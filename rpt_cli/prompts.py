@@ -368,13 +368,15 @@ class PromptBuilder:
     def build_with_ids(self, context: str) -> tuple[str, list[int]]:
         """(prompt, its token ids as `encode` makes them), cut from the left if too long."""
         limit = self.config.max_prompt_tokens
-        prompt = self._assemble(context)
-        ids = self.encode(prompt)
-        if len(ids) <= limit:
-            return prompt, ids
+        starts = _tail_token_starts(self.tokenizer, context, limit) if len(context) > limit * _CHARS_PER_TOKEN else None
+        if starts is None or starts[0] == 0:  # short enough to tokenize whole
+            prompt = self._assemble(context)
+            ids = self.encode(prompt)
+            if len(ids) <= limit:
+                return prompt, ids
         # Tokens can merge across the seam between template and context, so the context's own
         # token count is only an estimate of its share of the prompt: cut, measure, cut further.
-        starts = context_token_starts(self.tokenizer, context)
+        starts = starts or context_token_starts(self.tokenizer, context)
         keep = min(len(starts), limit - self.overhead_tokens)
         while keep > 0:
             prompt = self._assemble(context[starts[len(starts) - keep] :])
@@ -400,6 +402,30 @@ def context_token_starts(tokenizer, context: str) -> list[int]:
         if not starts or start > starts[-1]:
             starts.append(start)
     return starts or [0]
+
+
+# A long context's tail is tokenized first, this many characters per token of the limit, so that a
+# 10 MB context cut to 32 tokens costs 32 tokens' work, not 10 MB's; the window widens while it
+# holds too few tokens. Its first tokens may differ from the whole context's (a word cut in two at
+# the window's edge), so that many are dropped: tokenizers split text into words first, and a
+# cut's effect does not reach further.
+_CHARS_PER_TOKEN = 16
+_SEAM_TOKENS = 8
+
+
+def _tail_token_starts(tokenizer, context: str, wanted: int) -> list[int]:
+    """`context_token_starts` for the last `wanted` (or more) tokens of the context, from its
+    tail only; all of them (starting at 0) when the window grows to the whole context."""
+    width = (wanted + _SEAM_TOKENS) * _CHARS_PER_TOKEN
+    while True:
+        begin = max(0, len(context) - width)
+        starts = context_token_starts(tokenizer, context[begin:])
+        if begin == 0:
+            return starts
+        starts = [begin + start for start in starts[_SEAM_TOKENS:]]
+        if len(starts) > wanted:
+            return starts
+        width *= 4
 
 
 def special_spans_by_text(tokenizer, text: str) -> list[tuple[int, int, int]]:

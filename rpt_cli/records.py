@@ -22,6 +22,24 @@ def _check_id(record: dict, id_field: str) -> None:
         raise RecordError(f'field "{id_field}" must be a string or an integer')
 
 
+# Entropy in nats of a distribution over n outcomes is at most ln n; no vocabulary has 2^64 tokens.
+MAX_ENTROPY = 64 * 0.6931471805599453
+
+
+def is_entropy(value) -> bool:
+    """A number an entropy can be: finite, between 0 and MAX_ENTROPY nats."""
+    return type(value) in (float, int) and 0 <= value <= MAX_ENTROPY
+
+
+def _check_split(record: dict) -> None:
+    """A `split` label, when present, names one of the splits (records.md §3)."""
+    from rpt_cli.filter import SPLIT_NAMES
+
+    split = record.get("split")
+    if split is not None and split not in (*SPLIT_NAMES, "none"):
+        raise RecordError(f'field "split" is {split!r}: expected one of {", ".join(SPLIT_NAMES)} or none')
+
+
 def check_tokenizer_field(record: dict) -> None:
     """A `tokenizer` field (whose tokens the offsets or boundaries are), when present, is well formed."""
     from rpt_cli.boundaries import recorded_identity
@@ -83,8 +101,8 @@ def scored_document(text_field: str = "text", id_field: str = "id") -> Validator
             raise RecordError('"offsets" must be strictly increasing')
         check_tokenizer_field(doc)
         for value in entropy:
-            if value is not None and (type(value) not in (float, int) or value != value or value < 0):
-                raise RecordError('"entropy" must hold non-negative numbers or null')
+            if value is not None and not is_entropy(value):
+                raise RecordError(f'"entropy" must hold numbers of nats from 0 to {MAX_ENTROPY:.1f}, or null')
 
     return validate
 
@@ -125,8 +143,9 @@ def evaluation_sample(record: dict) -> None:
     if entropy is None:
         if record.get("split") not in (*SPLIT_NAMES, "none"):
             raise RecordError('missing field "entropy" (the splits are by entropy; is this the output of rpt filter?)')
-    elif type(entropy) not in (int, float) or entropy != entropy:
-        raise RecordError(f'field "entropy" must be a number, got {entropy!r}')
+    elif not is_entropy(entropy):
+        raise RecordError(f'field "entropy" must be a number of nats from 0 to {MAX_ENTROPY:.1f}, got {entropy!r}')
+    _check_split(record)
     check_tokenizer_field(record)
 
 
@@ -210,8 +229,22 @@ def rollout(need_context: bool = False) -> Validator:
         sample_of(record, need_context=need_context)
         check_tokenizer_field(record)
         check_rollout_tokenizer(record)
+        _check_rollout_settings(record)
 
     return validate
+
+
+def _check_rollout_settings(record: dict) -> None:
+    """`rollout`, when present, is an object, and its `answer` one of the formats (records.md §4)."""
+    from rpt_cli.answers import ANSWER_FORMATS
+
+    meta = record.get("rollout")
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        raise RecordError(f'field "rollout" must be an object, got {type(meta).__name__}')
+    if "answer" in meta and meta["answer"] not in ANSWER_FORMATS:
+        raise RecordError(f'"rollout.answer" is {meta["answer"]!r}: expected {" or ".join(ANSWER_FORMATS)}')
 
 
 def completions_record(record: dict) -> None:
@@ -225,6 +258,7 @@ def completions_record(record: dict) -> None:
     split = record.get("split")
     if split is not None and not isinstance(split, str):
         raise RecordError(f'field "split" must be a string, got {type(split).__name__}')
+    _check_split(record)
 
 
 # -- §6 evaluation report (output of rpt eval, input of rpt scaling) -----------------------------

@@ -210,11 +210,11 @@ def test_documents_of_samples_and_the_eval_note(tmp_path):
     samples = write_jsonl(
         tmp_path / "s.jsonl",
         [
-            {"id": "a@1", "doc_id": "a"},
-            {"id": "a@2", "doc_id": "a"},
-            {"id": "b@4"},  # no doc_id: the id before its last @ names it
-            {"id": 7, "doc_id": "c", "held_out": True},
-            {"id": 8},  # nothing tells: not counted
+            {"id": "a@1", "doc_id": "a", "context": ""},
+            {"id": "a@2", "doc_id": "a", "context": ""},
+            {"id": "b@4", "context": ""},  # no doc_id: the id before its last @ names it
+            {"id": 7, "doc_id": "c", "held_out": True, "context": ""},
+            {"context": ""},  # nothing tells: not counted
         ],
     )
     found = training_documents(str(samples))
@@ -225,7 +225,7 @@ def test_documents_of_samples_and_the_eval_note(tmp_path):
     assert recorded["documents"] == 3 and len(recorded["document_digests"]) == 3
     # digests of the ids, not the ids: sha256 of the id as text, 16 hex digits
     assert recorded["document_digests"] == sorted(hashlib.sha256(d.encode()).hexdigest()[:16] for d in "abc")
-    evaluated = [{"id": "a@9", "doc_id": "a"}, {"id": "b@1"}, {"id": "z@1", "doc_id": "z"}]
+    evaluated = [{"id": "a@9", "doc_id": "a"}, {"id": "b@1", "context": ""}, {"id": "z@1", "doc_id": "z"}]
     note = shared_documents_note(tmp_path, evaluated, "run/final")
     assert note.startswith("2 of 3 samples come from 2 document(s) that run/final was trained on (e.g. 'a'")
     assert shared_documents_note(tmp_path, [{"id": "z@1", "doc_id": "z"}], "run/final") is None

@@ -70,8 +70,7 @@ def patterns(
     """
     with cli_errors():
         from rpt_cli.jsonl import dumps, source_name
-        from rpt_cli.patterns import COUNTED, PatternCounter, builtin_keywords, load_keywords
-        from rpt_cli.records import completions_record
+        from rpt_cli.patterns import COUNTED, PatternCounter, bounded_completions, builtin_keywords, load_keywords
 
         if list_keywords:
             sys.stdout.buffer.write(dumps(builtin_keywords().as_mapping()))
@@ -100,7 +99,7 @@ def patterns(
         for index, path in enumerate(files):
             source = source_name(path)
             label = names[index] if index < len(names) else None
-            for record in read_records(path, completions_record, skip_bad=skip_bad, stats=stats):
+            for record in read_records(path, bounded_completions, skip_bad=skip_bad, stats=stats):
                 counter.add(record, name=label, source=source)
         results = counter.results()
         if not results:

@@ -5,7 +5,10 @@ Such a function is called as TRL calls every reward function: `fn(prompts=..., c
 completion_ids=..., trainer_state=..., **columns)`, one list entry per completion, the columns
 being every field of the training rows (`id`, `context`, `target`, `boundaries`); it returns one
 float per completion (None: not scored). It is imported when the settings are checked, so a bad
-path stops `rpt train` before any model loads.
+path stops `rpt train` before any model loads. What it returns is checked at every call: anything
+but one finite number (or None) per completion, an exception, or a `SystemExit` stops the run in
+one line naming the function (a RuntimeFailure, exit status 1: the function misbehaved while
+running), so that a NaN reward never trains silently and no `sys.exit()` passes for success.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
+import numbers
 import os
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Mapping
 
-from rpt_cli.errors import UsageError
+from rpt_cli.errors import RuntimeFailure, UsageError
 
 
 def is_user_reward(name: str) -> bool:
@@ -60,19 +66,68 @@ def import_reward(path: str, option: str = "--reward") -> Callable:
     return function
 
 
+def checked_rewards(path: str, rewards, expected: int) -> list:
+    """The user's rewards as a list, or a RuntimeFailure naming the function: one finite number
+    (or None, not scored) per completion, as TRL expects them."""
+    where = f"--reward {path}"
+    if isinstance(rewards, str | bytes | Mapping) or not hasattr(rewards, "__iter__"):
+        raise RuntimeFailure(
+            f"{where}: returned a {type(rewards).__name__}; a reward function returns a list of "
+            f"{expected} numbers, one per completion"
+        )
+    rewards = list(rewards)
+    if len(rewards) != expected:
+        raise RuntimeFailure(f"{where}: returned {len(rewards)} rewards for {expected} completions (one each)")
+    for index, reward in enumerate(rewards):
+        if reward is None:
+            continue
+        if isinstance(reward, bool) or not isinstance(reward, numbers.Real):
+            raise RuntimeFailure(
+                f"{where}: reward {index + 1} of {expected} is a {type(reward).__name__} ({reward!r:.40}); "
+                "rewards are numbers (or None: not scored)"
+            )
+        if not math.isfinite(reward):
+            raise RuntimeFailure(
+                f"{where}: reward {index + 1} of {expected} is {float(reward)}; rewards must be finite numbers"
+            )
+    return rewards
+
+
+def _failed(path: str, exc: BaseException) -> RuntimeFailure:
+    """The one line for an exception the user's function raised (its traceback with RPT_DEBUG=1)."""
+    if os.environ.get("RPT_DEBUG"):
+        traceback.print_exception(exc)
+    if isinstance(exc, SystemExit):
+        return RuntimeFailure(
+            f"--reward {path}: the function called sys.exit({exc.code!r}) while scoring; a reward function "
+            "returns its rewards, it does not end the run"
+        )
+    return RuntimeFailure(f"--reward {path}: the function raised {type(exc).__name__}: {exc}")
+
+
 def user_reward(path: str, *, extract: Callable | None = None) -> Callable:
     """The user's function as `rpt train` hands it to TRL: called as is (async ones stay async),
-    named after it in TRL's logs, and carrying `extract`, the answer format's own reading of a
-    completion, which `rpt train` uses for its `no_prediction_share` metric."""
+    its rewards checked (`checked_rewards`), named after it in TRL's logs, and carrying `extract`,
+    the answer format's own reading of a completion, which `rpt train` uses for its
+    `no_prediction_share` metric. KeyboardInterrupt passes through: Ctrl-C is the user's, not
+    the function's."""
     function = import_reward(path)
     if inspect.iscoroutinefunction(function):
 
         async def reward(*args, **kwargs):
-            return await function(*args, **kwargs)
+            try:
+                rewards = await function(*args, **kwargs)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: one line naming it
+                raise _failed(path, exc) from None
+            return checked_rewards(path, rewards, len(kwargs.get("completions", ())))
     else:
 
         def reward(*args, **kwargs):
-            return function(*args, **kwargs)
+            try:
+                rewards = function(*args, **kwargs)
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: one line naming it
+                raise _failed(path, exc) from None
+            return checked_rewards(path, rewards, len(kwargs.get("completions", ())))
 
     functools.update_wrapper(reward, function)
     reward.__name__ = getattr(function, "__name__", split_path(path)[1])
@@ -80,4 +135,4 @@ def user_reward(path: str, *, extract: Callable | None = None) -> Callable:
     return reward
 
 
-__all__ = ["import_reward", "is_user_reward", "split_path", "user_reward"]
+__all__ = ["checked_rewards", "import_reward", "is_user_reward", "split_path", "user_reward"]

@@ -237,7 +237,18 @@ def read_yaml_config(path: str) -> dict[str, tuple[Any, int]]:
         return {}
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
         raise InputError(path, 1, "expected a mapping of option: value, one per line")
-    lines = {key_node.value: key_node.start_mark.line + 1 for key_node, _ in node.value}
+    lines: dict[str, int] = {}
+    seen: dict[str, tuple[str, int]] = {}  # setting -> (key as written, line) of its first mention
+    for key_node, _ in node.value:
+        raw, line = str(key_node.value), key_node.start_mark.line + 1
+        key = raw.replace("-", "_")
+        key = OLD_KEYS.get(key, key)
+        if key in seen:  # YAML keeps the last silently; the command line refuses a setting given twice
+            first, first_line = seen[key]
+            same = "repeats" if first == raw else "sets the same option as"
+            raise InputError(path, line, f"{raw!r} {same} {first!r} of line {first_line}: give each option once")
+        seen[key] = (raw, line)
+        lines[raw] = line
     out: dict[str, tuple[Any, int]] = {}
     for raw_key, value in data.items():
         line = lines.get(str(raw_key))

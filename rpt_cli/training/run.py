@@ -445,7 +445,7 @@ def build(config: TrainConfig, *, resume: bool = False, console, hold: Callable)
 def _prepare_folder(config, plan, samples, output, source, log: RunLog, console, alignment) -> None:
     """Main process: clear what an interrupted run left half done, record a new run's settings."""
     folder = output.folder
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.resolve().mkdir(parents=True, exist_ok=True)  # -o at a symlink: the link stays, its target is made
     if output.restarted:
         console.print(
             f"train: note: {folder} held a run that ended before its first step; starting it afresh", markup=False
