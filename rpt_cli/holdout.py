@@ -64,17 +64,20 @@ class ContentIds:
         return plain if count == 1 else f"{plain}-{count}"
 
 
-def document_of(record: dict, id_field: str = "id"):
+def document_of(record: dict, id_field: str = "id", lineno: int | None = None):
     """The document a record belongs to, by the one rule `rpt holdout`, `rpt train` and `rpt eval`
     share: its `doc_id`; else, for a sample or rollout (a record with a `context`), the part of
-    its `DOC@POSITION` id before the last `@`; else its id field (a document); else its content id."""
+    its `DOC@POSITION` id before the last `@`; else its id field; else, for a document, its
+    content id, and for a sample its line number (None when not given: it tells no document)."""
     doc_id = record.get("doc_id")
     if doc_id is not None:
         return doc_id
     value = record.get(id_field)
     if isinstance(value, str) and "@" in value and "context" in record:
         return value.rsplit("@", 1)[0]
-    return value if value is not None else content_id(record, id_field)
+    if value is not None:
+        return value
+    return lineno if "context" in record else content_id(record, id_field)
 
 
 def document_number(doc_id, seed: int) -> int:

@@ -9,7 +9,7 @@ import json
 from typer.testing import CliRunner
 
 from rpt_cli.cli import app
-from rpt_cli.holdout import document_digest, document_of, shared_documents_note, training_documents
+from rpt_cli.holdout import content_id, document_digest, document_of, shared_documents_note, training_documents
 from tests.test_corpus import read_jsonl, write_jsonl
 
 runner = CliRunner()
@@ -49,7 +49,8 @@ def test_the_rule_of_a_records_document():
     assert document_of({"id": "a@b@7", "context": ""}) == "a@b"  # the last @ ends the document
     assert document_of({"id": "user@example.org", "text": "a document"}) == "user@example.org"  # no context
     assert document_of({"id": 3, "context": ""}) == 3
-    assert document_of({"text": "t"}, "id", 12) == 12 and document_of({"context": ""}) is None
+    assert document_of({"text": "t"}) == content_id({"text": "t"})  # a document without id: its content id
+    assert document_of({"context": ""}, "id", 12) == 12 and document_of({"context": ""}) is None
 
 
 def test_holdout_refuses_a_null_doc_id(tmp_path):
