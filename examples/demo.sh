@@ -24,10 +24,10 @@ echo "== rpt curves: the mean reward per step on the training contexts ==" >&2
 rpt curves "$out/run" -o "$out/reward.png" > "$out/curve.json"
 echo "== rpt entropy | rpt filter on the held-out documents (examples/data/val.jsonl) ==" >&2
 rpt entropy examples/data/val.jsonl | rpt filter --min 0.5 --per-doc 2 -o "$out/val_samples.jsonl"
-echo "== rpt eval: held-out accuracy per split: base model, after the cold start, after RPT ==" >&2
+echo "== rpt eval: held-out accuracy per split after the cold start, after RPT (paired against the cold start), and of the base model ==" >&2
 # every model with the prompts the runs trained with (the 48-token context alone, no chat): the
 # greedy next token (ntp), and 8 boxed answers sampled at the training temperature (reasoning)
-rpt eval "$out/val_samples.jsonl" -m smollm2-135m -m "$out/coldstart/final" -m "$out/run" \
+rpt eval "$out/val_samples.jsonl" -m "$out/coldstart/final" -m "$out/run" -m smollm2-135m \
   --mode ntp --mode reasoning --answer boxed --template direct --no-chat -G 8 --temperature 0.8 \
   --max-new-tokens 32 --max-prompt-tokens 48 --max-context-tokens 48 --backend hf \
   --details "$out/eval_details.jsonl" -o "$out/eval.jsonl"
