@@ -162,8 +162,8 @@ def test_boxed_rpt_after_a_cold_start_raises_the_reward(builtin_model_dir, tmp_p
     """The paper's format, learning. The built-in model never answers in `\\boxed{}` on its own
     (docs/evidence.md); a cold start (`--objective coldstart`, examples it makes itself) teaches it
     the format, then GRPO with the boxed reward must raise the reward on fixed contexts. The
-    contexts are chosen by a rule, not by hand: the first four positions (entropy > 1.0, of the
-    corpus's first four documents) where the warmed policy's boxed answers are right sometimes
+    contexts are chosen by a rule, not by hand: the first four of 24 positions (entropy > 1.0, six
+    drawn from each of the corpus's first four documents) where the warmed policy's boxed answers are right sometimes
     but at most half the time (16 sampled at the training temperature): there is a signal to learn
     from and room to rise, and only training that moves probability onto the rewarded answers
     lifts the reward, measured afresh before and after with 32 answers per context."""
@@ -183,7 +183,8 @@ def test_boxed_rpt_after_a_cold_start_raises_the_reward(builtin_model_dir, tmp_p
     )
     sampling = ["--answer", "boxed", *prompts, "--temperature", "0.8", "--max-new-tokens", "32", "--backend", "hf"]
     candidates = tmp_path / "candidates.jsonl"
-    positions = [s for s in read_jsonl(run(["filter", str(scored), "--min", "1.0"])) if s["doc_id"] in DOCS_4]
+    picked = read_jsonl(run(["filter", str(scored), "--min", "1.0", "--per-doc", "6"]))
+    positions = [s for s in picked if s["doc_id"] in DOCS_4]
     candidates.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in positions))
     details = tmp_path / "details.jsonl"
     run(
