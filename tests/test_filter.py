@@ -144,7 +144,10 @@ def write(path, records):
         ({"text": "ab", "offsets": [0, 2], "entropy": [None, 1.0]}, '"offsets" must have one more entry'),
         ({"text": "ab", "offsets": [0, 2, 1, 2], "entropy": [None, 1.0, 1.0]}, '"offsets" must be strictly increasing'),
         ({"text": "ab", "entropy": [None]}, 'missing field "offsets"'),
-        ({"text": "ab", "offsets": [0, 1, 2], "entropy": [None, "x"]}, '"entropy" must hold non-negative numbers'),
+        (
+            {"text": "ab", "offsets": [0, 1, 2], "entropy": [None, "x"]},
+            '"entropy" must hold numbers of nats from 0 to 44.4, or null',
+        ),
         ({"offsets": [0], "entropy": []}, 'missing field "text"'),
     ],
 )
