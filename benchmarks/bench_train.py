@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,15 +289,18 @@ def compare(
         for side in ("trl", "rpt"):
             out = work / f"{side}-{repeat}"
             clock = StepClock()
+            held = ExitStack()  # rpt's run-folder lock, held while the run trains
             if side == "rpt":
-                job = build(TrainConfig(**{**config.as_dict(), "output": str(out)}), console=stderr)
+                job = build(
+                    TrainConfig(**{**config.as_dict(), "output": str(out)}), console=stderr, hold=held.enter_context
+                )
                 trainer = job.trainer
             else:
                 trainer = bare_trainer(config, source, out, batch_plan(config, 1), grpo_args)
             trainer.generation_kwargs = {**(trainer.generation_kwargs or {}), **force_length}
             trainer.generation_config.update(**force_length)
             trainer.add_callback(clock)
-            with PeakMemory() as memory:
+            with held, PeakMemory() as memory:
                 trainer.train()
             peaks[side].append(memory.peak_mb)
             times = step_times(clock)
