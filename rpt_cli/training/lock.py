@@ -66,6 +66,7 @@ def run_folder_lock(folder: Path, option: str, *, take: bool = True) -> Iterator
     if not take:
         yield
         return
+    folder = folder.resolve()  # -o at a symlink (dangling too): the link stays, its target is the folder
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
