@@ -377,7 +377,7 @@ def test_ntp_trains_each_documents_tokens_once_a_pass(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--objective", "sft"], "--objective sft: choose one of rpt, ntp, rlp"),
+        (["--objective", "sft"], "--objective sft: choose one of rpt, ntp, rlp, coldstart"),
         (["--objective", "rlp", "--ema-decay", "1"], "--ema-decay must be in [0, 1), got 1.0"),
     ],
 )

@@ -113,7 +113,9 @@ def _rpt(args: list[str], log: Path, progress: str) -> subprocess.CompletedProce
 
 @pytest.mark.slow  # a real subprocess: seconds on 2 cores
 def test_entropy_with_standard_error_to_a_file_writes_progress_lines_while_it_runs(tiny_model_dir, tmp_path):
-    corpus = _documents(tmp_path / "big.jsonl", 120)
+    corpus = _documents(
+        tmp_path / "big.jsonl", 1500
+    )  # enough work to outlast several progress intervals on an idle machine
     args = ["entropy", str(corpus), "--model", str(tiny_model_dir), "--batch-tokens", "256", "-o"]
     done = _rpt([*args, str(tmp_path / "scored.jsonl")], tmp_path / "log", "0.05")
     log = (tmp_path / "log").read_text()
@@ -127,7 +129,7 @@ def test_entropy_with_standard_error_to_a_file_writes_progress_lines_while_it_ru
     shares = [int(share) for share in counted]
     assert shares == sorted(shares) and shares[-1] <= 100
     assert any("ETA" in line for line in log.splitlines() if line.startswith("entropy: ") and "%" in line)
-    assert re.search(r"^entropy: 120 documents, [\d,]+ tokens in ", log, re.MULTILINE), log  # the final summary
+    assert re.search(r"^entropy: 1,500 documents, [\d,]+ tokens in ", log, re.MULTILINE), log  # the final summary
 
     quiet = _rpt([*args, str(tmp_path / "again.jsonl")], tmp_path / "quiet", "0")
     quiet_log = (tmp_path / "quiet").read_text()

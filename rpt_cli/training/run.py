@@ -286,6 +286,16 @@ class Job:
         return final
 
 
+def _process_locks():
+    from contextlib import ExitStack
+
+    return ExitStack()
+
+
+# run-folder locks of jobs built without `hold`: released when the process ends
+_PROCESS_LOCKS = _process_locks()
+
+
 def train(config: TrainConfig, *, resume: bool = False, console) -> Path:
     """Run `rpt train`; returns the folder of the final model. The run folder's lock is held
     from before the folder is read until the run ends."""
@@ -298,9 +308,12 @@ def train(config: TrainConfig, *, resume: bool = False, console) -> Path:
         return job.run(console)
 
 
-def build(config: TrainConfig, *, resume: bool = False, console, hold: Callable) -> Job | None:
+def build(config: TrainConfig, *, resume: bool = False, console, hold: Callable | None = None) -> Job | None:
     """Check, load and set up everything up to the first step; None when the run is already done.
-    `hold` keeps the run folder's lock until the caller's block ends."""
+    `hold` keeps the run folder's lock until the caller's block ends; without it (a caller from
+    Python that trains the job itself) the lock is held as long as this process lives."""
+    if hold is None:
+        hold = _PROCESS_LOCKS.enter_context
     plan, samples, output = prepare(config, resume=resume, hold=hold)
     folder = output.folder
     if output.finished:
