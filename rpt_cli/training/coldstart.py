@@ -126,9 +126,9 @@ class CandidateScorer:
             self.ids.setdefault(data, token_id)
         self.size = len(table or [])
 
-    def candidates(self, contexts: Sequence[str]) -> list[tuple[list[Candidate], list[float]]]:
-        """Per context: (the top `count` writable candidates, the full probability vector as a
-        lookup for the true token's probability is done by `probability_of`)."""
+    def candidates(self, contexts: Sequence[str]) -> list[tuple[list[Candidate], object]]:
+        """Per context: (its `count` most probable writable tokens, the model's whole next-token
+        distribution as a tensor, for `sampled` and `probability_of`)."""
         import torch
 
         out = []
@@ -233,14 +233,6 @@ def _seed(seed: int, sample_id) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()[:8], "little")
 
 
-def examples_digest(examples: Sequence[Example]) -> str:
-    """What a resumed run checks: the same examples, token for token."""
-    digest = hashlib.sha256()
-    for example in examples:
-        digest.update(repr((example.sample_id, example.prompt_ids, example.completion_ids)).encode())
-    return digest.hexdigest()
-
-
 def summary(examples: Sequence[Example]) -> str:
     """One line for the run's start: how many examples, how their answers were chosen."""
     count = len(examples)
@@ -269,7 +261,6 @@ __all__ = [
     "Example",
     "build_examples",
     "completion_text",
-    "examples_digest",
     "summary",
     "thought",
 ]
